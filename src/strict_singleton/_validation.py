@@ -1,0 +1,190 @@
+"""Argument checks that run before any lease is taken. Pure: no I/O."""
+
+from __future__ import annotations
+
+import math
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from durabletask import task
+from durabletask.serialization import DataConverter, JsonDataConverter
+
+from strict_singleton.errors import InvalidArgumentError, InvalidInstanceIdError
+
+MAX_INSTANCE_ID_LENGTH = 256
+# Tags under this prefix are written by strict-singleton; callers may not set them.
+RESERVED_TAG_PREFIX = "strict_singleton."
+FENCING_TAG = "strict_singleton.fencing_token"
+
+_FORBIDDEN_CATEGORIES = {"Cc", "Cs", "Zl", "Zp"}  # control chars, lone surrogates, line/paragraph separators
+
+
+def validate_instance_id(instance_id: object, *, max_length: int = MAX_INSTANCE_ID_LENGTH) -> str:
+    """Return ``instance_id`` if it is a usable fixed ID, else raise :class:`InvalidInstanceIdError`.
+
+    A usable ID is a non-empty ``str`` of at most ``max_length`` characters, without
+    leading or trailing whitespace, control characters, lone surrogates or line
+    separators. Everything else (``/``, ``%``, non-ASCII letters, spaces inside) is
+    allowed: each lock backend maps IDs onto its own key space.
+    """
+    if not isinstance(instance_id, str):
+        raise InvalidInstanceIdError(f"instance_id must be a str, got {type(instance_id).__name__}")
+    shown = instance_id if len(instance_id) <= 80 else instance_id[:77] + "..."
+    if not instance_id:
+        raise InvalidInstanceIdError("instance_id must not be empty", instance_id=instance_id)
+    if len(instance_id) > max_length:
+        raise InvalidInstanceIdError(
+            f"instance_id is {len(instance_id)} characters long; the maximum is {max_length}", instance_id=shown
+        )
+    if instance_id != instance_id.strip():
+        raise InvalidInstanceIdError("instance_id must not start or end with whitespace", instance_id=shown)
+    for position, char in enumerate(instance_id):
+        if unicodedata.category(char) in _FORBIDDEN_CATEGORIES:
+            raise InvalidInstanceIdError(
+                f"instance_id contains a control character (U+{ord(char):04X}) at position {position}",
+                instance_id=shown.encode("unicode_escape").decode("ascii"),
+            )
+    return instance_id
+
+
+def _is_seconds(value: object) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+@dataclass(frozen=True, slots=True)
+class StarterConfig:
+    """Validated starter settings (see :class:`~strict_singleton.SingletonStarter`)."""
+
+    lease_ttl: float
+    wait: float
+    schedule_margin: float
+    visibility_timeout: float
+    confirm_visible: bool
+    background_finish: bool
+    max_instance_id_length: int
+    fetch_payloads: bool
+
+    @property
+    def renew_after(self) -> float:
+        """Renew a lease once it is older than a third of its TTL."""
+        return self.lease_ttl / 3.0
+
+
+def build_config(
+    *,
+    lease_ttl: object,
+    wait: object,
+    schedule_margin: object,
+    visibility_timeout: object,
+    confirm_visible: bool,
+    background_finish: bool,
+    max_instance_id_length: object,
+    fetch_payloads: bool,
+    backend: str,
+) -> StarterConfig:
+    if not _is_seconds(lease_ttl) or lease_ttl <= 0:  # type: ignore[operator]
+        raise InvalidArgumentError(f"lease_ttl must be a finite number of seconds > 0, got {lease_ttl!r}", backend=backend)
+    ttl = float(lease_ttl)  # type: ignore[arg-type]
+    wait_s = ttl if wait is None else wait
+    if not _is_seconds(wait_s) or wait_s < 0:  # type: ignore[operator]
+        raise InvalidArgumentError(f"wait must be a finite number of seconds >= 0, got {wait!r}", backend=backend)
+    margin = ttl / 3.0 if schedule_margin is None else schedule_margin
+    if not _is_seconds(margin) or not 0 <= margin < ttl * 0.9:  # type: ignore[operator]
+        raise InvalidArgumentError(
+            f"schedule_margin must be >= 0 and below 90% of lease_ttl ({ttl!r}), got {schedule_margin!r}",
+            backend=backend,
+        )
+    visibility = ttl if visibility_timeout is None else visibility_timeout
+    if not _is_seconds(visibility) or visibility <= 0:  # type: ignore[operator]
+        raise InvalidArgumentError(
+            f"visibility_timeout must be a finite number of seconds > 0, got {visibility_timeout!r}", backend=backend
+        )
+    if isinstance(max_instance_id_length, bool) or not isinstance(max_instance_id_length, int) or max_instance_id_length < 1:
+        raise InvalidArgumentError(
+            f"max_instance_id_length must be a positive int, got {max_instance_id_length!r}", backend=backend
+        )
+    return StarterConfig(
+        lease_ttl=ttl,
+        wait=float(wait_s),  # type: ignore[arg-type]
+        schedule_margin=float(margin),  # type: ignore[arg-type]
+        visibility_timeout=float(visibility),  # type: ignore[arg-type]
+        confirm_visible=bool(confirm_visible),
+        background_finish=bool(background_finish),
+        max_instance_id_length=max_instance_id_length,
+        fetch_payloads=bool(fetch_payloads),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StartCall:
+    """One validated start request."""
+
+    instance_id: str
+    orchestrator: Any  # task.Orchestrator | str, as schedule_new_orchestration takes it
+    orchestrator_name: str
+    input: Any
+    tags: dict[str, str]
+    version: str | None
+    start_at: datetime | None
+
+
+def converter_of(client: object) -> DataConverter:
+    """The client's own data converter (durabletask keeps it private), else the SDK default."""
+    converter = getattr(client, "_data_converter", None)
+    return converter if converter is not None else JsonDataConverter()
+
+
+def build_call(
+    *,
+    orchestrator: object,
+    instance_id: object,
+    input: object,
+    tags: object,
+    version: object,
+    start_at: object,
+    converter: DataConverter,
+    max_instance_id_length: int,
+    backend: str,
+) -> StartCall:
+    iid = validate_instance_id(instance_id, max_length=max_instance_id_length)
+
+    def bad(message: str) -> InvalidArgumentError:
+        return InvalidArgumentError(message, instance_id=iid, backend=backend)
+
+    if isinstance(orchestrator, str):
+        if not orchestrator.strip() or orchestrator != orchestrator.strip():
+            raise bad(f"orchestrator name must be non-empty without surrounding whitespace, got {orchestrator!r}")
+        name = orchestrator
+    elif callable(orchestrator):
+        name = task.get_name(orchestrator)
+    else:
+        raise bad(f"orchestrator must be a function or a name, got {type(orchestrator).__name__}")
+    if tags is None:
+        tag_map: dict[str, str] = {}
+    elif isinstance(tags, Mapping) and all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items()):
+        tag_map = dict(tags)
+        reserved = sorted(k for k in tag_map if k.startswith(RESERVED_TAG_PREFIX))
+        if reserved:
+            raise bad(f"tags under {RESERVED_TAG_PREFIX!r} are reserved for strict-singleton: {reserved}")
+    else:
+        raise bad("tags must be a mapping of str to str")
+    if version is not None and (not isinstance(version, str) or not version):
+        raise bad(f"version must be a non-empty str or None, got {version!r}")
+    if start_at is not None and not isinstance(start_at, datetime):
+        raise bad(f"start_at must be a datetime or None, got {type(start_at).__name__}")
+    try:
+        converter.serialize(input)
+    except Exception as exc:
+        raise bad(f"input cannot be serialized by the client's data converter: {type(exc).__name__}: {exc}") from exc
+    return StartCall(
+        instance_id=iid,
+        orchestrator=orchestrator,
+        orchestrator_name=name,
+        input=input,
+        tags=tag_map,
+        version=version,  # type: ignore[arg-type]
+        start_at=start_at,  # type: ignore[arg-type]
+    )

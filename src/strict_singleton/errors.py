@@ -1,0 +1,127 @@
+"""The one error tree of strict-singleton.
+
+Every error the library raises on purpose derives from :class:`StrictSingletonError`,
+so ``except StrictSingletonError`` catches "anything strict-singleton refused or
+could not do". Each error carries the instance ID and the lock backend's name
+(either may be ``None`` when not known yet, e.g. for a bad constructor argument)
+and pickles with both, so errors cross process boundaries intact.
+
+What each error promises about the Durable backend:
+
+* :class:`InvalidArgumentError`, :class:`InvalidInstanceIdError`: raised before
+  any lease was taken; nothing was scheduled.
+* :class:`LockUnavailableError`, :class:`LeaseLostError`: nothing was scheduled
+  by this call.
+* :class:`BackendError`: a Durable backend call failed before scheduling;
+  nothing was scheduled by this call.
+* :class:`ScheduleError`: the schedule call itself failed. ``maybe_scheduled``
+  says whether the backend may nevertheless have created the instance (a
+  timeout or a lost connection); when it is ``False`` nothing was scheduled.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class StrictSingletonError(Exception):
+    """Root of every error raised by strict-singleton.
+
+    Attributes:
+        instance_id: the orchestration instance ID the call was about, if known.
+        backend: the lock backend's display name (never a secret), if known.
+    """
+
+    def __init__(self, message: str, *, instance_id: str | None = None, backend: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.instance_id = instance_id
+        self.backend = backend
+
+    def _extra(self) -> dict[str, Any]:
+        return {}
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword-only constructors do not survive the default Exception pickling.
+        kwargs = {"instance_id": self.instance_id, "backend": self.backend, **self._extra()}
+        return (_rebuild, (type(self), self.message, kwargs))
+
+    def __str__(self) -> str:
+        parts = [self.message]
+        if self.instance_id is not None:
+            parts.append(f"instance_id={self.instance_id!r}")
+        if self.backend is not None:
+            parts.append(f"backend={self.backend}")
+        return " ".join([parts[0], *(f"[{p}]" for p in parts[1:])]) if len(parts) > 1 else parts[0]
+
+
+def _rebuild(cls: type[StrictSingletonError], message: str, kwargs: dict[str, Any]) -> StrictSingletonError:
+    return cls(message, **kwargs)
+
+
+class InvalidArgumentError(StrictSingletonError, ValueError):
+    """A constructor or call argument is invalid. Raised before any lease is taken."""
+
+
+class InvalidInstanceIdError(InvalidArgumentError):
+    """The instance ID is empty, padded, contains control characters or is too long."""
+
+
+class LockUnavailableError(StrictSingletonError):
+    """The lock store could not be reached or answered with an error.
+
+    Strict-singleton fails closed: nothing was scheduled by the call that raised this.
+    """
+
+
+class LeaseLostError(StrictSingletonError):
+    """The lease expired, may have expired, or was taken by someone else before scheduling.
+
+    Nothing was scheduled by the call that raised this.
+    """
+
+
+class BackendError(StrictSingletonError):
+    """A Durable Task backend call (a status read) failed before scheduling.
+
+    Nothing was scheduled by the call that raised this.
+    """
+
+
+class ScheduleError(BackendError):
+    """The schedule call failed.
+
+    Attributes:
+        maybe_scheduled: ``True`` when the failure is ambiguous (deadline exceeded,
+            connection lost, cancelled): the backend may have created the instance.
+            In that case the lease is *not* released early; it is left to expire so
+            no other caller can schedule a duplicate while the outcome is unknown.
+        grpc_code: the gRPC status code name, when the failure came from gRPC.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        instance_id: str | None = None,
+        backend: str | None = None,
+        maybe_scheduled: bool = False,
+        grpc_code: str | None = None,
+    ) -> None:
+        super().__init__(message, instance_id=instance_id, backend=backend)
+        self.maybe_scheduled = maybe_scheduled
+        self.grpc_code = grpc_code
+
+    def _extra(self) -> dict[str, Any]:
+        return {"maybe_scheduled": self.maybe_scheduled, "grpc_code": self.grpc_code}
+
+
+__all__ = [
+    "BackendError",
+    "InvalidArgumentError",
+    "InvalidInstanceIdError",
+    "LeaseLostError",
+    "LockUnavailableError",
+    "ScheduleError",
+    "StrictSingletonError",
+]

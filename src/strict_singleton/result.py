@@ -1,0 +1,58 @@
+"""What a start reports back: one of three truthful outcomes."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from durabletask.client import OrchestrationState
+
+
+class StartOutcome(enum.Enum):
+    """The three answers a start can give.
+
+    * ``STARTED``: this call's schedule request succeeded; a new instance was created.
+      Within one start wave on one instance ID at most one caller gets it.
+    * ``ALREADY_RUNNING``: an active (non-terminal) instance with this ID exists;
+      ``StartResult.existing`` holds the state that was seen.
+    * ``BUSY``: another caller held the lease for longer than this call's ``wait``
+      and no active instance was visible; nothing was scheduled by this call.
+    """
+
+    STARTED = "started"
+    ALREADY_RUNNING = "already_running"
+    BUSY = "busy"
+
+
+@dataclass(frozen=True, slots=True)
+class StartResult:
+    """The result of one start.
+
+    Attributes:
+        outcome: see :class:`StartOutcome`.
+        instance_id: the fixed instance ID the call was about.
+        existing: the orchestration state seen when not started (``None`` for
+            STARTED, and for BUSY when no instance was visible).
+        waited: seconds this call spent waiting for another holder's lease.
+        elapsed: seconds the whole call took, as seen by the caller.
+        fencing_token: the lease's fencing token when this call held the lease
+            (always set for STARTED; it only grows per instance ID and is also
+            written to the orchestration's tags as ``strict_singleton.fencing_token``).
+        backend: the lock backend's display name.
+    """
+
+    outcome: StartOutcome
+    instance_id: str
+    existing: OrchestrationState | None = None
+    waited: float = 0.0
+    elapsed: float = 0.0
+    fencing_token: int | None = None
+    backend: str = ""
+
+    @property
+    def started(self) -> bool:
+        """``True`` only when this call's schedule request created the instance."""
+        return self.outcome is StartOutcome.STARTED
+
+
+__all__ = ["StartOutcome", "StartResult"]

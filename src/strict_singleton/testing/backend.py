@@ -1,0 +1,186 @@
+"""Durable backend profiles for race tests, on Microsoft's in-memory backend over real gRPC.
+
+``DurableTestBackend`` subclasses ``durabletask.testing.InMemoryOrchestrationBackend``
+(a real gRPC servicer) and counts what actually happened in the backend, per
+instance ID, in a :class:`BackendLedger`:
+
+* ``atomic``: as shipped: a duplicate instance ID is rejected with ALREADY_EXISTS
+  unless the request's reuse policy lists the existing status as replaceable.
+* ``overwrite``: a start on an existing ID replaces it whatever its status, as hosts
+  configured to override existing instances do. Each *active* instance replaced is a
+  lost start. The lock is then the only protection.
+* ``latency``: seconds added to every status read and start (injected stalls; the
+  server has enough threads that stalls overlap).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from concurrent import futures
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import grpc
+from durabletask.internal import orchestrator_service_pb2 as pb
+from durabletask.internal import orchestrator_service_pb2_grpc as stubs
+from durabletask.testing import InMemoryOrchestrationBackend
+
+Profile = Literal["atomic", "overwrite"]
+PROFILES: tuple[Profile, ...] = ("atomic", "overwrite")
+
+
+def free_port() -> int:
+    """A TCP port that was free on loopback a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class LedgerSnapshot:
+    created: Counter[str] = field(default_factory=Counter)
+    overwritten_active: Counter[str] = field(default_factory=Counter)
+    rejected: Counter[str] = field(default_factory=Counter)
+    tags: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+
+    @property
+    def total_created(self) -> int:
+        return sum(self.created.values())
+
+    @property
+    def total_overwritten(self) -> int:
+        return sum(self.overwritten_active.values())
+
+
+class BackendLedger:
+    """Thread-safe counts of what the backend did, per instance ID."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._snap = LedgerSnapshot()
+
+    def record_created(self, instance_id: str, *, overwrote_active: bool, tags: dict[str, str]) -> None:
+        with self._lock:
+            self._snap.created[instance_id] += 1
+            self._snap.tags.setdefault(instance_id, []).append(tags)
+            if overwrote_active:
+                self._snap.overwritten_active[instance_id] += 1
+
+    def record_rejected(self, instance_id: str) -> None:
+        with self._lock:
+            self._snap.rejected[instance_id] += 1
+
+    def snapshot(self) -> LedgerSnapshot:
+        with self._lock:
+            s = self._snap
+            return LedgerSnapshot(
+                created=Counter(s.created),
+                overwritten_active=Counter(s.overwritten_active),
+                rejected=Counter(s.rejected),
+                tags={k: list(v) for k, v in s.tags.items()},
+            )
+
+    def clear(self) -> None:
+        with self._lock:
+            self._snap = LedgerSnapshot()
+
+
+class DurableTestBackend(InMemoryOrchestrationBackend):
+    """The in-memory Durable backend with a race profile, injected latency and a ledger."""
+
+    def __init__(
+        self,
+        *,
+        profile: Profile = "atomic",
+        latency: float = 0.0,
+        port: int | None = None,
+        max_workers: int = 64,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if profile not in PROFILES:
+            raise ValueError(f"unknown profile {profile!r}; choose from {PROFILES}")
+        super().__init__(port=port if port is not None else free_port())
+        self.profile: Profile = profile
+        self.latency = latency
+        self.ledger = BackendLedger()
+        self._max_workers = max_workers
+        self._sleep = sleep
+        self.read_hook: Callable[[str], None] | None = None  # called before each status read
+
+    @property
+    def port(self) -> int:
+        return int(self._port)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self._port}"
+
+    def start(self) -> str:
+        # As the base class, with more server threads so injected stalls can overlap.
+        self._shutdown_event.clear()
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=self._max_workers))
+        self._server = server
+        stubs.add_TaskHubSidecarServiceServicer_to_server(self, server)
+        bound = server.add_insecure_port(f"127.0.0.1:{self._port}")
+        if bound == 0:
+            raise RuntimeError(f"could not bind the Durable test backend to port {self._port}")
+        server.start()
+        return self.address
+
+    def __enter__(self) -> DurableTestBackend:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop(grace=0)
+
+    def reset(self) -> None:
+        super().reset()
+        self.ledger.clear()
+
+    def instance_count(self) -> int:
+        with self._lock:
+            return len(self._instances)
+
+    def status_of(self, instance_id: str) -> int | None:
+        with self._lock:
+            inst = self._instances.get(instance_id)
+            return None if inst is None else int(inst.status)
+
+    # -- gRPC methods ----------------------------------------------------------
+
+    def GetInstance(self, request: pb.GetInstanceRequest, context: grpc.ServicerContext) -> Any:
+        if self.read_hook is not None:
+            self.read_hook(request.instanceId)
+        if self.latency:
+            self._sleep(self.latency)
+        return super().GetInstance(request, context)
+
+    def StartInstance(self, request: pb.CreateInstanceRequest, context: grpc.ServicerContext) -> Any:
+        if self.latency:
+            self._sleep(self.latency)
+        instance_id = request.instanceId or uuid.uuid4().hex
+        if not request.instanceId:
+            request.instanceId = instance_id
+        with self._lock:  # an RLock: the base method re-enters it
+            existing = self._instances.get(instance_id)
+            active = existing is not None and not self._is_terminal_status(existing.status)
+            if self.profile == "overwrite" and existing is not None:
+                del self._instances[instance_id]
+                self._orchestration_queue_set.discard(instance_id)
+            try:
+                response = super().StartInstance(request, context)
+            except Exception:
+                self.ledger.record_rejected(instance_id)
+                raise
+            self.ledger.record_created(
+                instance_id,
+                overwrote_active=active and self.profile == "overwrite",
+                tags=dict(request.tags),
+            )
+            return response
