@@ -125,7 +125,12 @@ def test_bad_start_input_async(
 
 @pytest.mark.parametrize(("case", "overrides", "text"), CONFIG_CASES, ids=[c[0] for c in CONFIG_CASES])
 def test_bad_config(
-    durable_backend: DurableTestBackend, client: TaskHubGrpcClient, tmp_path: Path, case: str, overrides: dict[str, Any], text: str
+    durable_backend: DurableTestBackend,
+    client: TaskHubGrpcClient,
+    tmp_path: Path,
+    case: str,
+    overrides: dict[str, Any],
+    text: str,
 ) -> None:
     with pytest.raises(InvalidArgumentError, match=re.escape(text)):
         SingletonStarter(client, lock=FileLease(tmp_path / "locks"), **overrides)
@@ -136,7 +141,9 @@ def test_bad_config(
     assert durable_backend.instance_count() == 0
 
 
-def test_mismatched_sync_async_pieces(durable_backend: DurableTestBackend, client: TaskHubGrpcClient, tmp_path: Path) -> None:
+def test_mismatched_sync_async_pieces(
+    durable_backend: DurableTestBackend, client: TaskHubGrpcClient, tmp_path: Path
+) -> None:
     async_client = AsyncTaskHubGrpcClient(host_address=durable_backend.address)
     with pytest.raises(InvalidArgumentError, match="sync lease backend"):
         SingletonStarter(client, lock=AsyncFileLease(tmp_path))  # type: ignore[arg-type]
@@ -155,7 +162,9 @@ def test_redis_prefix_with_braces_rejected() -> None:
         RedisLease(redis.Redis(), prefix="bad{prefix}")
 
 
-def test_accepted_ids_are_not_mangled(durable_backend: DurableTestBackend, client: TaskHubGrpcClient, tmp_path: Path) -> None:
+def test_accepted_ids_are_not_mangled(
+    durable_backend: DurableTestBackend, client: TaskHubGrpcClient, tmp_path: Path
+) -> None:
     ids = ["a/b?c#d%e", "with inner space", "ünïcödé-日本", "x" * 256, "{braces}", "a}b{c"]
     with SingletonStarter(client, lock=FileLease(tmp_path / "locks"), background_finish=False) as starter:
         for iid in ids:

@@ -47,7 +47,7 @@ def test_threads_exactly_once(durable_backend: DurableTestBackend, client: TaskH
     with SingletonStarter(client, lock=lock, lease_ttl=10) as starter:
         for r in range(ROUNDS):
             iid = f"threads-{r}"
-            recs = fire_threads(STARTERS, lambda _i: starter.start("orch", instance_id=iid))
+            recs = fire_threads(STARTERS, lambda _i, iid=iid: starter.start("orch", instance_id=iid))
             check_round(durable_backend, iid, [rec.value for rec in recs])
     lock.close()
     assert durable_backend.ledger.snapshot().total_created == ROUNDS
@@ -61,7 +61,7 @@ def test_asyncio_exactly_once(durable_backend: DurableTestBackend, lock_url: str
         async with AsyncSingletonStarter(client, lock=lock, lease_ttl=10) as starter:
             for r in range(ROUNDS):
                 iid = f"tasks-{r}"
-                recs = await fire_tasks(STARTERS, lambda _i: starter.start("orch", instance_id=iid))
+                recs = await fire_tasks(STARTERS, lambda _i, iid=iid: starter.start("orch", instance_id=iid))
                 check_round(durable_backend, iid, [rec.value for rec in recs])
         await lock.close()
         await client.close()
@@ -105,7 +105,7 @@ def test_harness_catches_the_naive_pattern(durable_backend: DurableTestBackend, 
     violations = 0
     for r in range(10):
         iid = f"naive-{r}"
-        recs = fire_threads(STARTERS, lambda _i: naive_start(client, "orch", instance_id=iid))
+        recs = fire_threads(STARTERS, lambda _i, iid=iid: naive_start(client, "orch", instance_id=iid))
         believed = sum(1 for rec in recs if rec.value is True)
         created = durable_backend.ledger.snapshot().created[iid]
         violations += believed != 1 or created != 1

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import redis
 import redis.asyncio as aioredis
+from durabletask.client import AsyncTaskHubGrpcClient, TaskHubGrpcClient
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from durabletask.client import AsyncTaskHubGrpcClient, TaskHubGrpcClient
 
 from strict_singleton import AsyncSingletonStarter, LockUnavailableError, SingletonStarter, StartOutcome
 from strict_singleton.lock_backends import FileLease
@@ -87,7 +87,9 @@ def test_redis_stopped_async(durable_backend: DurableTestBackend, redis_server: 
     assert durable_backend.instance_count() == 0
 
 
-def test_file_lock_directory_unusable(durable_backend: DurableTestBackend, client: TaskHubGrpcClient, tmp_path: Path) -> None:
+def test_file_lock_directory_unusable(
+    durable_backend: DurableTestBackend, client: TaskHubGrpcClient, tmp_path: Path
+) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the lock directory should be")
     starter = SingletonStarter(client, lock=FileLease(blocker / "locks"), lease_ttl=5)

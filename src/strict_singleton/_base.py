@@ -40,7 +40,9 @@ class StarterBase:
         kind = "async" if self._is_async else "sync"
         for attr in ("acquire", "extend", "release", "wait_for_release", "validate_ttl", "close"):
             if not callable(getattr(lock, attr, None)):
-                raise InvalidArgumentError(f"lock {lock!r} has no {attr}(); it is not a lease backend", backend=backend_name)
+                raise InvalidArgumentError(
+                    f"lock {lock!r} has no {attr}(); it is not a lease backend", backend=backend_name
+                )
         if inspect.iscoroutinefunction(lock.acquire) != self._is_async:
             raise InvalidArgumentError(
                 f"{type(self).__name__} needs a {kind} lease backend, got {type(lock).__name__}", backend=backend_name
@@ -49,7 +51,9 @@ class StarterBase:
         if not callable(schedule) or not callable(getattr(client, "get_orchestration_state", None)):
             raise InvalidArgumentError(f"client {type(client).__name__} is not a Durable Task client")
         if inspect.iscoroutinefunction(schedule) != self._is_async:
-            raise InvalidArgumentError(f"{type(self).__name__} needs a {kind} Durable Task client, got {type(client).__name__}")
+            raise InvalidArgumentError(
+                f"{type(self).__name__} needs a {kind} Durable Task client, got {type(client).__name__}"
+            )
         self._config: StarterConfig = build_config(
             lease_ttl=lease_ttl,
             wait=wait,
@@ -102,7 +106,9 @@ class StarterBase:
         )
         return call, str(uuid.uuid4())  # owner token: 122 random bits from os.urandom
 
-    def _bind(self, op: _flow.Op, call: StartCall, token: str) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
+    def _bind(
+        self, op: _flow.Op, call: StartCall, token: str
+    ) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
         """The client or lock method that executes ``op``; drivers call or await it."""
         iid = call.instance_id
         if isinstance(op, _flow.Read):

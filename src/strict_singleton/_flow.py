@@ -55,7 +55,8 @@ _TERMINAL = frozenset({OrchestrationStatus.COMPLETED, OrchestrationStatus.FAILED
 
 
 def reuse_policy() -> pb.OrchestrationIdReusePolicy:
-    return pb.OrchestrationIdReusePolicy(replaceableStatus=list(REPLACEABLE_STATUSES))
+    statuses: Any = list(REPLACEABLE_STATUSES)  # the generated stubs type enum fields loosely
+    return pb.OrchestrationIdReusePolicy(replaceableStatus=statuses)
 
 
 def is_active(state: OrchestrationState | None) -> bool:

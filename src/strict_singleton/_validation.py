@@ -86,7 +86,9 @@ def build_config(
     backend: str,
 ) -> StarterConfig:
     if not _is_seconds(lease_ttl) or lease_ttl <= 0:  # type: ignore[operator]
-        raise InvalidArgumentError(f"lease_ttl must be a finite number of seconds > 0, got {lease_ttl!r}", backend=backend)
+        raise InvalidArgumentError(
+            f"lease_ttl must be a finite number of seconds > 0, got {lease_ttl!r}", backend=backend
+        )
     ttl = float(lease_ttl)  # type: ignore[arg-type]
     wait_s = ttl if wait is None else wait
     if not _is_seconds(wait_s) or wait_s < 0:  # type: ignore[operator]
@@ -102,7 +104,11 @@ def build_config(
         raise InvalidArgumentError(
             f"visibility_timeout must be a finite number of seconds > 0, got {visibility_timeout!r}", backend=backend
         )
-    if isinstance(max_instance_id_length, bool) or not isinstance(max_instance_id_length, int) or max_instance_id_length < 1:
+    if (
+        isinstance(max_instance_id_length, bool)
+        or not isinstance(max_instance_id_length, int)
+        or max_instance_id_length < 1
+    ):
         raise InvalidArgumentError(
             f"max_instance_id_length must be a positive int, got {max_instance_id_length!r}", backend=backend
         )
@@ -185,6 +191,6 @@ def build_call(
         orchestrator_name=name,
         input=input,
         tags=tag_map,
-        version=version,  # type: ignore[arg-type]
-        start_at=start_at,  # type: ignore[arg-type]
+        version=version,
+        start_at=start_at,
     )

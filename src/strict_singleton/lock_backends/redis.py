@@ -141,7 +141,7 @@ class RedisLease:
         return self._live
 
     def _listen(self) -> None:
-        pubsub = self._redis.pubsub()
+        pubsub = self._redis.pubsub()  # type: ignore[no-untyped-call]
         try:
             pubsub.psubscribe(self._keys.channel_pattern())
             while not self._stopping.is_set():

@@ -125,7 +125,7 @@ class DurableTestBackend(InMemoryOrchestrationBackend):
         self._shutdown_event.clear()
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=self._max_workers))
         self._server = server
-        stubs.add_TaskHubSidecarServiceServicer_to_server(self, server)
+        stubs.add_TaskHubSidecarServiceServicer_to_server(self, server)  # type: ignore[no-untyped-call]
         bound = server.add_insecure_port(f"127.0.0.1:{self._port}")
         if bound == 0:
             raise RuntimeError(f"could not bind the Durable test backend to port {self._port}")
@@ -140,7 +140,7 @@ class DurableTestBackend(InMemoryOrchestrationBackend):
         self.stop(grace=0)
 
     def reset(self) -> None:
-        super().reset()
+        super().reset()  # type: ignore[no-untyped-call]
         self.ledger.clear()
 
     def instance_count(self) -> int:

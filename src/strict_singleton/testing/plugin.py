@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -18,7 +19,7 @@ from strict_singleton.testing.redis_server import RedisServer
 
 @pytest.fixture
 def durable_backend(request: pytest.FixtureRequest) -> Iterator[DurableTestBackend]:
-    profile = getattr(request, "param", "atomic")
+    profile: Any = getattr(request, "param", "atomic")
     backend = DurableTestBackend(profile=profile)
     backend.start()
     try:

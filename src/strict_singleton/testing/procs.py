@@ -43,8 +43,14 @@ def _run_sync(spec: WorkerSpec, proc_index: int, barrier: Any, results: Any) -> 
         for r in range(spec.rounds):
             iid = f"{spec.id_prefix}-{r}"
             barrier.wait()
-            recs = fire_threads(spec.starters, lambda _i, iid=iid: starter.start("orch", instance_id=iid))
-            results.put((os.getpid(), proc_index, r, [_summarize(rec.value) for rec in recs], [rec.began for rec in recs]))
+
+            def call(_i: int, iid: str = iid) -> Any:
+                return starter.start("orch", instance_id=iid)
+
+            recs = fire_threads(spec.starters, call)
+            results.put(
+                (os.getpid(), proc_index, r, [_summarize(rec.value) for rec in recs], [rec.began for rec in recs])
+            )
     lock.close()
     client.close()
 
@@ -62,8 +68,14 @@ async def _run_async(spec: WorkerSpec, proc_index: int, barrier: Any, results: A
         for r in range(spec.rounds):
             iid = f"{spec.id_prefix}-{r}"
             await loop.run_in_executor(None, barrier.wait)
-            recs = await fire_tasks(spec.starters, lambda _i, iid=iid: starter.start("orch", instance_id=iid))
-            results.put((os.getpid(), proc_index, r, [_summarize(rec.value) for rec in recs], [rec.began for rec in recs]))
+
+            def acall(_i: int, iid: str = iid) -> Any:
+                return starter.start("orch", instance_id=iid)
+
+            recs = await fire_tasks(spec.starters, acall)
+            results.put(
+                (os.getpid(), proc_index, r, [_summarize(rec.value) for rec in recs], [rec.began for rec in recs])
+            )
     await lock.close()
     await client.close()
 

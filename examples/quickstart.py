@@ -1,0 +1,28 @@
+"""Sixteen threads race to start one orchestration; exactly one starts it.
+
+Runs with no servers: Microsoft's in-memory Durable backend over gRPC on a free port,
+and the default file lease. Run: python examples/quickstart.py
+"""
+
+from collections import Counter
+
+from durabletask.client import TaskHubGrpcClient
+
+from strict_singleton import SingletonStarter
+from strict_singleton.testing import DurableTestBackend
+from strict_singleton.testing.swarm import fire_threads
+
+
+def main() -> None:
+    with DurableTestBackend(profile="overwrite") as backend:  # a host that would overwrite duplicates
+        client = TaskHubGrpcClient(host_address=backend.address)
+        with SingletonStarter(client) as starter:  # default lock: a file lease in the temp dir
+            records = fire_threads(16, lambda _i: starter.start("nightly_report", instance_id="nightly-report"))
+        outcomes = Counter(r.value.outcome.value for r in records)
+        created = backend.ledger.snapshot().created["nightly-report"]
+        print(f"16 concurrent starters -> {dict(outcomes)}; instances created in the backend: {created}")
+        client.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,229 @@
+"""One contract suite, parametrized over every lease backend, sync and async twins.
+
+Each case drives the async backend through the same steps as the sync one, so both
+run identical checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import fakeredis
+import pytest
+import redis
+import redis.asyncio as aioredis
+from redis.crc import key_slot
+
+from strict_singleton.lock_backends import AsyncFileLease, FileLease, Grant
+from strict_singleton.lock_backends.redis import AsyncRedisLease, RedisLease
+from strict_singleton.testing import RedisServer
+
+KINDS = ["file", "redis"]
+
+
+class SyncAdapter:
+    """Calls an async backend's methods on a private loop, so one suite drives both."""
+
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+        self.loop = asyncio.new_event_loop()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.backend, name)
+        if not asyncio.iscoroutinefunction(attr):
+            return attr
+
+        def call(*args: Any) -> Any:
+            return self.loop.run_until_complete(attr(*args))
+
+        return call
+
+    def shutdown(self) -> None:
+        self.loop.run_until_complete(self.backend.close())
+        self.loop.close()
+
+
+@pytest.fixture(params=[(k, a) for k in KINDS for a in ("sync", "async")], ids=lambda p: f"{p[0]}-{p[1]}")
+def lease(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    kind, api = request.param
+    if kind == "file":
+        backend: Any = FileLease(tmp_path) if api == "sync" else AsyncFileLease(tmp_path)
+    else:
+        server: RedisServer = request.getfixturevalue("redis_server")
+        backend = (
+            RedisLease(redis.Redis(port=server.port))
+            if api == "sync"
+            else AsyncRedisLease(aioredis.Redis(port=server.port))
+        )
+    if api == "async":
+        adapter = SyncAdapter(backend)
+        yield adapter
+        adapter.shutdown()
+    else:
+        yield backend
+        backend.close()
+
+
+def test_one_holder_at_a_time(lease: Any) -> None:
+    grant = lease.acquire("job", "token-a", 10.0)
+    assert isinstance(grant, Grant) and grant.fencing_token >= 1
+    assert lease.acquire("job", "token-b", 10.0) is None
+    assert lease.acquire("other-job", "token-b", 10.0) is not None  # per instance ID
+
+
+def test_release_is_token_checked(lease: Any) -> None:
+    assert lease.acquire("job", "token-a", 10.0) is not None
+    assert lease.release("job", "token-b") is False  # never someone else's lease
+    assert lease.acquire("job", "token-c", 10.0) is None
+    assert lease.release("job", "token-a") is True
+    assert lease.release("job", "token-a") is False  # second release: nothing to do
+    assert lease.acquire("job", "token-c", 10.0) is not None
+
+
+def test_extend_is_token_checked(lease: Any) -> None:
+    assert lease.acquire("job", "token-a", 10.0) is not None
+    assert lease.extend("job", "token-b", 10.0) is False
+    assert lease.extend("job", "token-a", 10.0) is True
+    lease.release("job", "token-a")
+    assert lease.extend("job", "token-a", 10.0) is False
+
+
+def test_fencing_tokens_only_grow(lease: Any) -> None:
+    seen = []
+    for i in range(5):
+        grant = lease.acquire("job", f"t{i}", 10.0)
+        assert grant is not None
+        seen.append(grant.fencing_token)
+        lease.release("job", f"t{i}")
+    assert seen == sorted(seen) and len(set(seen)) == 5
+
+
+def test_wait_for_release_returns_when_free(lease: Any) -> None:
+    # Nobody holds it: returns without waiting the timeout out.
+    began = time.monotonic()
+    lease.wait_for_release("free-job", 30.0)
+    assert time.monotonic() - began < 5.0
+
+
+def test_many_threads_one_holder(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """filelock-style stress: 32 threads x 50 acquisitions, never two holders at once."""
+    for kind in KINDS:
+        if kind == "file":
+            backend: Any = FileLease(tmp_path)
+        else:
+            server: RedisServer = request.getfixturevalue("redis_server")
+            backend = RedisLease(redis.Redis(port=server.port))
+        holders = 0
+        max_holders = 0
+        guard = threading.Lock()
+        acquired = 0
+
+        def worker(i: int, backend: Any = backend, guard: threading.Lock = guard) -> None:
+            nonlocal holders, max_holders, acquired
+            for n in range(50):
+                token = f"{i}-{n}"
+                while backend.acquire("stress", token, 10.0) is None:
+                    backend.wait_for_release("stress", 1.0)
+                with guard:
+                    holders += 1
+                    max_holders = max(max_holders, holders)
+                    acquired += 1
+                with guard:
+                    holders -= 1
+                assert backend.release("stress", token)
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(32)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not any(t.is_alive() for t in threads)
+        assert (kind, max_holders, acquired) == (kind, 1, 32 * 50)
+        backend.close()
+
+
+def test_waiter_woken_by_release(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """A waiter returns on release, long before its (long) timeout."""
+    for kind in KINDS:
+        if kind == "file":
+            backend: Any = FileLease(tmp_path)
+        else:
+            server: RedisServer = request.getfixturevalue("redis_server")
+            backend = RedisLease(redis.Redis(port=server.port))
+        assert backend.acquire("wake", "holder", 30.0) is not None
+        done = threading.Event()
+
+        def wait(backend: Any = backend, done: threading.Event = done) -> None:
+            while backend.acquire("wake", "waiter", 30.0) is None:
+                backend.wait_for_release("wake", 30.0)
+            done.set()
+
+        t = threading.Thread(target=wait)
+        t.start()
+        assert not done.wait(0.2)  # still held: the waiter is waiting
+        backend.release("wake", "holder")
+        assert done.wait(10.0), f"{kind}: waiter was not admitted after release"
+        t.join()
+        backend.close()
+
+
+def test_redis_lease_expires_and_others_get_it(redis_server: RedisServer) -> None:
+    lease = RedisLease(redis.Redis(port=redis_server.port))
+    assert lease.acquire("exp", "a", 0.05) is not None
+    deadline = time.monotonic() + 5
+    while lease.acquire("exp", "b", 10.0) is None:
+        assert time.monotonic() < deadline, "expired lease never became free"
+        lease.wait_for_release("exp", 0.5)
+    assert lease.extend("exp", "a", 10.0) is False  # the stale holder cannot extend it
+    assert lease.release("exp", "a") is False  # nor release it
+    assert lease.extend("exp", "b", 10.0) is True
+
+
+def test_redis_keys_share_one_cluster_slot() -> None:
+    lease = RedisLease(fakeredis.FakeRedis())
+    for iid in ["job", "a}b", "{x}", "ünï/%?#"]:
+        keys = lease._keys
+        assert key_slot(keys.lock(iid).encode()) == key_slot(keys.fence(iid).encode())
+        assert keys.instance_of_channel(keys.channel(iid)) == iid
+
+
+def test_redis_scripts_on_fakeredis_unit() -> None:
+    """Fast unit check of the Lua scripts (fakeredis proves logic, never concurrency)."""
+    lease = RedisLease(fakeredis.FakeRedis())
+    assert lease.acquire("u", "a", 1.0) == Grant(fencing_token=1, valid_for=1.0)
+    assert lease.acquire("u", "b", 1.0) is None
+    assert lease.release("u", "a") is True
+    assert lease.acquire("u", "b", 1.0) == Grant(fencing_token=2, valid_for=1.0)
+
+
+HOLDER = """
+import sys
+from strict_singleton.lock_backends import FileLease
+lease = FileLease(sys.argv[1])
+assert lease.acquire("crash", "child", 10.0) is not None
+print("held", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_file_lease_freed_when_holder_process_dies(tmp_path: Path) -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(tmp_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "held"
+        lease = FileLease(tmp_path)
+        assert lease.acquire("crash", "parent", 10.0) is None  # another process holds it
+        child.kill()
+        child.wait(10)
+        grant = lease.acquire("crash", "parent", 10.0)
+        assert grant is not None and grant.fencing_token == 2  # the counter survived the crash
+    finally:
+        if child.poll() is None:
+            child.kill()
