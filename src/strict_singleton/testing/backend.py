@@ -9,6 +9,10 @@ instance ID, in a :class:`BackendLedger`:
 * ``overwrite``: a start on an existing ID replaces it whatever its status, as hosts
   configured to override existing instances do. Each *active* instance replaced is a
   lost start. The lock is then the only protection.
+* ``eventual``: like ``atomic``, but a new instance becomes visible to status reads only
+  ``visibility_delay`` seconds after it was created (default 0.05 s); until then reads
+  show what was there before (nothing, or the replaced instance), as on hosts whose
+  status index lags. ``visibility_delay`` can be set on any profile.
 * ``latency``: seconds added to every status read and start (injected stalls; the
   server has enough threads that stalls overlap).
 """
@@ -30,8 +34,9 @@ from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import orchestrator_service_pb2_grpc as stubs
 from durabletask.testing import InMemoryOrchestrationBackend
 
-Profile = Literal["atomic", "overwrite"]
-PROFILES: tuple[Profile, ...] = ("atomic", "overwrite")
+Profile = Literal["atomic", "overwrite", "eventual"]
+PROFILES: tuple[Profile, ...] = ("atomic", "overwrite", "eventual")
+DEFAULT_EVENTUAL_DELAY = 0.05
 
 
 def free_port() -> int:
@@ -98,6 +103,7 @@ class DurableTestBackend(InMemoryOrchestrationBackend):
         *,
         profile: Profile = "atomic",
         latency: float = 0.0,
+        visibility_delay: float | None = None,
         port: int | None = None,
         max_workers: int = 64,
         sleep: Callable[[float], None] = time.sleep,
@@ -107,6 +113,11 @@ class DurableTestBackend(InMemoryOrchestrationBackend):
         super().__init__(port=port if port is not None else free_port())
         self.profile: Profile = profile
         self.latency = latency
+        if visibility_delay is None:
+            visibility_delay = DEFAULT_EVENTUAL_DELAY if profile == "eventual" else 0.0
+        self.visibility_delay = visibility_delay
+        # instance ID -> (monotonic time it becomes visible, the response reads give until then)
+        self._lagging: dict[str, tuple[float, pb.GetInstanceResponse]] = {}
         self.ledger = BackendLedger()
         self._max_workers = max_workers
         self._sleep = sleep
@@ -159,6 +170,12 @@ class DurableTestBackend(InMemoryOrchestrationBackend):
             self.read_hook(request.instanceId)
         if self.latency:
             self._sleep(self.latency)
+        with self._lock:
+            lag = self._lagging.get(request.instanceId)
+            if lag is not None:
+                if time.monotonic() < lag[0]:
+                    return lag[1]
+                del self._lagging[request.instanceId]
         return super().GetInstance(request, context)
 
     def StartInstance(self, request: pb.CreateInstanceRequest, context: grpc.ServicerContext) -> Any:
@@ -170,6 +187,12 @@ class DurableTestBackend(InMemoryOrchestrationBackend):
         with self._lock:  # an RLock: the base method re-enters it
             existing = self._instances.get(instance_id)
             active = existing is not None and not self._is_terminal_status(existing.status)
+            if self.visibility_delay > 0:
+                before = (
+                    self._build_instance_response(existing, True)
+                    if existing is not None
+                    else pb.GetInstanceResponse(exists=False)
+                )
             if self.profile == "overwrite" and existing is not None:
                 del self._instances[instance_id]
                 self._orchestration_queue_set.discard(instance_id)
@@ -178,6 +201,8 @@ class DurableTestBackend(InMemoryOrchestrationBackend):
             except Exception:
                 self.ledger.record_rejected(instance_id)
                 raise
+            if self.visibility_delay > 0:
+                self._lagging[instance_id] = (time.monotonic() + self.visibility_delay, before)
             self.ledger.record_created(
                 instance_id,
                 overwrote_active=active and self.profile == "overwrite",
