@@ -131,6 +131,11 @@ class Sleep:
 Op = Acquire | Extend | Release | WaitRelease | Read | Schedule | Sleep
 
 
+# Clock-drift allowance subtracted from every lease's validity (as in Redlock / pottery).
+DRIFT_FACTOR = 0.01
+DRIFT_FLOOR = 0.002
+
+
 @dataclass(slots=True)
 class LeaseClock:
     """Our own view of a held lease's validity, on a monotonic clock."""
@@ -141,7 +146,7 @@ class LeaseClock:
     def remaining(self, now: float) -> float | None:
         if self.valid_for is None:
             return None
-        drift = self.valid_for * 0.01 + 0.002
+        drift = self.valid_for * DRIFT_FACTOR + DRIFT_FLOOR
         return self.granted_at + self.valid_for - drift - now
 
     def age(self, now: float) -> float:
@@ -200,19 +205,19 @@ class _Ctx:
         return LeaseLostError(message, instance_id=self.call.instance_id, backend=self.backend)
 
 
-def _release_quietly(ctx: _Ctx) -> Generator[Op, Any, None]:
+def _release_quietly(instance_id: str) -> Generator[Op, Any, None]:
     """Token-checked release whose failure only costs waiting for expiry."""
     try:
         yield Release()
     except LockUnavailableError as exc:
-        _log.warning("release failed for %r; the lease will expire on its own: %s", ctx.call.instance_id, exc)
+        _log.warning("release failed for %r; the lease will expire on its own: %s", instance_id, exc)
 
 
 def _read_under_lease(ctx: _Ctx) -> Generator[Op, Any, OrchestrationState | None]:
     try:
         state: OrchestrationState | None = yield Read()
     except Exception as exc:
-        yield from _release_quietly(ctx)
+        yield from _release_quietly(ctx.call.instance_id)
         raise BackendError(
             f"status read failed; nothing was scheduled: {type(exc).__name__}: {exc}",
             instance_id=ctx.call.instance_id,
@@ -286,11 +291,11 @@ def start_flow(call: StartCall, cfg: StarterConfig, *, backend: str, clock: Call
     try:
         state = yield from _read_under_lease(ctx)
         if is_active(state):
-            yield from _release_quietly(ctx)
+            yield from _release_quietly(ctx.call.instance_id)
             return ctx.done(StartOutcome.ALREADY_RUNNING, state, grant.fencing_token)
         yield from _ensure_validity(ctx, lease)
     except LeaseLostError:
-        yield from _release_quietly(ctx)  # token-checked: frees it only if still ours
+        yield from _release_quietly(ctx.call.instance_id)  # token-checked: frees it only if still ours
         raise
 
     tags = {**call.tags, FENCING_TAG: str(grant.fencing_token)}
@@ -304,11 +309,11 @@ def start_flow(call: StartCall, cfg: StarterConfig, *, backend: str, clock: Call
                 existing = yield Read()
             except Exception:
                 existing = None
-            yield from _release_quietly(ctx)
+            yield from _release_quietly(ctx.call.instance_id)
             return ctx.done(StartOutcome.ALREADY_RUNNING, existing, grant.fencing_token)
         ambiguous = code is None or code in _AMBIGUOUS_CODES
         if not ambiguous:
-            yield from _release_quietly(ctx)
+            yield from _release_quietly(ctx.call.instance_id)
         # When ambiguous the lease is left to expire: if the instance was created,
         # nobody may read "no instance" and start a duplicate meanwhile.
         raise ScheduleError(
@@ -358,7 +363,4 @@ def finish_flow(call: StartCall, cfg: StarterConfig, hold: Hold, *, clock: Calla
                 hold.lease.granted_at = before
             yield Sleep(delay)
             delay = min(delay * 2, 0.05)
-    try:
-        yield Release()
-    except LockUnavailableError as exc:
-        _log.warning("release failed for %r; the lease will expire on its own: %s", call.instance_id, exc)
+    yield from _release_quietly(call.instance_id)
