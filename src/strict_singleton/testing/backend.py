@@ -27,6 +27,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, Literal
 
 import grpc
@@ -157,6 +158,20 @@ class DurableTestBackend(InMemoryOrchestrationBackend):
     def instance_count(self) -> int:
         with self._lock:
             return len(self._instances)
+
+    def finish_instance(self, instance_id: str, status: int = pb.ORCHESTRATION_STATUS_COMPLETED) -> bool:
+        """Mark an instance finished without a worker (for reuse rounds). True if it existed."""
+        with self._lock:
+            inst = self._instances.get(instance_id)
+            if inst is None:
+                return False
+            now = datetime.now(timezone.utc)
+            inst.status = status  # type: ignore[assignment]  # the stubs type enum fields loosely
+            inst.completed_at = now
+            inst.last_updated_at = now
+            self._orchestration_queue_set.discard(instance_id)
+            self._lagging.pop(instance_id, None)
+            return True
 
     def status_of(self, instance_id: str) -> int | None:
         with self._lock:

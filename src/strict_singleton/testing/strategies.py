@@ -1,16 +1,33 @@
-"""The start strategies the race harness compares.
+"""The start strategies the race harness compares, each as "start this ID, say what happened".
 
-``naive_start`` is the documented singleton pattern, verbatim: read the status by
-the fixed ID; if there is none, or it is Completed/Failed/Terminated, schedule. It
-races; it is here so the harness can show the race.
+* ``naive``: the documented singleton pattern, verbatim: read the status by the fixed
+  ID; if there is none, or it is Completed/Failed/Terminated, schedule. It races.
+* ``redis-lock``: the obvious do-it-yourself fix: ``with redis_client.lock(...)``
+  around the naive code (redis-py's lock: polling waiters, no visibility check).
+* ``strict``: :class:`~strict_singleton.SingletonStarter` with the configured lease.
+* ``unlocked``: ``SingletonStarter`` with :class:`UnsafeNoLease`, a lease that never
+  refuses anyone. Deliberately broken: it shows what the harness catches when a lock
+  does nothing (the reuse policy still protects on ``atomic``, nothing does on
+  ``overwrite``).
+
+Every strategy returns one of ``started``, ``already_running``, ``busy``,
+``rejected`` (the backend refused a duplicate with ALREADY_EXISTS and the caller saw
+the raw error) or ``error:<Type>``.
 """
 
 from __future__ import annotations
 
+import itertools
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from durabletask.client import OrchestrationStatus
 
+from strict_singleton.lock_backends.base import Grant
+
+STRATEGIES: tuple[str, ...] = ("naive", "redis-lock", "strict", "unlocked")
+ORCHESTRATOR = "race_orchestrator"
 _RESTARTABLE = (OrchestrationStatus.COMPLETED, OrchestrationStatus.FAILED, OrchestrationStatus.TERMINATED)
 
 
@@ -29,3 +46,188 @@ async def naive_start_async(client: Any, orchestrator: Any, *, instance_id: str,
         await client.schedule_new_orchestration(orchestrator, instance_id=instance_id, input=input)
         return True
     return False
+
+
+class UnsafeNoLease:
+    """A lease backend that grants every request: a broken lock, for proving the harness can fail."""
+
+    name = "unsafe-no-lease"
+
+    def __init__(self) -> None:
+        self._fence = itertools.count(1)
+
+    def validate_ttl(self, ttl: float) -> None:
+        pass
+
+    def acquire(self, instance_id: str, token: str, ttl: float) -> Grant | None:
+        return Grant(fencing_token=next(self._fence), valid_for=ttl)
+
+    def extend(self, instance_id: str, token: str, ttl: float) -> bool:
+        return True
+
+    def release(self, instance_id: str, token: str) -> bool:
+        return True
+
+    def wait_for_release(self, instance_id: str, timeout: float) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+class AsyncUnsafeNoLease:
+    """The asyncio twin of :class:`UnsafeNoLease`."""
+
+    name = "unsafe-no-lease"
+
+    def __init__(self) -> None:
+        self._sync = UnsafeNoLease()
+
+    def validate_ttl(self, ttl: float) -> None:
+        pass
+
+    async def acquire(self, instance_id: str, token: str, ttl: float) -> Grant | None:
+        return self._sync.acquire(instance_id, token, ttl)
+
+    async def extend(self, instance_id: str, token: str, ttl: float) -> bool:
+        return True
+
+    async def release(self, instance_id: str, token: str) -> bool:
+        return True
+
+    async def wait_for_release(self, instance_id: str, timeout: float) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+def quiet_logger() -> logging.Logger:
+    """A logger for harness clients: the SDK logs every start at INFO, which floods the swarm."""
+    log = logging.getLogger("strict_singleton.race.durabletask")
+    log.setLevel(logging.WARNING)
+    return log
+
+
+def describe(value: Any) -> str:
+    """A strategy's return value or exception as an outcome string."""
+    if isinstance(value, BaseException):
+        code = getattr(value, "code", None)
+        if callable(code):
+            try:
+                name = code().name
+            except Exception:
+                name = None
+            if name == "ALREADY_EXISTS":
+                return "rejected"
+        return f"error:{type(value).__name__}"
+    if value is True:
+        return "started"
+    if value is False:
+        return "already_running"
+    outcome = getattr(value, "outcome", None)
+    return str(outcome.value) if outcome is not None else str(value)
+
+
+class SyncStrategy:
+    """A strategy bound to one process's clients: ``start(instance_id) -> outcome``."""
+
+    def __init__(self, name: str, *, address: str, lock_url: str, lease_ttl: float, wait: float) -> None:
+        from durabletask.client import TaskHubGrpcClient
+
+        from strict_singleton import SingletonStarter
+        from strict_singleton.testing.locks import lock_from_url
+
+        self.name = name
+        self._client = TaskHubGrpcClient(host_address=address, logger=quiet_logger())
+        self._closers: list[Callable[[], Any]] = [self._client.close]
+        if name == "naive":
+            self._start: Callable[[str], Any] = lambda iid: naive_start(self._client, ORCHESTRATOR, instance_id=iid)
+        elif name == "redis-lock":
+            import redis
+
+            if not lock_url.startswith(("redis://", "rediss://")):
+                raise ValueError("the redis-lock strategy needs --lock redis://...")
+            r = redis.Redis.from_url(lock_url)
+            self._closers.append(r.close)
+
+            def locked(iid: str) -> Any:
+                lock = r.lock(f"redis-lock:{iid}", timeout=lease_ttl, blocking_timeout=wait)
+                if not lock.acquire():
+                    return "busy"
+                try:
+                    return naive_start(self._client, ORCHESTRATOR, instance_id=iid)
+                finally:
+                    lock.release()
+
+            self._start = locked
+        elif name in ("strict", "unlocked"):
+            lock: Any = lock_from_url(lock_url) if name == "strict" else UnsafeNoLease()
+            starter = SingletonStarter(self._client, lock=lock, lease_ttl=lease_ttl, wait=wait)
+            self._closers[:0] = [starter.close, lock.close]
+            self._start = lambda iid: starter.start(ORCHESTRATOR, instance_id=iid)
+        else:
+            raise ValueError(f"unknown strategy {name!r}; choose from {STRATEGIES}")
+
+    def start(self, instance_id: str) -> Any:
+        return self._start(instance_id)
+
+    def close(self) -> None:
+        for close in self._closers:
+            close()
+
+
+class AsyncStrategy:
+    """The asyncio twin of :class:`SyncStrategy`; build it inside the running loop."""
+
+    def __init__(self, name: str, *, address: str, lock_url: str, lease_ttl: float, wait: float) -> None:
+        from durabletask.client import AsyncTaskHubGrpcClient
+
+        from strict_singleton import AsyncSingletonStarter
+        from strict_singleton.testing.locks import lock_from_url
+
+        self.name = name
+        self._client = AsyncTaskHubGrpcClient(host_address=address, logger=quiet_logger())
+        self._closers: list[Callable[[], Awaitable[Any]]] = [self._client.close]
+        if name == "naive":
+
+            async def naive(iid: str) -> Any:
+                return await naive_start_async(self._client, ORCHESTRATOR, instance_id=iid)
+
+            self._start: Callable[[str], Awaitable[Any]] = naive
+        elif name == "redis-lock":
+            import redis.asyncio as aioredis
+
+            if not lock_url.startswith(("redis://", "rediss://")):
+                raise ValueError("the redis-lock strategy needs --lock redis://...")
+            r = aioredis.Redis.from_url(lock_url)
+            self._closers.append(r.aclose)
+
+            async def locked(iid: str) -> Any:
+                lock = r.lock(f"redis-lock:{iid}", timeout=lease_ttl, blocking_timeout=wait)
+                if not await lock.acquire():
+                    return "busy"
+                try:
+                    return await naive_start_async(self._client, ORCHESTRATOR, instance_id=iid)
+                finally:
+                    await lock.release()
+
+            self._start = locked
+        elif name in ("strict", "unlocked"):
+            lock: Any = lock_from_url(lock_url, asynchronous=True) if name == "strict" else AsyncUnsafeNoLease()
+            starter = AsyncSingletonStarter(self._client, lock=lock, lease_ttl=lease_ttl, wait=wait)
+            self._closers[:0] = [starter.aclose, lock.close]
+
+            async def strict(iid: str) -> Any:
+                return await starter.start(ORCHESTRATOR, instance_id=iid)
+
+            self._start = strict
+        else:
+            raise ValueError(f"unknown strategy {name!r}; choose from {STRATEGIES}")
+
+    async def start(self, instance_id: str) -> Any:
+        return await self._start(instance_id)
+
+    async def close(self) -> None:
+        for close in self._closers:
+            await close()

@@ -19,7 +19,7 @@ class CallRecord:
     index: int
     value: Any  # the return value, or the exception raised
     raised: bool
-    began: float  # time.perf_counter() when the call was made (after the barrier)
+    began: float  # time.monotonic() (one clock for all processes on Linux) when the call was made (after the barrier)
     ended: float
 
 
@@ -30,12 +30,12 @@ def fire_threads(n: int, fn: Callable[[int], Any], *, timeout: float = 60.0) -> 
 
     def run(i: int) -> None:
         barrier.wait(timeout)
-        began = time.perf_counter()
+        began = time.monotonic()
         try:
             value, raised = fn(i), False
         except Exception as exc:
             value, raised = exc, True
-        records[i] = CallRecord(i, value, raised, began, time.perf_counter())
+        records[i] = CallRecord(i, value, raised, began, time.monotonic())
 
     threads = [threading.Thread(target=run, args=(i,), name=f"swarm-{i}") for i in range(n)]
     for t in threads:
@@ -59,12 +59,12 @@ async def fire_tasks(n: int, fn: Callable[[int], Awaitable[Any]]) -> list[CallRe
         if ready == n:
             all_ready.set()
         await go.wait()
-        began = time.perf_counter()
+        began = time.monotonic()
         try:
             value, raised = await fn(i), False
         except Exception as exc:
             value, raised = exc, True
-        return CallRecord(i, value, raised, began, time.perf_counter())
+        return CallRecord(i, value, raised, began, time.monotonic())
 
     tasks = [asyncio.ensure_future(run(i)) for i in range(n)]
     await all_ready.wait()

@@ -1,0 +1,389 @@
+"""The race harness: P processes x T starters per process, R rounds per strategy.
+
+The coordinator (this process) runs the Durable test backend over gRPC (and, with
+``execute=True``, a real ``TaskHubGrpcWorker``). Starter processes are spawned (never
+forked) and, per round, wait on a barrier that the coordinator joins too, so each
+round's starters fire together and the coordinator can read the backend's ledger
+between rounds. Inside each process, threads (or asyncio tasks) wait on their own
+barrier as well.
+
+Per round it records what every starter reported, what the backend created, how many
+active instances were overwritten, when each call began (``time.monotonic``, which
+on Linux is one clock for all processes) and how long it took.
+
+Definitions (per round):
+
+* ``started_reports``: callers that said STARTED (for ``naive``: "I scheduled").
+* ``created``: instances the backend created for the round's ID.
+* ``lost_starts``: active instances overwritten by another start, plus STARTED
+  reports with no instance created for them.
+* ``overlap``: the round had two instances active at once for one ID (an active one
+  was overwritten while it may still have been running).
+* ``violation``: anything but exactly one STARTED report and exactly one instance created.
+* ``executions`` (only with ``execute``): activity executions counted by the worker.
+  Durable activities run at least once, so a redelivery would count twice; the
+  in-memory backend does not redeliver, so here it equals real executions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import statistics
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from strict_singleton.testing.backend import DurableTestBackend, Profile
+from strict_singleton.testing.strategies import ORCHESTRATOR, AsyncStrategy, SyncStrategy, describe
+from strict_singleton.testing.swarm import fire_tasks, fire_threads
+
+FINISH_EVENT = "finish_round"
+Api = Literal["threads", "asyncio"]
+IdMode = Literal["fresh", "reuse"]
+
+
+@dataclass(frozen=True)
+class RaceConfig:
+    profile: Profile = "overwrite"
+    lock_url: str = "file"
+    processes: int = 2
+    starters: int = 8  # per process
+    rounds: int = 30
+    strategies: tuple[str, ...] = ("naive", "strict")
+    api: Api = "threads"
+    ids: IdMode = "fresh"
+    latency: float = 0.002  # injected per backend call: a realistic remote round trip
+    visibility_delay: float | None = None
+    lease_ttl: float = 10.0
+    wait: float = 10.0
+    execute: bool = False
+    timeout: float = 120.0
+
+    def instance_id(self, strategy: str, round_no: int) -> str:
+        return f"race-{strategy}" if self.ids == "reuse" else f"race-{strategy}-{round_no}"
+
+
+@dataclass
+class RoundRecord:
+    strategy: str
+    round: int
+    instance_id: str
+    reports: dict[str, int]
+    created: int
+    overwritten_active: int
+    executions: int | None
+    pids: list[int]
+    began: list[float]
+    latencies_ms: list[float]
+
+    @property
+    def started_reports(self) -> int:
+        return self.reports.get("started", 0)
+
+    @property
+    def lost_starts(self) -> int:
+        return self.overwritten_active + max(0, self.started_reports - self.created)
+
+    @property
+    def overlap(self) -> bool:
+        return self.overwritten_active > 0
+
+    @property
+    def violation(self) -> bool:
+        return self.started_reports != 1 or self.created != 1
+
+    @property
+    def spread_ms(self) -> float:
+        return (max(self.began) - min(self.began)) * 1000 if self.began else 0.0
+
+
+@dataclass
+class StrategySummary:
+    strategy: str
+    rounds: int
+    started_reports: int
+    created: int
+    lost_starts: int
+    overlap_violations: int
+    violating_rounds: int
+    errors: int
+    latency_p50_ms: float
+    latency_p99_ms: float
+    max_spread_ms: float
+    executions: int | None
+
+
+@dataclass
+class RaceReport:
+    config: RaceConfig
+    rounds: list[RoundRecord] = field(default_factory=list)
+    pids: list[int] = field(default_factory=list)
+    coordinator_pid: int = field(default_factory=os.getpid)
+
+    def summaries(self) -> list[StrategySummary]:
+        return [summarize(s, [r for r in self.rounds if r.strategy == s]) for s in self.config.strategies]
+
+    def to_json(self) -> dict[str, Any]:
+        rounds = []
+        for r in self.rounds:
+            row = asdict(r)
+            row.update(
+                started_reports=r.started_reports,
+                lost_starts=r.lost_starts,
+                overlap=r.overlap,
+                violation=r.violation,
+                spread_ms=round(r.spread_ms, 3),
+            )
+            rounds.append(row)
+        return {
+            "config": asdict(self.config),
+            "coordinator_pid": self.coordinator_pid,
+            "starter_pids": self.pids,
+            "summary": [asdict(s) for s in self.summaries()],
+            "rounds": rounds,
+        }
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[max(0, min(98, round(q) - 1))]
+
+
+def summarize(strategy: str, rounds: list[RoundRecord]) -> StrategySummary:
+    latencies = [x for r in rounds for x in r.latencies_ms]
+    executions = [r.executions for r in rounds if r.executions is not None]
+    return StrategySummary(
+        strategy=strategy,
+        rounds=len(rounds),
+        started_reports=sum(r.started_reports for r in rounds),
+        created=sum(r.created for r in rounds),
+        lost_starts=sum(r.lost_starts for r in rounds),
+        overlap_violations=sum(r.overlap for r in rounds),
+        violating_rounds=sum(r.violation for r in rounds),
+        errors=sum(n for r in rounds for k, n in r.reports.items() if k.startswith("error:") or k == "rejected"),
+        latency_p50_ms=round(percentile(latencies, 50), 3),
+        latency_p99_ms=round(percentile(latencies, 99), 3),
+        max_spread_ms=round(max((r.spread_ms for r in rounds), default=0.0), 3),
+        executions=sum(executions) if executions else None,
+    )
+
+
+# -- starter processes ---------------------------------------------------------------
+
+
+def _worker_main(cfg: RaceConfig, address: str, barrier: Any, results: Any) -> None:
+    try:
+        if cfg.api == "asyncio":
+            asyncio.run(_worker_async(cfg, address, barrier, results))
+        else:
+            _worker_sync(cfg, address, barrier, results)
+    except threading.BrokenBarrierError:
+        pass  # the coordinator gave up; it reports why
+
+
+def _row(recs: list[Any]) -> tuple[int, list[str], list[float], list[float]]:
+    return (
+        os.getpid(),
+        [describe(rec.value) for rec in recs],
+        [rec.began for rec in recs],
+        [(rec.ended - rec.began) * 1000 for rec in recs],
+    )
+
+
+def _worker_sync(cfg: RaceConfig, address: str, barrier: Any, results: Any) -> None:
+    for name in cfg.strategies:
+        strategy = SyncStrategy(name, address=address, lock_url=cfg.lock_url, lease_ttl=cfg.lease_ttl, wait=cfg.wait)
+        for r in range(cfg.rounds):
+            iid = cfg.instance_id(name, r)
+            barrier.wait(cfg.timeout)
+
+            def call(_i: int, iid: str = iid, strategy: Any = strategy) -> Any:
+                return strategy.start(iid)
+
+            results.put(_row(fire_threads(cfg.starters, call, timeout=cfg.timeout)))
+        strategy.close()
+
+
+async def _worker_async(cfg: RaceConfig, address: str, barrier: Any, results: Any) -> None:
+    loop = asyncio.get_running_loop()
+    for name in cfg.strategies:
+        strategy = AsyncStrategy(name, address=address, lock_url=cfg.lock_url, lease_ttl=cfg.lease_ttl, wait=cfg.wait)
+        for r in range(cfg.rounds):
+            iid = cfg.instance_id(name, r)
+            await loop.run_in_executor(None, barrier.wait, cfg.timeout)
+
+            def call(_i: int, iid: str = iid, strategy: Any = strategy) -> Any:
+                return strategy.start(iid)
+
+            results.put(_row(await fire_tasks(cfg.starters, call)))
+        await strategy.close()
+
+
+# -- the coordinator -----------------------------------------------------------------
+
+
+class _ExecutionCounter:
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def activity(self, ctx: Any, instance_id: str) -> None:
+        with self._lock:
+            self.counts[instance_id] += 1
+
+    def get(self, instance_id: str) -> int:
+        with self._lock:
+            return self.counts[instance_id]
+
+
+def _validate(cfg: RaceConfig) -> None:
+    from strict_singleton.testing.strategies import STRATEGIES
+
+    if cfg.processes < 1 or cfg.starters < 1 or cfg.rounds < 1:
+        raise ValueError("processes, starters and rounds must each be at least 1")
+    for name in cfg.strategies:
+        if name not in STRATEGIES:
+            raise ValueError(f"unknown strategy {name!r}; choose from {', '.join(STRATEGIES)}")
+    if "redis-lock" in cfg.strategies and not cfg.lock_url.startswith(("redis://", "rediss://")):
+        raise ValueError("the redis-lock strategy needs a Redis server: pass --lock redis://HOST:PORT/DB")
+
+
+def run_race(cfg: RaceConfig, *, progress: Callable[[RoundRecord, int, int], None] | None = None) -> RaceReport:
+    """Run every strategy's rounds against one fresh Durable test backend; return the ledger."""
+    _validate(cfg)
+    report = RaceReport(config=cfg)
+    backend = DurableTestBackend(profile=cfg.profile, latency=cfg.latency, visibility_delay=cfg.visibility_delay)
+    backend.start()
+    worker = control = None
+    counter = _ExecutionCounter()
+    if cfg.execute:
+        from durabletask.client import TaskHubGrpcClient
+
+        from strict_singleton.testing.strategies import quiet_logger
+
+        worker = _start_worker(backend.address, counter)
+        control = TaskHubGrpcClient(host_address=backend.address, logger=quiet_logger())
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(cfg.processes + 1)
+    results = ctx.Queue()
+    procs = [
+        ctx.Process(target=_worker_main, args=(cfg, backend.address, barrier, results), daemon=True)
+        for _ in range(cfg.processes)
+    ]
+    for p in procs:
+        p.start()
+    total = len(cfg.strategies) * cfg.rounds
+    try:
+        for name in cfg.strategies:
+            for r in range(cfg.rounds):
+                iid = cfg.instance_id(name, r)
+                before = backend.ledger.snapshot()
+                barrier.wait(cfg.timeout)
+                rows = [results.get(timeout=cfg.timeout) for _ in range(cfg.processes)]
+                executions = None
+                if cfg.execute:
+                    before_n = _executions_before(report, name, cfg)
+                    _wait_executed(counter, iid, executions_before=before_n, timeout=cfg.timeout)
+                    assert control is not None
+                    control.raise_orchestration_event(iid, FINISH_EVENT)
+                    _wait_finished(backend, iid, cfg.timeout)
+                    executions = counter.get(iid) - _executions_before(report, name, cfg)
+                after = backend.ledger.snapshot()
+                record = RoundRecord(
+                    strategy=name,
+                    round=r,
+                    instance_id=iid,
+                    reports=dict(Counter(o for row in rows for o in row[1])),
+                    created=after.created[iid] - before.created[iid],
+                    overwritten_active=after.overwritten_active[iid] - before.overwritten_active[iid],
+                    executions=executions,
+                    pids=sorted({row[0] for row in rows}),
+                    began=[b for row in rows for b in row[2]],
+                    latencies_ms=[x for row in rows for x in row[3]],
+                )
+                report.rounds.append(record)
+                if cfg.ids == "reuse" and not cfg.execute:
+                    backend.finish_instance(iid)  # the next round may start it again
+                if progress is not None:
+                    progress(record, len(report.rounds), total)
+        for p in procs:
+            p.join(cfg.timeout)
+    finally:
+        barrier.abort()
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+                p.join(5)
+        if worker is not None:
+            worker.stop()
+        if control is not None:
+            control.close()
+        backend.stop(grace=0)
+    report.pids = sorted({pid for r in report.rounds for pid in r.pids})
+    bad = [p.exitcode for p in procs if p.exitcode not in (0, None)]
+    if bad:
+        raise RuntimeError(f"starter processes failed with exit codes {bad}")
+    return report
+
+
+def _executions_before(report: RaceReport, strategy: str, cfg: RaceConfig) -> int:
+    if cfg.ids == "fresh":
+        return 0
+    return sum(r.executions or 0 for r in report.rounds if r.strategy == strategy)
+
+
+def _wait_executed(counter: _ExecutionCounter, instance_id: str, *, executions_before: int, timeout: float) -> None:
+    """Bounded polling until the round's instance has run its activity."""
+    deadline = time.monotonic() + timeout
+    delay = 0.002
+    while counter.get(instance_id) <= executions_before:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"instance {instance_id!r} never executed within {timeout}s")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
+def _start_worker(address: str, counter: _ExecutionCounter) -> Any:
+    from durabletask import task
+    from durabletask.worker import TaskHubGrpcWorker
+
+    def count_execution(ctx: task.ActivityContext, instance_id: str) -> None:
+        counter.activity(ctx, instance_id)
+
+    def race_orchestrator(ctx: task.OrchestrationContext, _: Any) -> Any:
+        # Count the execution, then stay running until the coordinator ends the round:
+        # an instance that completed mid-round could rightly be started again.
+        yield ctx.call_activity(count_execution, input=ctx.instance_id)
+        yield ctx.wait_for_external_event(FINISH_EVENT)
+        return "done"
+
+    race_orchestrator.__name__ = ORCHESTRATOR
+    from strict_singleton.testing.strategies import quiet_logger
+
+    worker = TaskHubGrpcWorker(host_address=address, logger=quiet_logger())
+    worker.add_orchestrator(race_orchestrator)
+    worker.add_activity(count_execution)
+    worker.start()  # type: ignore[no-untyped-call]
+    return worker
+
+
+def _wait_finished(backend: DurableTestBackend, instance_id: str, timeout: float) -> None:
+    """Bounded polling until the round's instance is no longer pending or running."""
+    from durabletask.internal import orchestrator_service_pb2 as pb
+
+    active = {pb.ORCHESTRATION_STATUS_PENDING, pb.ORCHESTRATION_STATUS_RUNNING}
+    deadline = time.monotonic() + timeout
+    delay = 0.002
+    while backend.status_of(instance_id) in active:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"instance {instance_id!r} did not finish within {timeout}s")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
