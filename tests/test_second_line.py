@@ -1,13 +1,12 @@
 """The Durable backend's own dedupe as the second line of defence, and backend failures.
 
-``AlwaysGrant`` is a broken lock that admits every caller (the failure we defend
+``UnsafeNoLease`` is a broken lock that admits every caller (the failure we defend
 against). On the ``atomic`` profile the terminal-only reuse policy still lets exactly
 one schedule through, and the losers learn ALREADY_RUNNING instead of a raw gRPC error.
 """
 
 from __future__ import annotations
 
-import itertools
 from collections import Counter
 from pathlib import Path
 
@@ -16,44 +15,17 @@ import redis
 from durabletask.client import TaskHubGrpcClient
 
 from strict_singleton import BackendError, SingletonStarter, StartOutcome
-from strict_singleton.lock_backends import Grant
 from strict_singleton.lock_backends.redis import RedisLease
 from strict_singleton.testing import DurableTestBackend, RedisServer
+from strict_singleton.testing.strategies import UnsafeNoLease
 from strict_singleton.testing.swarm import fire_threads
-
-
-class AlwaysGrant:
-    """A lease that is never refused: every caller believes it holds the lock."""
-
-    name = "always-grant"
-
-    def __init__(self) -> None:
-        self._fence = itertools.count(1)
-
-    def validate_ttl(self, ttl: float) -> None:
-        pass
-
-    def acquire(self, instance_id: str, token: str, ttl: float) -> Grant | None:
-        return Grant(fencing_token=next(self._fence), valid_for=ttl)
-
-    def extend(self, instance_id: str, token: str, ttl: float) -> bool:
-        return True
-
-    def release(self, instance_id: str, token: str) -> bool:
-        return True
-
-    def wait_for_release(self, instance_id: str, timeout: float) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 def test_reuse_policy_catches_what_a_broken_lock_lets_through(
     durable_backend: DurableTestBackend, client: TaskHubGrpcClient
 ) -> None:
     durable_backend.latency = 0.002
-    starter = SingletonStarter(client, lock=AlwaysGrant(), background_finish=False)
+    starter = SingletonStarter(client, lock=UnsafeNoLease(), background_finish=False)
     for r in range(20):
         iid = f"broken-lock-{r}"
         recs = fire_threads(16, lambda _i, iid=iid: starter.start("orch", instance_id=iid))

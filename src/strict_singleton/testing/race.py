@@ -281,13 +281,17 @@ def run_race(cfg: RaceConfig, *, progress: Callable[[RoundRecord, int, int], Non
     for p in procs:
         p.start()
     total = len(cfg.strategies) * cfg.rounds
+    died = _watch(procs, barrier)
     try:
         for name in cfg.strategies:
             for r in range(cfg.rounds):
                 iid = cfg.instance_id(name, r)
                 before = backend.ledger.snapshot()
-                barrier.wait(cfg.timeout)
-                rows = [results.get(timeout=cfg.timeout) for _ in range(cfg.processes)]
+                try:
+                    barrier.wait(cfg.timeout)
+                except threading.BrokenBarrierError:
+                    raise RuntimeError(f"starter processes stopped: {died or 'barrier timed out'}") from None
+                rows = [_get(results, died, cfg.timeout) for _ in range(cfg.processes)]
                 executions = None
                 if cfg.execute:
                     before_n = _executions_before(report, name, cfg)
@@ -332,6 +336,39 @@ def run_race(cfg: RaceConfig, *, progress: Callable[[RoundRecord, int, int], Non
     if bad:
         raise RuntimeError(f"starter processes failed with exit codes {bad}")
     return report
+
+
+def _watch(procs: list[Any], barrier: Any) -> list[str]:
+    """A watchdog: if a starter process dies, break the barrier so the coordinator fails fast."""
+    died: list[str] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(0.2):
+            for p in procs:
+                if p.exitcode not in (None, 0):
+                    died.append(f"pid {p.pid} exited with code {p.exitcode}")
+                    barrier.abort()
+                    return
+            if all(p.exitcode == 0 for p in procs):
+                return
+
+    threading.Thread(target=watch, daemon=True, name="race-watchdog").start()
+    return died
+
+
+def _get(results: Any, died: list[str], timeout: float) -> Any:
+    import queue
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return results.get(timeout=0.5)
+        except queue.Empty:
+            if died:
+                raise RuntimeError(f"starter processes stopped: {died}") from None
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no results from starter processes within {timeout}s") from None
 
 
 def _executions_before(report: RaceReport, strategy: str, cfg: RaceConfig) -> int:
