@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,9 @@ from durabletask.client import TaskHubGrpcClient
 from strict_singleton.lock_backends import FileLease
 from strict_singleton.lock_backends.redis import RedisLease
 from strict_singleton.testing import DurableTestBackend, RedisServer
+from strict_singleton.testing.azurite import Azurite
 
-LOCK_KINDS = ["file", "redis"]
+LOCK_KINDS = ["file", "redis", "blob"]
 
 
 @pytest.fixture
@@ -33,8 +35,16 @@ def lock_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     kind = request.param
     if kind == "file":
         return f"file:{tmp_path / 'locks'}"
+    if kind == "blob":
+        emulator: Azurite = request.getfixturevalue("azurite")
+        return f"{emulator.url}/locks"
     server: RedisServer = request.getfixturevalue("redis_server")
     return server.url
+
+
+def token(name: str) -> str:
+    """A stable owner token for readable tests (Blob lease IDs must be GUIDs)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"strict-singleton-test/{name}"))
 
 
 @pytest.fixture

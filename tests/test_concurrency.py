@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from durabletask.client import AsyncTaskHubGrpcClient, TaskHubGrpcClient
 
+from conftest import LOCK_KINDS
 from strict_singleton import AsyncSingletonStarter, SingletonStarter, StartOutcome
 from strict_singleton.testing import DurableTestBackend
 from strict_singleton.testing.locks import lock_from_url
@@ -41,10 +42,10 @@ def check_round(backend: DurableTestBackend, iid: str, outcomes: list[Any]) -> N
     assert snap.overwritten_active[iid] == 0
 
 
-@pytest.mark.parametrize("lock_url", ["file", "redis"], indirect=True)
+@pytest.mark.parametrize("lock_url", LOCK_KINDS, indirect=True)
 def test_threads_exactly_once(durable_backend: DurableTestBackend, client: TaskHubGrpcClient, lock_url: str) -> None:
     lock = lock_from_url(lock_url)
-    with SingletonStarter(client, lock=lock, lease_ttl=10) as starter:
+    with SingletonStarter(client, lock=lock, lease_ttl=15) as starter:
         for r in range(ROUNDS):
             iid = f"threads-{r}"
             recs = fire_threads(STARTERS, lambda _i, iid=iid: starter.start("orch", instance_id=iid))
@@ -53,12 +54,12 @@ def test_threads_exactly_once(durable_backend: DurableTestBackend, client: TaskH
     assert durable_backend.ledger.snapshot().total_created == ROUNDS
 
 
-@pytest.mark.parametrize("lock_url", ["file", "redis"], indirect=True)
+@pytest.mark.parametrize("lock_url", LOCK_KINDS, indirect=True)
 def test_asyncio_exactly_once(durable_backend: DurableTestBackend, lock_url: str) -> None:
     async def main() -> None:
         client = AsyncTaskHubGrpcClient(host_address=durable_backend.address)
         lock = lock_from_url(lock_url, asynchronous=True)
-        async with AsyncSingletonStarter(client, lock=lock, lease_ttl=10) as starter:
+        async with AsyncSingletonStarter(client, lock=lock, lease_ttl=15) as starter:
             for r in range(ROUNDS):
                 iid = f"tasks-{r}"
                 recs = await fire_tasks(STARTERS, lambda _i, iid=iid: starter.start("orch", instance_id=iid))
@@ -72,7 +73,7 @@ def test_asyncio_exactly_once(durable_backend: DurableTestBackend, lock_url: str
 
 @pytest.mark.slow
 @pytest.mark.parametrize("api", ["threads", "asyncio"])
-@pytest.mark.parametrize("lock_url", ["file", "redis"], indirect=True)
+@pytest.mark.parametrize("lock_url", LOCK_KINDS, indirect=True)
 def test_processes_exactly_once(durable_backend: DurableTestBackend, lock_url: str, api: str) -> None:
     processes, per_process = 4, 4  # 16 concurrent starters in 4 separate OS processes
     spec = WorkerSpec(

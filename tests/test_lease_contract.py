@@ -20,11 +20,14 @@ import redis
 import redis.asyncio as aioredis
 from redis.crc import key_slot
 
+from conftest import LOCK_KINDS, token
 from strict_singleton.lock_backends import AsyncFileLease, FileLease, Grant
+from strict_singleton.lock_backends.blob import AsyncBlobLease, BlobLease
 from strict_singleton.lock_backends.redis import AsyncRedisLease, RedisLease
 from strict_singleton.testing import RedisServer
+from strict_singleton.testing.azurite import Azurite
 
-KINDS = ["file", "redis"]
+KINDS = LOCK_KINDS
 
 
 class SyncAdapter:
@@ -46,6 +49,9 @@ class SyncAdapter:
 
     def shutdown(self) -> None:
         self.loop.run_until_complete(self.backend.close())
+        container = getattr(self.backend, "_container", None)  # the caller-owned async Blob client
+        if container is not None:
+            self.loop.run_until_complete(container.close())
         self.loop.close()
 
 
@@ -54,6 +60,10 @@ def lease(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     kind, api = request.param
     if kind == "file":
         backend: Any = FileLease(tmp_path) if api == "sync" else AsyncFileLease(tmp_path)
+    elif kind == "blob":
+        emulator: Azurite = request.getfixturevalue("azurite")
+        container = emulator.container_client("locks", asynchronous=api == "async")
+        backend = BlobLease(container) if api == "sync" else AsyncBlobLease(container)
     else:
         server: RedisServer = request.getfixturevalue("redis_server")
         backend = (
@@ -70,37 +80,42 @@ def lease(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
         backend.close()
 
 
+def test_fixture_builds_the_named_backend(lease: Any, request: pytest.FixtureRequest) -> None:
+    kind = request.node.callspec.params["lease"][0]
+    assert lease.name.startswith({"file": "file(", "redis": "redis(", "blob": "azblob("}[kind])
+
+
 def test_one_holder_at_a_time(lease: Any) -> None:
-    grant = lease.acquire("job", "token-a", 10.0)
+    grant = lease.acquire("job", token("token-a"), 15.0)
     assert isinstance(grant, Grant) and grant.fencing_token >= 1
-    assert lease.acquire("job", "token-b", 10.0) is None
-    assert lease.acquire("other-job", "token-b", 10.0) is not None  # per instance ID
+    assert lease.acquire("job", token("token-b"), 15.0) is None
+    assert lease.acquire("other-job", token("token-b"), 15.0) is not None  # per instance ID
 
 
 def test_release_is_token_checked(lease: Any) -> None:
-    assert lease.acquire("job", "token-a", 10.0) is not None
-    assert lease.release("job", "token-b") is False  # never someone else's lease
-    assert lease.acquire("job", "token-c", 10.0) is None
-    assert lease.release("job", "token-a") is True
-    assert lease.release("job", "token-a") is False  # second release: nothing to do
-    assert lease.acquire("job", "token-c", 10.0) is not None
+    assert lease.acquire("job", token("token-a"), 15.0) is not None
+    assert lease.release("job", token("token-b")) is False  # never someone else's lease
+    assert lease.acquire("job", token("token-c"), 15.0) is None
+    assert lease.release("job", token("token-a")) is True
+    assert lease.release("job", token("token-a")) is False  # second release: nothing to do
+    assert lease.acquire("job", token("token-c"), 15.0) is not None
 
 
 def test_extend_is_token_checked(lease: Any) -> None:
-    assert lease.acquire("job", "token-a", 10.0) is not None
-    assert lease.extend("job", "token-b", 10.0) is False
-    assert lease.extend("job", "token-a", 10.0) is True
-    lease.release("job", "token-a")
-    assert lease.extend("job", "token-a", 10.0) is False
+    assert lease.acquire("job", token("token-a"), 15.0) is not None
+    assert lease.extend("job", token("token-b"), 15.0) is False
+    assert lease.extend("job", token("token-a"), 15.0) is True
+    lease.release("job", token("token-a"))
+    assert lease.extend("job", token("token-a"), 15.0) is False
 
 
 def test_fencing_tokens_only_grow(lease: Any) -> None:
     seen = []
     for i in range(5):
-        grant = lease.acquire("job", f"t{i}", 10.0)
+        grant = lease.acquire("job", token(f"t{i}"), 15.0)
         assert grant is not None
         seen.append(grant.fencing_token)
-        lease.release("job", f"t{i}")
+        lease.release("job", token(f"t{i}"))
     assert seen == sorted(seen) and len(set(seen)) == 5
 
 
@@ -111,24 +126,35 @@ def test_wait_for_release_returns_when_free(lease: Any) -> None:
     assert time.monotonic() - began < 5.0
 
 
+def sync_backend(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Any:
+    if kind == "file":
+        return FileLease(tmp_path)
+    if kind == "blob":
+        emulator: Azurite = request.getfixturevalue("azurite")
+        return BlobLease(emulator.container_client("locks"))
+    server: RedisServer = request.getfixturevalue("redis_server")
+    return RedisLease(redis.Redis(port=server.port))
+
+
+# Blob leases cost three HTTP round trips each: a smaller stress keeps the suite quick.
+STRESS = {"file": (32, 50), "redis": (32, 50), "blob": (16, 10)}
+
+
 def test_many_threads_one_holder(tmp_path: Path, request: pytest.FixtureRequest) -> None:
     """filelock-style stress: 32 threads x 50 acquisitions, never two holders at once."""
     for kind in KINDS:
-        if kind == "file":
-            backend: Any = FileLease(tmp_path)
-        else:
-            server: RedisServer = request.getfixturevalue("redis_server")
-            backend = RedisLease(redis.Redis(port=server.port))
+        backend = sync_backend(kind, tmp_path, request)
+        n_threads, n_rounds = STRESS[kind]
         holders = 0
         max_holders = 0
         guard = threading.Lock()
         acquired = 0
 
-        def worker(i: int, backend: Any = backend, guard: threading.Lock = guard) -> None:
+        def worker(i: int, backend: Any = backend, guard: threading.Lock = guard, n_rounds: int = n_rounds) -> None:
             nonlocal holders, max_holders, acquired
-            for n in range(50):
-                token = f"{i}-{n}"
-                while backend.acquire("stress", token, 10.0) is None:
+            for n in range(n_rounds):
+                tok = token(f"{i}-{n}")
+                while backend.acquire("stress", tok, 15.0) is None:
                     backend.wait_for_release("stress", 1.0)
                 with guard:
                     holders += 1
@@ -136,38 +162,34 @@ def test_many_threads_one_holder(tmp_path: Path, request: pytest.FixtureRequest)
                     acquired += 1
                 with guard:
                     holders -= 1
-                assert backend.release("stress", token)
+                assert backend.release("stress", tok)
 
-        threads = [threading.Thread(target=worker, args=(i,)) for i in range(32)]
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(n_threads)]
         for t in threads:
             t.start()
         for t in threads:
             t.join(120)
         assert not any(t.is_alive() for t in threads)
-        assert (kind, max_holders, acquired) == (kind, 1, 32 * 50)
+        assert (kind, max_holders, acquired) == (kind, 1, n_threads * n_rounds)
         backend.close()
 
 
 def test_waiter_woken_by_release(tmp_path: Path, request: pytest.FixtureRequest) -> None:
     """A waiter returns on release, long before its (long) timeout."""
     for kind in KINDS:
-        if kind == "file":
-            backend: Any = FileLease(tmp_path)
-        else:
-            server: RedisServer = request.getfixturevalue("redis_server")
-            backend = RedisLease(redis.Redis(port=server.port))
-        assert backend.acquire("wake", "holder", 30.0) is not None
+        backend = sync_backend(kind, tmp_path, request)
+        assert backend.acquire("wake", token("holder"), 30.0) is not None
         done = threading.Event()
 
         def wait(backend: Any = backend, done: threading.Event = done) -> None:
-            while backend.acquire("wake", "waiter", 30.0) is None:
+            while backend.acquire("wake", token("waiter"), 30.0) is None:
                 backend.wait_for_release("wake", 30.0)
             done.set()
 
         t = threading.Thread(target=wait)
         t.start()
         assert not done.wait(0.2)  # still held: the waiter is waiting
-        backend.release("wake", "holder")
+        backend.release("wake", token("holder"))
         assert done.wait(10.0), f"{kind}: waiter was not admitted after release"
         t.join()
         backend.close()
@@ -177,12 +199,12 @@ def test_redis_lease_expires_and_others_get_it(redis_server: RedisServer) -> Non
     lease = RedisLease(redis.Redis(port=redis_server.port))
     assert lease.acquire("exp", "a", 0.05) is not None
     deadline = time.monotonic() + 5
-    while lease.acquire("exp", "b", 10.0) is None:
+    while lease.acquire("exp", "b", 15.0) is None:
         assert time.monotonic() < deadline, "expired lease never became free"
         lease.wait_for_release("exp", 0.5)
-    assert lease.extend("exp", "a", 10.0) is False  # the stale holder cannot extend it
+    assert lease.extend("exp", "a", 15.0) is False  # the stale holder cannot extend it
     assert lease.release("exp", "a") is False  # nor release it
-    assert lease.extend("exp", "b", 10.0) is True
+    assert lease.extend("exp", "b", 15.0) is True
 
 
 def test_redis_keys_share_one_cluster_slot() -> None:
@@ -206,7 +228,7 @@ HOLDER = """
 import sys
 from strict_singleton.lock_backends import FileLease
 lease = FileLease(sys.argv[1])
-assert lease.acquire("crash", "child", 10.0) is not None
+assert lease.acquire("crash", "6f1c1c52-93f4-4c6c-8a43-3b7d2a4f0c11", 15.0) is not None
 print("held", flush=True)
 sys.stdin.read()
 """
@@ -219,10 +241,10 @@ def test_file_lease_freed_when_holder_process_dies(tmp_path: Path) -> None:
     try:
         assert child.stdout is not None and child.stdout.readline().strip() == "held"
         lease = FileLease(tmp_path)
-        assert lease.acquire("crash", "parent", 10.0) is None  # another process holds it
+        assert lease.acquire("crash", token("parent"), 15.0) is None  # another process holds it
         child.kill()
         child.wait(10)
-        grant = lease.acquire("crash", "parent", 10.0)
+        grant = lease.acquire("crash", token("parent"), 15.0)
         assert grant is not None and grant.fencing_token == 2  # the counter survived the crash
     finally:
         if child.poll() is None:

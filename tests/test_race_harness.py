@@ -16,6 +16,7 @@ from strict_singleton import SingletonStarter
 from strict_singleton.cli import exit_status, main
 from strict_singleton.lock_backends import FileLease
 from strict_singleton.testing import RedisServer
+from strict_singleton.testing.azurite import Azurite
 from strict_singleton.testing.plugin import StarterSwarm
 from strict_singleton.testing.race import RaceConfig, StrategySummary, run_race
 from strict_singleton.testing.strategies import naive_start
@@ -136,3 +137,11 @@ def test_starter_swarm_fixture(starter_swarm: StarterSwarm, tmp_path: Path) -> N
     ]
     assert not all(r.exactly_once for r in naive)
     client.close()
+
+
+def test_cli_with_azurite_lock(azurite: Azurite) -> None:
+    out = io.StringIO()
+    args = ["race", "--lock", f"{azurite.url}/locks", "--rounds", "6", "--starters", "4", "--no-progress"]
+    assert main(args, stdout=out, stderr=io.StringIO()) == 0, out.getvalue()
+    strict = next(line.split() for line in out.getvalue().splitlines() if line.startswith("strict "))
+    assert strict[1:4] == ["6", "6", "6"]  # rounds, STARTED reports, instances created

@@ -18,6 +18,7 @@ from durabletask.azuremanaged.client import AsyncDurableTaskSchedulerClient, Dur
 from durabletask.client import AsyncTaskHubGrpcClient, OrchestrationStatus, TaskHubGrpcClient
 from durabletask.worker import TaskHubGrpcWorker
 
+from conftest import LOCK_KINDS
 from strict_singleton import AsyncSingletonStarter, SingletonStarter, StartOutcome
 from strict_singleton.testing import DurableTestBackend
 from strict_singleton.testing.locks import lock_from_url
@@ -65,14 +66,14 @@ def counts(values: list[Any]) -> Counter[StartOutcome]:
     return Counter(v.outcome for v in values)
 
 
-@pytest.mark.parametrize("lock_url", ["file", "redis"], indirect=True)
+@pytest.mark.parametrize("lock_url", LOCK_KINDS, indirect=True)
 @pytest.mark.parametrize("client_kind", ["grpc", "dts"])
 def test_reuse_after_completion_sync(
     durable_backend: DurableTestBackend, worker: TaskHubGrpcWorker, lock_url: str, client_kind: str
 ) -> None:
     client = make_sync_client(client_kind, durable_backend.address)
     lock = lock_from_url(lock_url)
-    with SingletonStarter(client, lock=lock, lease_ttl=10) as starter:
+    with SingletonStarter(client, lock=lock, lease_ttl=15) as starter:
 
         def wave() -> Counter[StartOutcome]:
             recs = fire_threads(WAVE, lambda _i: starter.start(wait_for_finish, instance_id=IID, input="x"))
@@ -99,7 +100,7 @@ def test_reuse_after_completion_sync(
     client.close()
 
 
-@pytest.mark.parametrize("lock_url", ["file", "redis"], indirect=True)
+@pytest.mark.parametrize("lock_url", LOCK_KINDS, indirect=True)
 @pytest.mark.parametrize("client_kind", ["grpc", "dts"])
 def test_reuse_after_completion_async(
     durable_backend: DurableTestBackend, worker: TaskHubGrpcWorker, lock_url: str, client_kind: str
@@ -107,7 +108,7 @@ def test_reuse_after_completion_async(
     async def main() -> None:
         client = make_async_client(client_kind, durable_backend.address)
         lock = lock_from_url(lock_url, asynchronous=True)
-        async with AsyncSingletonStarter(client, lock=lock, lease_ttl=10) as starter:
+        async with AsyncSingletonStarter(client, lock=lock, lease_ttl=15) as starter:
 
             async def wave() -> Counter[StartOutcome]:
                 recs = await fire_tasks(WAVE, lambda _i: starter.start(wait_for_finish, instance_id=IID, input="x"))

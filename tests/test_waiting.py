@@ -8,11 +8,12 @@ import threading
 import pytest
 from durabletask.client import AsyncTaskHubGrpcClient, TaskHubGrpcClient
 
+from conftest import LOCK_KINDS, token
 from strict_singleton import AsyncSingletonStarter, SingletonStarter, StartOutcome
 from strict_singleton.testing import DurableTestBackend
 from strict_singleton.testing.locks import lock_from_url
 
-KINDS = ["file", "redis"]
+KINDS = LOCK_KINDS
 
 
 @pytest.mark.parametrize("lock_url", KINDS, indirect=True)
@@ -20,7 +21,7 @@ def test_busy_when_holder_outlasts_wait_sync(
     durable_backend: DurableTestBackend, client: TaskHubGrpcClient, lock_url: str
 ) -> None:
     holder = lock_from_url(lock_url)
-    assert holder.acquire("held", "someone-else", 30.0) is not None
+    assert holder.acquire("held", token("someone-else"), 30.0) is not None
     starter = SingletonStarter(client, lock=lock_from_url(lock_url), lease_ttl=30, wait=0.3)
     result = starter.start("orch", instance_id="held")
     assert result.outcome is StartOutcome.BUSY and not result.started
@@ -36,7 +37,7 @@ def test_busy_when_holder_outlasts_wait_sync(
 @pytest.mark.parametrize("lock_url", KINDS, indirect=True)
 def test_busy_when_holder_outlasts_wait_async(durable_backend: DurableTestBackend, lock_url: str) -> None:
     holder = lock_from_url(lock_url)
-    assert holder.acquire("held", "someone-else", 30.0) is not None
+    assert holder.acquire("held", token("someone-else"), 30.0) is not None
 
     async def main() -> None:
         client = AsyncTaskHubGrpcClient(host_address=durable_backend.address)
@@ -60,14 +61,14 @@ def test_waiter_admitted_when_holder_releases(
 ) -> None:
     """A holder that gives up without starting anything: the waiter then starts it."""
     holder = lock_from_url(lock_url)
-    assert holder.acquire("handover", "holder", 30.0) is not None
+    assert holder.acquire("handover", token("holder"), 30.0) is not None
     starter = SingletonStarter(client, lock=lock_from_url(lock_url), lease_ttl=30, wait=20)
     results: list[object] = []
     t = threading.Thread(target=lambda: results.append(starter.start("orch", instance_id="handover")))
     t.start()
     t.join(0.3)
     assert t.is_alive()  # waiting on the held lease
-    holder.release("handover", "holder")
+    holder.release("handover", token("holder"))
     t.join(10)
     assert not t.is_alive()
     (result,) = results

@@ -13,9 +13,10 @@ from strict_singleton.lock_backends.base import AsyncLeaseBackend, Grant, LeaseB
 from strict_singleton.lock_backends.file import AsyncFileLease, FileLease
 
 if TYPE_CHECKING:
+    from strict_singleton.lock_backends.blob import AsyncBlobLease, BlobLease
     from strict_singleton.lock_backends.redis import AsyncRedisLease, RedisLease
 
-_LAZY = {"RedisLease": "redis", "AsyncRedisLease": "redis"}
+_LAZY = {"RedisLease": "redis", "AsyncRedisLease": "redis", "BlobLease": "blob", "AsyncBlobLease": "blob"}
 
 
 def __getattr__(name: str) -> Any:
@@ -28,9 +29,11 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "AsyncBlobLease",
     "AsyncFileLease",
     "AsyncLeaseBackend",
     "AsyncRedisLease",
+    "BlobLease",
     "FileLease",
     "Grant",
     "LeaseBackend",

@@ -16,51 +16,21 @@ crashes, not the loss of the directory).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import tempfile
 import threading
-from collections.abc import Callable
 from pathlib import Path
 
 from filelock import FileLock, Timeout
 
 from strict_singleton.errors import InvalidArgumentError, LockUnavailableError
+from strict_singleton.lock_backends._wakeups import RELEASES, wait_async, wait_sync
 from strict_singleton.lock_backends.base import Grant, require_positive_ttl
 
 DEFAULT_DIRECTORY = Path(tempfile.gettempdir()) / "strict-singleton"
 # Another process's release cannot wake us; re-try this often.
 CROSS_PROCESS_POLL = 0.02
-
-
-class _ReleaseBoard:
-    """Wakes waiters in this process when a lease on a path is released here."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._callbacks: dict[str, set[Callable[[], None]]] = {}
-
-    def register(self, path: str, callback: Callable[[], None]) -> None:
-        with self._lock:
-            self._callbacks.setdefault(path, set()).add(callback)
-
-    def unregister(self, path: str, callback: Callable[[], None]) -> None:
-        with self._lock:
-            callbacks = self._callbacks.get(path)
-            if callbacks is not None:
-                callbacks.discard(callback)
-                if not callbacks:
-                    del self._callbacks[path]
-
-    def notify(self, path: str) -> None:
-        with self._lock:
-            callbacks = list(self._callbacks.get(path, ()))
-        for callback in callbacks:
-            callback()
-
-
-_BOARD = _ReleaseBoard()
 
 
 class FileLease:
@@ -141,17 +111,11 @@ class FileLease:
             raise LockUnavailableError(
                 f"could not release file lock: {exc}", instance_id=instance_id, backend=self._name
             ) from exc
-        _BOARD.notify(str(self.lock_path(instance_id)))
+        RELEASES.notify(str(self.lock_path(instance_id)))
         return True
 
     def wait_for_release(self, instance_id: str, timeout: float) -> None:
-        event = threading.Event()
-        key = str(self.lock_path(instance_id))
-        _BOARD.register(key, event.set)
-        try:
-            event.wait(min(timeout, CROSS_PROCESS_POLL))
-        finally:
-            _BOARD.unregister(key, event.set)
+        wait_sync(str(self.lock_path(instance_id)), min(timeout, CROSS_PROCESS_POLL))
 
     def close(self) -> None:
         with self._held_lock:
@@ -207,20 +171,7 @@ class AsyncFileLease:
         return self._sync.release(instance_id, token)
 
     async def wait_for_release(self, instance_id: str, timeout: float) -> None:
-        loop = asyncio.get_running_loop()
-        event = asyncio.Event()
-
-        def wake() -> None:
-            loop.call_soon_threadsafe(event.set)
-
-        key = str(self._sync.lock_path(instance_id))
-        _BOARD.register(key, wake)
-        try:
-            await asyncio.wait_for(event.wait(), min(timeout, CROSS_PROCESS_POLL))
-        except asyncio.TimeoutError:
-            pass
-        finally:
-            _BOARD.unregister(key, wake)
+        await wait_async(str(self._sync.lock_path(instance_id)), min(timeout, CROSS_PROCESS_POLL))
 
     async def close(self) -> None:
         self._sync.close()

@@ -1,4 +1,12 @@
-"""Build a lease backend from a URL: ``file`` / ``file:/dir``, ``redis://host:port/db``."""
+"""Build a lease backend from a URL.
+
+* ``file`` or ``file:/dir``: :class:`FileLease` (one host);
+* ``redis://host:port/db`` (``rediss://`` for TLS): :class:`RedisLease`;
+* ``azblob://CONTAINER``: :class:`BlobLease` with the connection string from
+  ``$AZURE_STORAGE_CONNECTION_STRING`` (never from the URL, so it stays out of logs);
+* ``azurite://host:port/CONTAINER``: :class:`BlobLease` on the Azurite emulator's
+  development account.
+"""
 
 from __future__ import annotations
 
@@ -37,7 +45,40 @@ def lock_from_url(url: str, *, asynchronous: bool = False, prefix: str | None = 
         from strict_singleton.lock_backends.redis import RedisLease
 
         return RedisLease(redis.Redis.from_url(url), **kwargs)
-    raise InvalidArgumentError(f"unsupported lock URL {_redact(url)}; use file, file:/dir or redis://host:port/db")
+    if parts.scheme in ("azblob", "azurite"):
+        return _blob_lock(url, parts, asynchronous=asynchronous, prefix=prefix)
+    raise InvalidArgumentError(
+        f"unsupported lock URL {_redact(url)}; use file, file:/dir, redis://host:port/db, "
+        "azblob://container or azurite://host:port/container"
+    )
+
+
+def _blob_lock(url: str, parts: Any, *, asynchronous: bool, prefix: str | None) -> Any:
+    import os
+
+    from strict_singleton.lock_backends.blob import AsyncBlobLease, BlobLease
+
+    kwargs: dict[str, Any] = {"prefix": prefix} if prefix else {}
+    if parts.scheme == "azblob":
+        container = (parts.netloc + parts.path).strip("/")
+        conn = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
+        if not conn:
+            raise InvalidArgumentError("azblob:// needs $AZURE_STORAGE_CONNECTION_STRING to be set")
+    else:
+        from strict_singleton.testing.azurite import dev_connection_string
+
+        try:
+            port = parts.port
+        except ValueError as exc:
+            raise InvalidArgumentError(f"bad port in lock URL {url}: {exc}") from exc
+        if not parts.hostname or port is None:
+            raise InvalidArgumentError(f"lock URL needs a host and port: {url}")
+        container = parts.path.strip("/")
+        conn = dev_connection_string(parts.hostname, port)
+    if not container or "/" in container:
+        raise InvalidArgumentError(f"lock URL needs exactly one container name: {_redact(url)}")
+    cls = AsyncBlobLease if asynchronous else BlobLease
+    return cls.from_connection_string(conn, container=container, retry_total=1, **kwargs)
 
 
 def _redact(url: str) -> str:

@@ -4,6 +4,7 @@
   test. Profile ``atomic`` by default; pick another indirectly:
   ``@pytest.mark.parametrize("durable_backend", ["overwrite"], indirect=True)``.
 * ``redis_server``: a real redis-server process on a free port, killed after the test.
+* ``azurite``: the Azurite Blob emulator on a free port, in memory, stopped after the test.
 * ``starter_swarm``: fire N concurrent calls of any callable (sync: threads behind a
   barrier; ``async def``: asyncio tasks) at one instance ID and get back what they
   returned and what the ``durable_backend`` actually did.
@@ -20,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from strict_singleton.testing.azurite import Azurite
 from strict_singleton.testing.backend import DurableTestBackend
 from strict_singleton.testing.redis_server import RedisServer
 from strict_singleton.testing.strategies import describe
@@ -88,6 +90,15 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def azurite() -> Iterator[Azurite]:
+    emulator = Azurite().start()
+    try:
+        yield emulator
+    finally:
+        emulator.stop()
 
 
 @pytest.fixture

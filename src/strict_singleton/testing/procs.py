@@ -19,7 +19,7 @@ class WorkerSpec:
     starters: int  # per process
     rounds: int
     id_prefix: str
-    lease_ttl: float = 10.0
+    lease_ttl: float = 15.0
     key_prefix: str = "strict-singleton:"
 
 

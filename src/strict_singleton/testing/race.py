@@ -59,7 +59,7 @@ class RaceConfig:
     ids: IdMode = "fresh"
     latency: float = 0.002  # injected per backend call: a realistic remote round trip
     visibility_delay: float | None = None
-    lease_ttl: float = 10.0
+    lease_ttl: float = 15.0
     wait: float = 10.0
     execute: bool = False
     timeout: float = 120.0

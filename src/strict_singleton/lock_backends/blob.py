@@ -1,0 +1,324 @@
+"""Azure Blob lease: one blob per instance ID, its lease ID as the owner token.
+
+Guarantee: while a blob's lease is held, only the holder's lease ID can renew or
+release it, and Azure refuses to lease it to anyone else. The starter tracks the
+lease's validity itself (a successful renew after expiry does not prove the lease was
+held throughout, so an expired lease is never renewed).
+
+Assumptions: the storage account's own consistency (a lease operation is atomic per
+blob). Leases last a whole number of seconds from 15 to 60, so ``lease_ttl`` must be
+one of those (see :func:`lease_seconds`).
+
+Fencing: the blob's metadata holds a counter that the holder increments under its
+lease on every acquisition, so the token only grows per blob.
+
+Setup is lazy and race-free: the container and the empty blob are created on first
+use; "already exists" answers from concurrent creators are expected and ignored.
+
+Secrets: names, errors and ``repr`` carry the account and container names only;
+messages from the SDK are redacted of keys, SAS signatures and query strings, and
+errors are raised without the SDK exception chained (its text may carry the URL).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from strict_singleton.errors import InvalidArgumentError
+from strict_singleton.lock_backends._blob_common import (
+    CROSS_PROCESS_POLL,
+    DEFAULT_PREFIX,
+    FENCE_METADATA_KEY,
+    HELD,
+    NOT_OURS,
+    describe_container,
+    encode_instance_id,
+    error_code,
+    lease_seconds,
+    parse_fence,
+    unavailable,
+    validate_prefix,
+)
+from strict_singleton.lock_backends._wakeups import RELEASES, wait_async, wait_sync
+from strict_singleton.lock_backends.base import Grant
+
+try:
+    from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
+    from azure.storage.blob import BlobLeaseClient, ContainerClient
+    from azure.storage.blob.aio import BlobLeaseClient as AsyncBlobLeaseClient
+    from azure.storage.blob.aio import ContainerClient as AsyncContainerClient
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError("BlobLease needs the 'azure' extra: pip install 'strict-singleton[azure]'") from exc
+
+
+class _BlobNaming:
+    def __init__(self, container: Any, prefix: str, name: str | None) -> None:
+        self.name = name or describe_container(container)
+        self.prefix = validate_prefix(prefix, backend=self.name)
+
+    def blob_name(self, instance_id: str) -> str:
+        return self.prefix + encode_instance_id(instance_id)
+
+    def wake_key(self, instance_id: str) -> str:
+        return f"{self.name}|{self.blob_name(instance_id)}"
+
+
+class BlobLease:
+    """A lease per instance ID as an Azure Blob lease, for the sync starter.
+
+    Args:
+        container: a ``azure.storage.blob.ContainerClient``; its credentials, retry
+            policy and timeouts are the caller's choice.
+        prefix: blob-name prefix (default ``strict-singleton/``).
+        create_container: create the container on first use if it is missing
+            (``False``: a missing container is ``LockUnavailableError``).
+        name: display name; defaults to ``azblob(account/container)``.
+    """
+
+    def __init__(
+        self,
+        container: ContainerClient,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        create_container: bool = True,
+        name: str | None = None,
+    ) -> None:
+        if not isinstance(container, ContainerClient):
+            raise InvalidArgumentError(
+                f"BlobLease needs an azure.storage.blob.ContainerClient, got {type(container).__name__}"
+            )
+        self._container = container
+        self._naming = _BlobNaming(container, prefix, name)
+        self._create_container = create_container
+        self._owns_client = False  # True when built by from_connection_string
+
+    @classmethod
+    def from_connection_string(cls, conn_str: str, *, container: str, **kwargs: Any) -> BlobLease:
+        """Build from a storage connection string; ``kwargs`` beyond ``prefix``,
+        ``create_container`` and ``name`` go to ``ContainerClient`` (e.g. ``retry_total``)."""
+        own = {k: kwargs.pop(k) for k in ("prefix", "create_container", "name") if k in kwargs}
+        if not container:
+            raise InvalidArgumentError("container must be a non-empty container name")
+        try:
+            client = ContainerClient.from_connection_string(conn_str, container_name=container, **kwargs)
+        except (ValueError, AzureError) as exc:
+            raise InvalidArgumentError(f"bad storage connection string ({type(exc).__name__})") from None
+        lease = cls(client, **own)
+        lease._owns_client = True
+        return lease
+
+    @property
+    def name(self) -> str:
+        return self._naming.name
+
+    def __repr__(self) -> str:
+        return f"BlobLease(name={self.name!r}, prefix={self._naming.prefix!r})"
+
+    def validate_ttl(self, ttl: float) -> None:
+        lease_seconds(ttl, backend=self.name)
+
+    def blob_name(self, instance_id: str) -> str:
+        return self._naming.blob_name(instance_id)
+
+    def acquire(self, instance_id: str, token: str, ttl: float) -> Grant | None:
+        seconds = lease_seconds(ttl, backend=self.name)
+        blob = self._container.get_blob_client(self.blob_name(instance_id))
+        lease = BlobLeaseClient(blob, lease_id=token)
+        for attempt in range(3):
+            try:
+                lease.acquire(lease_duration=seconds)
+                break
+            except ResourceExistsError as exc:
+                if error_code(exc) in HELD:
+                    return None
+                raise self._unavailable(exc, instance_id, "acquiring the lease") from None
+            except ResourceNotFoundError as exc:
+                if attempt == 2:
+                    raise self._unavailable(exc, instance_id, "acquiring the lease") from None
+                self._create(blob, instance_id, container_missing=error_code(exc) == "ContainerNotFound")
+            except AzureError as exc:
+                raise self._unavailable(exc, instance_id, "acquiring the lease") from None
+        try:
+            fence = parse_fence(blob.get_blob_properties(lease=token).metadata) + 1
+            blob.set_blob_metadata({FENCE_METADATA_KEY: str(fence)}, lease=token)
+        except AzureError as exc:
+            with contextlib.suppress(AzureError):
+                lease.release()
+            raise self._unavailable(exc, instance_id, "writing the fencing token") from None
+        return Grant(fencing_token=fence, valid_for=float(seconds))
+
+    def extend(self, instance_id: str, token: str, ttl: float) -> bool:
+        blob = self._container.get_blob_client(self.blob_name(instance_id))
+        try:
+            BlobLeaseClient(blob, lease_id=token).renew()
+        except AzureError as exc:
+            if error_code(exc) in NOT_OURS or isinstance(exc, ResourceNotFoundError):
+                return False
+            raise self._unavailable(exc, instance_id, "renewing the lease") from None
+        return True
+
+    def release(self, instance_id: str, token: str) -> bool:
+        blob = self._container.get_blob_client(self.blob_name(instance_id))
+        try:
+            BlobLeaseClient(blob, lease_id=token).release()
+        except AzureError as exc:
+            if error_code(exc) in NOT_OURS or isinstance(exc, ResourceNotFoundError):
+                return False
+            raise self._unavailable(exc, instance_id, "releasing the lease") from None
+        RELEASES.notify(self._naming.wake_key(instance_id))
+        return True
+
+    def wait_for_release(self, instance_id: str, timeout: float) -> None:
+        wait_sync(self._naming.wake_key(instance_id), min(timeout, CROSS_PROCESS_POLL))
+
+    def close(self) -> None:
+        if self._owns_client:  # otherwise the container client is the caller's
+            self._container.close()
+
+    def _create(self, blob: Any, instance_id: str, *, container_missing: bool) -> None:
+        try:
+            if container_missing:
+                if not self._create_container:
+                    raise LookupError("container does not exist and create_container=False")
+                with contextlib.suppress(ResourceExistsError):
+                    self._container.create_container()
+            with contextlib.suppress(ResourceExistsError):
+                blob.upload_blob(b"", overwrite=False)
+        except ResourceNotFoundError:
+            pass  # the container appeared missing again: the next attempt creates it
+        except LookupError as exc:
+            raise unavailable(exc, instance_id=instance_id, backend=self.name, doing="creating the lock blob") from None
+        except AzureError as exc:
+            if error_code(exc) not in NOT_OURS:  # "leased meanwhile" means it exists: fine
+                raise self._unavailable(exc, instance_id, "creating the lock blob") from None
+
+    def _unavailable(self, exc: BaseException, instance_id: str, doing: str) -> Exception:
+        return unavailable(exc, instance_id=instance_id, backend=self.name, doing=doing)
+
+
+class AsyncBlobLease:
+    """The asyncio twin of :class:`BlobLease`, over ``azure.storage.blob.aio.ContainerClient``."""
+
+    def __init__(
+        self,
+        container: AsyncContainerClient,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        create_container: bool = True,
+        name: str | None = None,
+    ) -> None:
+        if not isinstance(container, AsyncContainerClient):
+            raise InvalidArgumentError(
+                f"AsyncBlobLease needs an azure.storage.blob.aio.ContainerClient, got {type(container).__name__}"
+            )
+        self._container = container
+        self._naming = _BlobNaming(container, prefix, name)
+        self._create_container = create_container
+        self._owns_client = False  # True when built by from_connection_string
+
+    @classmethod
+    def from_connection_string(cls, conn_str: str, *, container: str, **kwargs: Any) -> AsyncBlobLease:
+        """See :meth:`BlobLease.from_connection_string`."""
+        own = {k: kwargs.pop(k) for k in ("prefix", "create_container", "name") if k in kwargs}
+        if not container:
+            raise InvalidArgumentError("container must be a non-empty container name")
+        try:
+            client = AsyncContainerClient.from_connection_string(conn_str, container_name=container, **kwargs)
+        except (ValueError, AzureError) as exc:
+            raise InvalidArgumentError(f"bad storage connection string ({type(exc).__name__})") from None
+        lease = cls(client, **own)
+        lease._owns_client = True
+        return lease
+
+    @property
+    def name(self) -> str:
+        return self._naming.name
+
+    def __repr__(self) -> str:
+        return f"AsyncBlobLease(name={self.name!r}, prefix={self._naming.prefix!r})"
+
+    def validate_ttl(self, ttl: float) -> None:
+        lease_seconds(ttl, backend=self.name)
+
+    def blob_name(self, instance_id: str) -> str:
+        return self._naming.blob_name(instance_id)
+
+    async def acquire(self, instance_id: str, token: str, ttl: float) -> Grant | None:
+        seconds = lease_seconds(ttl, backend=self.name)
+        blob = self._container.get_blob_client(self.blob_name(instance_id))
+        lease = AsyncBlobLeaseClient(blob, lease_id=token)
+        for attempt in range(3):
+            try:
+                await lease.acquire(lease_duration=seconds)
+                break
+            except ResourceExistsError as exc:
+                if error_code(exc) in HELD:
+                    return None
+                raise self._unavailable(exc, instance_id, "acquiring the lease") from None
+            except ResourceNotFoundError as exc:
+                if attempt == 2:
+                    raise self._unavailable(exc, instance_id, "acquiring the lease") from None
+                await self._create(blob, instance_id, container_missing=error_code(exc) == "ContainerNotFound")
+            except AzureError as exc:
+                raise self._unavailable(exc, instance_id, "acquiring the lease") from None
+        try:
+            props = await blob.get_blob_properties(lease=token)
+            fence = parse_fence(props.metadata) + 1
+            await blob.set_blob_metadata({FENCE_METADATA_KEY: str(fence)}, lease=token)
+        except AzureError as exc:
+            with contextlib.suppress(AzureError):
+                await lease.release()
+            raise self._unavailable(exc, instance_id, "writing the fencing token") from None
+        return Grant(fencing_token=fence, valid_for=float(seconds))
+
+    async def extend(self, instance_id: str, token: str, ttl: float) -> bool:
+        blob = self._container.get_blob_client(self.blob_name(instance_id))
+        try:
+            await AsyncBlobLeaseClient(blob, lease_id=token).renew()
+        except AzureError as exc:
+            if error_code(exc) in NOT_OURS or isinstance(exc, ResourceNotFoundError):
+                return False
+            raise self._unavailable(exc, instance_id, "renewing the lease") from None
+        return True
+
+    async def release(self, instance_id: str, token: str) -> bool:
+        blob = self._container.get_blob_client(self.blob_name(instance_id))
+        try:
+            await AsyncBlobLeaseClient(blob, lease_id=token).release()
+        except AzureError as exc:
+            if error_code(exc) in NOT_OURS or isinstance(exc, ResourceNotFoundError):
+                return False
+            raise self._unavailable(exc, instance_id, "releasing the lease") from None
+        RELEASES.notify(self._naming.wake_key(instance_id))
+        return True
+
+    async def wait_for_release(self, instance_id: str, timeout: float) -> None:
+        await wait_async(self._naming.wake_key(instance_id), min(timeout, CROSS_PROCESS_POLL))
+
+    async def close(self) -> None:
+        if self._owns_client:  # otherwise the container client is the caller's
+            await self._container.close()
+
+    async def _create(self, blob: Any, instance_id: str, *, container_missing: bool) -> None:
+        try:
+            if container_missing:
+                if not self._create_container:
+                    raise LookupError("container does not exist and create_container=False")
+                with contextlib.suppress(ResourceExistsError):
+                    await self._container.create_container()
+            with contextlib.suppress(ResourceExistsError):
+                await blob.upload_blob(b"", overwrite=False)
+        except ResourceNotFoundError:
+            pass
+        except LookupError as exc:
+            raise unavailable(exc, instance_id=instance_id, backend=self.name, doing="creating the lock blob") from None
+        except AzureError as exc:
+            if error_code(exc) not in NOT_OURS:
+                raise self._unavailable(exc, instance_id, "creating the lock blob") from None
+
+    def _unavailable(self, exc: BaseException, instance_id: str, doing: str) -> Exception:
+        return unavailable(exc, instance_id=instance_id, backend=self.name, doing=doing)
+
+
+__all__ = ["AsyncBlobLease", "BlobLease"]
