@@ -106,7 +106,7 @@ def test_cli_with_redis_json_and_plot(redis_server: RedisServer, tmp_path: Path)
         (["--processes", "0"], "must be at least 1"),
         (["--rounds", "many"], "whole number"),
         (["--lock", "redis://localhost:notaport/0"], "bad port"),
-        (["--lock", "azblob://"], "unsupported lock URL"),
+        (["--lock", "ftp://example/x"], "unsupported lock URL"),
         (["--strategies", "naive,bogus"], "unknown strategies"),
         (["--latency", "-1"], "seconds >= 0"),
         (["--profile", "sloppy"], "invalid choice"),
