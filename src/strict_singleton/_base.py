@@ -112,7 +112,8 @@ class StarterBase:
         """The client or lock method that executes ``op``; drivers call or await it."""
         iid = call.instance_id
         if isinstance(op, _flow.Read):
-            return self._client.get_orchestration_state, (iid,), {"fetch_payloads": self._config.fetch_payloads}
+            payloads = self._config.fetch_payloads and op.payloads
+            return self._client.get_orchestration_state, (iid,), {"fetch_payloads": payloads}
         if isinstance(op, _flow.Acquire):
             return self._lock.acquire, (iid, token, self._config.lease_ttl), {}
         if isinstance(op, _flow.Schedule):

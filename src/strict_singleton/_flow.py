@@ -111,7 +111,9 @@ class WaitRelease:
 
 @dataclass(frozen=True, slots=True)
 class Read:
-    """-> OrchestrationState | None"""
+    """-> OrchestrationState | None; ``payloads=False`` skips inputs and outputs."""
+
+    payloads: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,7 +340,7 @@ def finish_flow(call: StartCall, cfg: StarterConfig, hold: Hold, *, clock: Calla
         delay = 0.002
         while True:
             try:
-                state = yield Read()
+                state = yield Read(payloads=False)  # only created_at matters here
             except Exception as exc:
                 state = None
                 _log.debug("visibility read for %r failed: %r", call.instance_id, exc)

@@ -9,9 +9,11 @@ Assumptions: a local filesystem (``flock`` over NFS is not reliable); every
 participant uses the same directory. Lock files are never deleted (deleting a lock
 file that another process has open lets two holders coexist).
 
-Files: ``<directory>/<sha256(instance_id)[:40]>.lock`` and ``.fence`` (the fencing
-counter, written atomically under the lock with ``os.replace``; it survives process
-crashes, not the loss of the directory).
+Files: ``<directory>/<sha256(instance_id)[:40]>.lock``. The lock is filelock's
+descriptor-level primitive (``flock`` on Unix, ``LockFileEx`` on Windows) on a
+descriptor we own, and the fencing counter lives in the lock file itself: a
+fixed-width 20-digit number written under the lock in one small ``write``. It survives
+process crashes, not the loss of the directory.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ import hashlib
 import os
 import tempfile
 import threading
+import time
 from pathlib import Path
 
-from filelock import FileLock, Timeout
+from filelock import lock_descriptor, unlock_descriptor
 
 from strict_singleton.errors import InvalidArgumentError, LockUnavailableError
 from strict_singleton.lock_backends._wakeups import RELEASES, wait_async, wait_sync
@@ -47,7 +50,7 @@ class FileLease:
             raise InvalidArgumentError("directory must not be empty", backend="file")
         self._directory = path
         self._name = f"file({path})"
-        self._held: dict[tuple[str, str], FileLock] = {}
+        self._held: dict[tuple[str, str], int] = {}  # (instance ID, token) -> locked descriptor
         self._held_lock = threading.Lock()
         self._ready = False
 
@@ -75,66 +78,94 @@ class FileLease:
             if not self._ready:
                 self._directory.mkdir(parents=True, exist_ok=True)
                 self._ready = True
-            lock = FileLock(
-                path, thread_local=False, is_singleton=False, fallback_to_soft=False, preserve_lock_file=True
-            )
-            try:
-                lock.acquire(blocking=False)
-            except Timeout:
-                return None
-            try:
-                fence = self._bump_fence(path.with_suffix(".fence"))
-            except BaseException:
-                lock.release()
-                raise
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
-            raise LockUnavailableError(
-                f"lock directory unavailable: {type(exc).__name__}: {exc}", instance_id=instance_id, backend=self._name
-            ) from exc
+            raise self._unavailable(exc, instance_id) from exc
+        try:
+            if not lock_descriptor(fd, blocking=False):
+                os.close(fd)
+                return None
+            fence = _read_fence(fd) + 1
+            _write_fence(fd, fence)
+        except OSError as exc:
+            os.close(fd)  # closing the descriptor also drops the lock
+            raise self._unavailable(exc, instance_id) from exc
         with self._held_lock:
-            self._held[(instance_id, token)] = lock
+            self._held[(instance_id, token)] = fd
         return Grant(fencing_token=fence, valid_for=None)
 
     def extend(self, instance_id: str, token: str, ttl: float) -> bool:
-        # An OS lock does not expire; it is ours for as long as we hold the object.
+        # An OS lock does not expire; it is ours for as long as we hold the descriptor.
         with self._held_lock:
             return (instance_id, token) in self._held
 
     def release(self, instance_id: str, token: str) -> bool:
         with self._held_lock:
-            lock = self._held.pop((instance_id, token), None)
-        if lock is None:
+            fd = self._held.pop((instance_id, token), None)
+        if fd is None:
             return False
         try:
-            lock.release()
+            unlock_descriptor(fd)
         except OSError as exc:
-            raise LockUnavailableError(
-                f"could not release file lock: {exc}", instance_id=instance_id, backend=self._name
-            ) from exc
+            raise self._unavailable(exc, instance_id) from exc
+        finally:
+            os.close(fd)
         RELEASES.notify(str(self.lock_path(instance_id)))
         return True
 
     def wait_for_release(self, instance_id: str, timeout: float) -> None:
-        wait_sync(str(self.lock_path(instance_id)), min(timeout, CROSS_PROCESS_POLL))
+        # Releases in this process wake us at once; another process's release is found
+        # by probing the lock file (local, microseconds, no load on any server), at
+        # intervals growing from 2 ms to CROSS_PROCESS_POLL.
+        key = str(self.lock_path(instance_id))
+        deadline = time.monotonic() + timeout
+        interval = 0.002
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or self.probe_free(instance_id):
+                return
+            wait_sync(key, min(left, interval))
+            interval = min(interval * 2, CROSS_PROCESS_POLL)
+
+    def probe_free(self, instance_id: str) -> bool:
+        """Whether nobody holds the lock right now (takes and drops it at once)."""
+        try:
+            fd = os.open(self.lock_path(instance_id), os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            return True  # let the acquire attempt report the problem
+        try:
+            if lock_descriptor(fd, blocking=False):
+                unlock_descriptor(fd)
+                return True
+            return False
+        finally:
+            os.close(fd)
 
     def close(self) -> None:
         with self._held_lock:
             held = list(self._held.values())
             self._held.clear()
-        for lock in held:
-            lock.release()
+        for fd in held:
+            os.close(fd)
 
-    @staticmethod
-    def _bump_fence(path: Path) -> int:
-        try:
-            current = int(path.read_text(encoding="ascii") or "0")
-        except FileNotFoundError:
-            current = 0
-        nxt = current + 1
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_text(str(nxt), encoding="ascii")
-        os.replace(tmp, path)
-        return nxt
+    def _unavailable(self, exc: OSError, instance_id: str) -> LockUnavailableError:
+        return LockUnavailableError(
+            f"lock directory unavailable: {type(exc).__name__}: {exc}", instance_id=instance_id, backend=self._name
+        )
+
+
+_FENCE_WIDTH = 20
+
+
+def _read_fence(fd: int) -> int:
+    os.lseek(fd, 0, os.SEEK_SET)
+    data = os.read(fd, _FENCE_WIDTH).strip()
+    return int(data) if data.isdigit() else 0
+
+
+def _write_fence(fd: int, value: int) -> None:
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.write(fd, f"{value:0{_FENCE_WIDTH}d}".encode("ascii"))
 
 
 class AsyncFileLease:
@@ -171,7 +202,15 @@ class AsyncFileLease:
         return self._sync.release(instance_id, token)
 
     async def wait_for_release(self, instance_id: str, timeout: float) -> None:
-        await wait_async(str(self._sync.lock_path(instance_id)), min(timeout, CROSS_PROCESS_POLL))
+        key = str(self._sync.lock_path(instance_id))
+        deadline = time.monotonic() + timeout
+        interval = 0.002
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or self._sync.probe_free(instance_id):
+                return
+            await wait_async(key, min(left, interval))
+            interval = min(interval * 2, CROSS_PROCESS_POLL)
 
     async def close(self) -> None:
         self._sync.close()

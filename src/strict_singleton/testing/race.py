@@ -63,6 +63,9 @@ class RaceConfig:
     wait: float = 10.0
     execute: bool = False
     timeout: float = 120.0
+    distinct: bool = False  # each starter uses its own IDs (throughput), instead of all on one ID
+    calls: int = 1  # sequential starts per starter per round
+    confirm_visible: bool = True  # passed to strict starters
 
     def instance_id(self, strategy: str, round_no: int) -> str:
         return f"race-{strategy}" if self.ids == "reuse" else f"race-{strategy}-{round_no}"
@@ -80,6 +83,13 @@ class RoundRecord:
     pids: list[int]
     began: list[float]
     latencies_ms: list[float]
+    ended: list[float] = field(default_factory=list)
+    max_rss_kb: int = 0
+
+    @property
+    def resolve_ms(self) -> float:
+        """Time from the first call's start until every caller had its answer."""
+        return (max(self.ended) - min(self.began)) * 1000 if self.ended and self.began else 0.0
 
     @property
     def started_reports(self) -> int:
@@ -93,9 +103,11 @@ class RoundRecord:
     def overlap(self) -> bool:
         return self.overwritten_active > 0
 
+    expected: int = 1  # instances one round should create (starters x calls with distinct IDs)
+
     @property
     def violation(self) -> bool:
-        return self.started_reports != 1 or self.created != 1
+        return self.started_reports != self.expected or self.created != self.expected
 
     @property
     def spread_ms(self) -> float:
@@ -189,24 +201,50 @@ def _worker_main(cfg: RaceConfig, address: str, barrier: Any, results: Any) -> N
         pass  # the coordinator gave up; it reports why
 
 
-def _row(recs: list[Any]) -> tuple[int, list[str], list[float], list[float]]:
+def _row(recs: list[Any]) -> tuple[int, list[str], list[float], list[float], list[float], int]:
+    import resource
+
+    outcomes: list[str] = []
+    for rec in recs:  # a starter making several calls returns a list of results
+        outcomes.extend(describe(v) for v in (rec.value if isinstance(rec.value, list) else [rec.value]))
     return (
         os.getpid(),
-        [describe(rec.value) for rec in recs],
+        outcomes,
         [rec.began for rec in recs],
-        [(rec.ended - rec.began) * 1000 for rec in recs],
+        [(rec.ended - rec.began) * 1000 / _calls_of(rec) for rec in recs],
+        [rec.ended for rec in recs],
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
     )
+
+
+def _calls_of(rec: Any) -> int:
+    return len(rec.value) if isinstance(rec.value, list) else 1
+
+
+def _ids(cfg: RaceConfig, iid: str, starter: int) -> list[str]:
+    if cfg.distinct:
+        return [f"{iid}-s{starter}-c{k}" for k in range(cfg.calls)]
+    return [iid] * cfg.calls
 
 
 def _worker_sync(cfg: RaceConfig, address: str, barrier: Any, results: Any) -> None:
     for name in cfg.strategies:
-        strategy = SyncStrategy(name, address=address, lock_url=cfg.lock_url, lease_ttl=cfg.lease_ttl, wait=cfg.wait)
+        strategy = SyncStrategy(
+            name,
+            address=address,
+            lock_url=cfg.lock_url,
+            lease_ttl=cfg.lease_ttl,
+            wait=cfg.wait,
+            confirm_visible=cfg.confirm_visible,
+        )
         for r in range(cfg.rounds):
             iid = cfg.instance_id(name, r)
             barrier.wait(cfg.timeout)
 
-            def call(_i: int, iid: str = iid, strategy: Any = strategy) -> Any:
-                return strategy.start(iid)
+            def call(i: int, iid: str = iid, strategy: Any = strategy) -> Any:
+                if cfg.calls == 1 and not cfg.distinct:
+                    return strategy.start(iid)
+                return [strategy.start(x) for x in _ids(cfg, iid, i)]
 
             results.put(_row(fire_threads(cfg.starters, call, timeout=cfg.timeout)))
         strategy.close()
@@ -215,13 +253,22 @@ def _worker_sync(cfg: RaceConfig, address: str, barrier: Any, results: Any) -> N
 async def _worker_async(cfg: RaceConfig, address: str, barrier: Any, results: Any) -> None:
     loop = asyncio.get_running_loop()
     for name in cfg.strategies:
-        strategy = AsyncStrategy(name, address=address, lock_url=cfg.lock_url, lease_ttl=cfg.lease_ttl, wait=cfg.wait)
+        strategy = AsyncStrategy(
+            name,
+            address=address,
+            lock_url=cfg.lock_url,
+            lease_ttl=cfg.lease_ttl,
+            wait=cfg.wait,
+            confirm_visible=cfg.confirm_visible,
+        )
         for r in range(cfg.rounds):
             iid = cfg.instance_id(name, r)
             await loop.run_in_executor(None, barrier.wait, cfg.timeout)
 
-            def call(_i: int, iid: str = iid, strategy: Any = strategy) -> Any:
-                return strategy.start(iid)
+            async def call(i: int, iid: str = iid, strategy: Any = strategy) -> Any:
+                if cfg.calls == 1 and not cfg.distinct:
+                    return await strategy.start(iid)
+                return [await strategy.start(x) for x in _ids(cfg, iid, i)]
 
             results.put(_row(await fire_tasks(cfg.starters, call)))
         await strategy.close()
@@ -247,8 +294,10 @@ class _ExecutionCounter:
 def _validate(cfg: RaceConfig) -> None:
     from strict_singleton.testing.strategies import STRATEGIES
 
-    if cfg.processes < 1 or cfg.starters < 1 or cfg.rounds < 1:
-        raise ValueError("processes, starters and rounds must each be at least 1")
+    if cfg.processes < 1 or cfg.starters < 1 or cfg.rounds < 1 or cfg.calls < 1:
+        raise ValueError("processes, starters, rounds and calls must each be at least 1")
+    if cfg.calls > 1 and not cfg.distinct:
+        raise ValueError("several calls per starter need distinct IDs")
     for name in cfg.strategies:
         if name not in STRATEGIES:
             raise ValueError(f"unknown strategy {name!r}; choose from {', '.join(STRATEGIES)}")
@@ -301,17 +350,21 @@ def run_race(cfg: RaceConfig, *, progress: Callable[[RoundRecord, int, int], Non
                     _wait_finished(backend, iid, cfg.timeout)
                     executions = counter.get(iid) - _executions_before(report, name, cfg)
                 after = backend.ledger.snapshot()
+                keys = [k for k in after.created if k == iid or (cfg.distinct and k.startswith(f"{iid}-s"))]
                 record = RoundRecord(
                     strategy=name,
                     round=r,
                     instance_id=iid,
                     reports=dict(Counter(o for row in rows for o in row[1])),
-                    created=after.created[iid] - before.created[iid],
-                    overwritten_active=after.overwritten_active[iid] - before.overwritten_active[iid],
+                    created=sum(after.created[k] - before.created[k] for k in keys),
+                    overwritten_active=sum(after.overwritten_active[k] - before.overwritten_active[k] for k in keys),
                     executions=executions,
                     pids=sorted({row[0] for row in rows}),
                     began=[b for row in rows for b in row[2]],
                     latencies_ms=[x for row in rows for x in row[3]],
+                    ended=[e for row in rows for e in row[4]],
+                    max_rss_kb=max(row[5] for row in rows),
+                    expected=cfg.processes * cfg.starters * cfg.calls if cfg.distinct else 1,
                 )
                 report.rounds.append(record)
                 if cfg.ids == "reuse" and not cfg.execute:

@@ -132,7 +132,9 @@ def describe(value: Any) -> str:
 class SyncStrategy:
     """A strategy bound to one process's clients: ``start(instance_id) -> outcome``."""
 
-    def __init__(self, name: str, *, address: str, lock_url: str, lease_ttl: float, wait: float) -> None:
+    def __init__(
+        self, name: str, *, address: str, lock_url: str, lease_ttl: float, wait: float, confirm_visible: bool = True
+    ) -> None:
         from durabletask.client import TaskHubGrpcClient
 
         from strict_singleton import SingletonStarter
@@ -163,7 +165,9 @@ class SyncStrategy:
             self._start = locked
         elif name in ("strict", "unlocked"):
             lock: Any = lock_from_url(lock_url) if name == "strict" else UnsafeNoLease()
-            starter = SingletonStarter(self._client, lock=lock, lease_ttl=lease_ttl, wait=wait)
+            starter = SingletonStarter(
+                self._client, lock=lock, lease_ttl=lease_ttl, wait=wait, confirm_visible=confirm_visible
+            )
             self._closers[:0] = [starter.close, lock.close]
             self._start = lambda iid: starter.start(ORCHESTRATOR, instance_id=iid)
         else:
@@ -180,7 +184,9 @@ class SyncStrategy:
 class AsyncStrategy:
     """The asyncio twin of :class:`SyncStrategy`; build it inside the running loop."""
 
-    def __init__(self, name: str, *, address: str, lock_url: str, lease_ttl: float, wait: float) -> None:
+    def __init__(
+        self, name: str, *, address: str, lock_url: str, lease_ttl: float, wait: float, confirm_visible: bool = True
+    ) -> None:
         from durabletask.client import AsyncTaskHubGrpcClient
 
         from strict_singleton import AsyncSingletonStarter
@@ -215,7 +221,9 @@ class AsyncStrategy:
             self._start = locked
         elif name in ("strict", "unlocked"):
             lock: Any = lock_from_url(lock_url, asynchronous=True) if name == "strict" else AsyncUnsafeNoLease()
-            starter = AsyncSingletonStarter(self._client, lock=lock, lease_ttl=lease_ttl, wait=wait)
+            starter = AsyncSingletonStarter(
+                self._client, lock=lock, lease_ttl=lease_ttl, wait=wait, confirm_visible=confirm_visible
+            )
             self._closers[:0] = [starter.aclose, lock.close]
 
             async def strict(iid: str) -> Any:
