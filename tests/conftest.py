@@ -17,7 +17,7 @@ from strict_singleton.lock_backends.redis import RedisLease
 from strict_singleton.testing import DurableTestBackend, RedisServer
 from strict_singleton.testing.azurite import Azurite
 
-LOCK_KINDS = ["file", "redis", "blob"]
+LOCK_KINDS = ["file", "redis", "blob", "redlock"]
 
 
 @pytest.fixture
@@ -38,6 +38,9 @@ def lock_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if kind == "blob":
         emulator: Azurite = request.getfixturevalue("azurite")
         return f"{emulator.url}/locks"
+    if kind == "redlock":
+        nodes: list[RedisServer] = request.getfixturevalue("redlock_nodes")
+        return "redlock://" + ",".join(f"127.0.0.1:{n.port}" for n in nodes) + "/0"
     server: RedisServer = request.getfixturevalue("redis_server")
     return server.url
 
@@ -64,3 +67,14 @@ def make_sync_lock(tmp_path: Path, request: pytest.FixtureRequest) -> Callable[[
     yield make
     for lock in made:
         lock.close()
+
+
+@pytest.fixture
+def redlock_nodes() -> Iterator[list[RedisServer]]:
+    """Three independent redis-server masters for Redlock."""
+    nodes = [RedisServer().start() for _ in range(3)]
+    try:
+        yield nodes
+    finally:
+        for node in nodes:
+            node.stop()

@@ -26,6 +26,7 @@ from strict_singleton.lock_backends.blob import AsyncBlobLease, BlobLease
 from strict_singleton.lock_backends.redis import AsyncRedisLease, RedisLease
 from strict_singleton.testing import RedisServer
 from strict_singleton.testing.azurite import Azurite
+from strict_singleton.testing.locks import lock_from_url
 
 KINDS = LOCK_KINDS
 
@@ -64,6 +65,10 @@ def lease(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
         emulator: Azurite = request.getfixturevalue("azurite")
         container = emulator.container_client("locks", asynchronous=api == "async")
         backend = BlobLease(container) if api == "sync" else AsyncBlobLease(container)
+    elif kind == "redlock":
+        nodes: list[RedisServer] = request.getfixturevalue("redlock_nodes")
+        url = "redlock://" + ",".join(f"127.0.0.1:{n.port}" for n in nodes) + "/0"
+        backend = lock_from_url(url, asynchronous=api == "async")
     else:
         server: RedisServer = request.getfixturevalue("redis_server")
         backend = (
@@ -82,7 +87,7 @@ def lease(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
 
 def test_fixture_builds_the_named_backend(lease: Any, request: pytest.FixtureRequest) -> None:
     kind = request.node.callspec.params["lease"][0]
-    assert lease.name.startswith({"file": "file(", "redis": "redis(", "blob": "azblob("}[kind])
+    assert lease.name.startswith({"file": "file(", "redis": "redis(", "blob": "azblob(", "redlock": "redlock["}[kind])
 
 
 def test_one_holder_at_a_time(lease: Any) -> None:
@@ -132,12 +137,15 @@ def sync_backend(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> A
     if kind == "blob":
         emulator: Azurite = request.getfixturevalue("azurite")
         return BlobLease(emulator.container_client("locks"))
+    if kind == "redlock":
+        nodes: list[RedisServer] = request.getfixturevalue("redlock_nodes")
+        return lock_from_url("redlock://" + ",".join(f"127.0.0.1:{n.port}" for n in nodes) + "/0")
     server: RedisServer = request.getfixturevalue("redis_server")
     return RedisLease(redis.Redis(port=server.port))
 
 
 # Blob leases cost three HTTP round trips each: a smaller stress keeps the suite quick.
-STRESS = {"file": (32, 50), "redis": (32, 50), "blob": (16, 10)}
+STRESS = {"file": (32, 50), "redis": (32, 50), "blob": (16, 10), "redlock": (16, 20)}
 
 
 def test_many_threads_one_holder(tmp_path: Path, request: pytest.FixtureRequest) -> None:

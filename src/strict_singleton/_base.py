@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from strict_singleton import _flow
+from strict_singleton._deadline import deadline_call
 from strict_singleton._flow import reuse_policy
 from strict_singleton._validation import StartCall, StarterConfig, build_call, build_config, converter_of
 from strict_singleton.errors import InvalidArgumentError
@@ -125,6 +126,10 @@ class StarterBase:
                 "tags": op.tags,
                 "version": call.version,
             }
+            if op.deadline is not None:
+                send = deadline_call(self._client, call.orchestrator, kwargs, op.deadline, is_async=self._is_async)
+                if send is not None:
+                    return send, (), {}
             return self._client.schedule_new_orchestration, (call.orchestrator,), kwargs
         if isinstance(op, _flow.Release):
             return self._lock.release, (iid, token), {}

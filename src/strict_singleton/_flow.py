@@ -118,9 +118,13 @@ class Read:
 
 @dataclass(frozen=True, slots=True)
 class Schedule:
-    """-> str; ``schedule_new_orchestration`` with the terminal-only reuse policy."""
+    """-> str; ``schedule_new_orchestration`` with the terminal-only reuse policy.
+
+    ``deadline`` bounds the call to the lease's remaining validity (None: no expiry).
+    """
 
     tags: dict[str, str]
+    deadline: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,7 +306,7 @@ def start_flow(call: StartCall, cfg: StarterConfig, *, backend: str, clock: Call
 
     tags = {**call.tags, FENCING_TAG: str(grant.fencing_token)}
     try:
-        yield Schedule(tags)
+        yield Schedule(tags, deadline=lease.remaining(clock()))
     except Exception as exc:
         code = rpc_code(exc)
         if code == "ALREADY_EXISTS":

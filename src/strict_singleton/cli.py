@@ -89,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_lock_url,
         default="file",
         help="lease store for 'strict': file, file:/dir, redis://host:port/db, "
-        "azblob://container ($AZURE_STORAGE_CONNECTION_STRING) or azurite://host:port/container",
+        "redlock://host:port,host:port,host:port/db, azblob://container "
+        "($AZURE_STORAGE_CONNECTION_STRING) or azurite://host:port/container",
     )
     race.add_argument("--processes", type=_positive_int, default=2, help="starter processes (default 2)")
     race.add_argument("--starters", type=_positive_int, default=8, help="starters per process (default 8)")

@@ -15,8 +15,16 @@ from strict_singleton.lock_backends.file import AsyncFileLease, FileLease
 if TYPE_CHECKING:
     from strict_singleton.lock_backends.blob import AsyncBlobLease, BlobLease
     from strict_singleton.lock_backends.redis import AsyncRedisLease, RedisLease
+    from strict_singleton.lock_backends.redlock import AsyncRedlockLease, RedlockLease
 
-_LAZY = {"RedisLease": "redis", "AsyncRedisLease": "redis", "BlobLease": "blob", "AsyncBlobLease": "blob"}
+_LAZY = {
+    "RedisLease": "redis",
+    "AsyncRedisLease": "redis",
+    "RedlockLease": "redlock",
+    "AsyncRedlockLease": "redlock",
+    "BlobLease": "blob",
+    "AsyncBlobLease": "blob",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -33,9 +41,11 @@ __all__ = [
     "AsyncFileLease",
     "AsyncLeaseBackend",
     "AsyncRedisLease",
+    "AsyncRedlockLease",
     "BlobLease",
     "FileLease",
     "Grant",
     "LeaseBackend",
     "RedisLease",
+    "RedlockLease",
 ]

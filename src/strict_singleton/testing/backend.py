@@ -123,6 +123,7 @@ class DurableTestBackend(InMemoryOrchestrationBackend):
         self._max_workers = max_workers
         self._sleep = sleep
         self.read_hook: Callable[[str], None] | None = None  # called before each status read
+        self.start_hook: Callable[[str], None] | None = None  # called before each start is processed
 
     @property
     def port(self) -> int:
@@ -194,6 +195,8 @@ class DurableTestBackend(InMemoryOrchestrationBackend):
         return super().GetInstance(request, context)
 
     def StartInstance(self, request: pb.CreateInstanceRequest, context: grpc.ServicerContext) -> Any:
+        if self.start_hook is not None:
+            self.start_hook(request.instanceId)
         if self.latency:
             self._sleep(self.latency)
         instance_id = request.instanceId or uuid.uuid4().hex

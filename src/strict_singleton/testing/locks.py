@@ -2,6 +2,8 @@
 
 * ``file`` or ``file:/dir``: :class:`FileLease` (one host);
 * ``redis://host:port/db`` (``rediss://`` for TLS): :class:`RedisLease`;
+* ``redlock://host:port,host:port,host:port/db``: :class:`RedlockLease` over those
+  independent masters (at least 3);
 * ``azblob://CONTAINER``: :class:`BlobLease` with the connection string from
   ``$AZURE_STORAGE_CONNECTION_STRING`` (never from the URL, so it stays out of logs);
 * ``azurite://host:port/CONTAINER``: :class:`BlobLease` on the Azurite emulator's
@@ -45,11 +47,13 @@ def lock_from_url(url: str, *, asynchronous: bool = False, prefix: str | None = 
         from strict_singleton.lock_backends.redis import RedisLease
 
         return RedisLease(redis.Redis.from_url(url), **kwargs)
+    if parts.scheme == "redlock":
+        return _redlock(url, asynchronous=asynchronous, prefix=prefix)
     if parts.scheme in ("azblob", "azurite"):
         return _blob_lock(url, parts, asynchronous=asynchronous, prefix=prefix)
     raise InvalidArgumentError(
         f"unsupported lock URL {_redact(url)}; use file, file:/dir, redis://host:port/db, "
-        "azblob://container or azurite://host:port/container"
+        "redlock://host:port,host:port,host:port/db, azblob://container or azurite://host:port/container"
     )
 
 
@@ -79,6 +83,34 @@ def _blob_lock(url: str, parts: Any, *, asynchronous: bool, prefix: str | None) 
         raise InvalidArgumentError(f"lock URL needs exactly one container name: {_redact(url)}")
     cls = AsyncBlobLease if asynchronous else BlobLease
     return cls.from_connection_string(conn, container=container, retry_total=1, **kwargs)
+
+
+def _redlock(url: str, *, asynchronous: bool, prefix: str | None) -> Any:
+    rest = url[len("redlock://") :]
+    hosts, _, db = rest.partition("/")
+    nodes = [h for h in hosts.split(",") if h]
+    urls = []
+    for node in nodes:
+        parts = urlsplit(f"redis://{node}/{db or 0}")
+        try:
+            port = parts.port
+        except ValueError as exc:
+            raise InvalidArgumentError(f"bad port in lock URL {_redact(url)}: {exc}") from exc
+        if not parts.hostname or port is None:
+            raise InvalidArgumentError(f"every Redlock node needs a host and port: {_redact(url)}")
+        urls.append(parts.geturl())
+    kwargs: dict[str, Any] = {"prefix": prefix} if prefix else {}
+    if asynchronous:
+        import redis.asyncio as aioredis
+
+        from strict_singleton.lock_backends.redlock import AsyncRedlockLease
+
+        return AsyncRedlockLease([aioredis.Redis.from_url(u, socket_timeout=2) for u in urls], **kwargs)
+    import redis
+
+    from strict_singleton.lock_backends.redlock import RedlockLease
+
+    return RedlockLease([redis.Redis.from_url(u, socket_timeout=2) for u in urls], **kwargs)
 
 
 def _redact(url: str) -> str:

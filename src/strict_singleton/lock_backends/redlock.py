@@ -1,0 +1,260 @@
+"""Redlock: a lease held on a majority of N independent Redis masters.
+
+See :mod:`strict_singleton.lock_backends._redlock_common` for the quorum, validity and
+fencing rules. Keys, scripts and tokens are the same as :class:`RedisLease`'s, so each
+node holds an ordinary token-checked lease.
+
+Assumptions: the nodes are independent masters (not replicas of each other: replicas
+lose locks on failover); a node that restarts should stay down for at least one TTL
+or persist its data, else a majority may forget a held lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from strict_singleton.lock_backends._redis_common import (
+    ACQUIRE_SCRIPT,
+    DEFAULT_PREFIX,
+    EXTEND_SCRIPT,
+    RELEASE_SCRIPT,
+    RedisKeys,
+    ttl_ms,
+    validate_redis_ttl,
+)
+from strict_singleton.lock_backends._redlock_common import (
+    DEFAULT_NODE_TIMEOUT,
+    RAISE_FENCE_SCRIPT,
+    NodeAnswers,
+    describe_nodes,
+    quorum,
+    unavailable,
+    validate_nodes,
+    validity,
+)
+from strict_singleton.lock_backends._wakeups import RELEASES, wait_async, wait_sync
+from strict_singleton.lock_backends.base import Grant
+
+POLL = 0.02  # waiters in other processes re-check this often (no pub/sub across a quorum)
+
+
+class RedlockLease:
+    """A lease on a majority of independent Redis masters, for the sync starter.
+
+    Args:
+        clients: one ``redis.Redis`` per independent master (at least 3; 5 recommended).
+            Give them socket timeouts: a node that hangs holds a worker thread until
+            its client times out, although the quorum decision never waits for it.
+        prefix: key prefix, as for :class:`RedisLease`.
+        node_timeout: seconds each node gets to answer an acquire, extend or release
+            before it counts as down (default 250 ms).
+        name: display name; defaults to ``redlock[host:port/db,...]``.
+    """
+
+    def __init__(
+        self,
+        clients: Sequence[Any],
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        node_timeout: float = DEFAULT_NODE_TIMEOUT,
+        name: str | None = None,
+    ) -> None:
+        self._name = name or describe_nodes(list(clients))
+        self._nodes = validate_nodes(clients, node_timeout, self._name)
+        self._keys = RedisKeys(prefix, self._name)
+        self._timeout = float(node_timeout)
+        self._scripts = [
+            {
+                "acquire": c.register_script(ACQUIRE_SCRIPT),
+                "release": c.register_script(RELEASE_SCRIPT),
+                "extend": c.register_script(EXTEND_SCRIPT),
+                "fence": c.register_script(RAISE_FENCE_SCRIPT),
+            }
+            for c in self._nodes
+        ]
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=4 * len(self._nodes), thread_name_prefix="strict-singleton-redlock"
+        )
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def __repr__(self) -> str:
+        return f"RedlockLease(name={self._name!r}, nodes={len(self._nodes)}, node_timeout={self._timeout})"
+
+    def validate_ttl(self, ttl: float) -> None:
+        validate_redis_ttl(ttl, self._name)
+
+    def _fan_out(self, call: Callable[[int], Any], timeout: float) -> list[tuple[bool, Any]]:
+        """Run ``call(i)`` on every node at once; (ok, value-or-error) per node."""
+        futures = [self._pool.submit(call, i) for i in range(len(self._nodes))]
+        done, _ = concurrent.futures.wait(futures, timeout=timeout)
+        out: list[tuple[bool, Any]] = []
+        for f in futures:
+            if f not in done:
+                out.append((False, TimeoutError(f"no answer within {timeout * 1000:.0f} ms")))
+            elif f.exception() is not None:
+                out.append((False, f.exception()))
+            else:
+                out.append((True, f.result()))
+        return out
+
+    def acquire(self, instance_id: str, token: str, ttl: float) -> Grant | None:
+        keys = [self._keys.lock(instance_id), self._keys.fence(instance_id)]
+        started = time.monotonic()
+        results = self._fan_out(
+            lambda i: self._scripts[i]["acquire"](keys=keys, args=[token, ttl_ms(ttl)]), self._timeout
+        )
+        answers = _answers(results)
+        verdict = answers.decide(len(self._nodes))
+        if verdict == "granted":
+            fence = max(answers.fences)
+            granted = [i for i, (ok, v) in enumerate(results) if ok and int(v) > 0]
+            raised = self._fan_out(
+                lambda i: self._scripts[i]["fence"](keys=keys, args=[token, fence]) if i in granted else 0,
+                self._timeout,
+            )
+            confirmed = sum(1 for ok, v in raised if ok and int(v) == 1)
+            left = validity(ttl, time.monotonic() - started)
+            if confirmed >= quorum(len(self._nodes)) and left > 0:
+                return Grant(fencing_token=fence, valid_for=left)
+            verdict = "held"  # too slow or lost nodes meanwhile: give it all back
+        self.release(instance_id, token)
+        if verdict == "unavailable":
+            raise unavailable(answers, len(self._nodes), instance_id=instance_id, backend=self._name)
+        return None
+
+    def extend(self, instance_id: str, token: str, ttl: float) -> bool:
+        key = [self._keys.lock(instance_id)]
+        results = self._fan_out(
+            lambda i: self._scripts[i]["extend"](keys=key, args=[token, ttl_ms(ttl)]), self._timeout
+        )
+        return sum(1 for ok, v in results if ok and int(v) == 1) >= quorum(len(self._nodes))
+
+    def release(self, instance_id: str, token: str) -> bool:
+        key = [self._keys.lock(instance_id)]
+        channel = self._keys.channel(instance_id)
+        results = self._fan_out(lambda i: self._scripts[i]["release"](keys=key, args=[token, channel]), self._timeout)
+        released = any(ok and int(v) == 1 for ok, v in results)
+        if released:
+            RELEASES.notify(f"{self._name}|{instance_id}")
+        return released
+
+    def wait_for_release(self, instance_id: str, timeout: float) -> None:
+        wait_sync(f"{self._name}|{instance_id}", min(timeout, POLL))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class AsyncRedlockLease:
+    """The asyncio twin of :class:`RedlockLease`, over ``redis.asyncio.Redis`` clients."""
+
+    def __init__(
+        self,
+        clients: Sequence[Any],
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        node_timeout: float = DEFAULT_NODE_TIMEOUT,
+        name: str | None = None,
+    ) -> None:
+        self._name = name or describe_nodes(list(clients))
+        self._nodes = validate_nodes(clients, node_timeout, self._name)
+        self._keys = RedisKeys(prefix, self._name)
+        self._timeout = float(node_timeout)
+        self._scripts = [
+            {
+                "acquire": c.register_script(ACQUIRE_SCRIPT),
+                "release": c.register_script(RELEASE_SCRIPT),
+                "extend": c.register_script(EXTEND_SCRIPT),
+                "fence": c.register_script(RAISE_FENCE_SCRIPT),
+            }
+            for c in self._nodes
+        ]
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def __repr__(self) -> str:
+        return f"AsyncRedlockLease(name={self._name!r}, nodes={len(self._nodes)}, node_timeout={self._timeout})"
+
+    def validate_ttl(self, ttl: float) -> None:
+        validate_redis_ttl(ttl, self._name)
+
+    async def _fan_out(self, call: Callable[[int], Any]) -> list[tuple[bool, Any]]:
+        async def one(i: int) -> tuple[bool, Any]:
+            try:
+                return True, await asyncio.wait_for(call(i), self._timeout)
+            except asyncio.TimeoutError:
+                return False, TimeoutError(f"no answer within {self._timeout * 1000:.0f} ms")
+            except Exception as exc:
+                return False, exc
+
+        return list(await asyncio.gather(*(one(i) for i in range(len(self._nodes)))))
+
+    async def acquire(self, instance_id: str, token: str, ttl: float) -> Grant | None:
+        keys = [self._keys.lock(instance_id), self._keys.fence(instance_id)]
+        started = time.monotonic()
+        results = await self._fan_out(lambda i: self._scripts[i]["acquire"](keys=keys, args=[token, ttl_ms(ttl)]))
+        answers = _answers(results)
+        verdict = answers.decide(len(self._nodes))
+        if verdict == "granted":
+            fence = max(answers.fences)
+            granted = {i for i, (ok, v) in enumerate(results) if ok and int(v) > 0}
+
+            async def raise_fence(i: int) -> Any:
+                return await self._scripts[i]["fence"](keys=keys, args=[token, fence]) if i in granted else 0
+
+            raised = await self._fan_out(raise_fence)
+            confirmed = sum(1 for ok, v in raised if ok and int(v) == 1)
+            left = validity(ttl, time.monotonic() - started)
+            if confirmed >= quorum(len(self._nodes)) and left > 0:
+                return Grant(fencing_token=fence, valid_for=left)
+            verdict = "held"
+        await self.release(instance_id, token)
+        if verdict == "unavailable":
+            raise unavailable(answers, len(self._nodes), instance_id=instance_id, backend=self._name)
+        return None
+
+    async def extend(self, instance_id: str, token: str, ttl: float) -> bool:
+        key = [self._keys.lock(instance_id)]
+        results = await self._fan_out(lambda i: self._scripts[i]["extend"](keys=key, args=[token, ttl_ms(ttl)]))
+        return sum(1 for ok, v in results if ok and int(v) == 1) >= quorum(len(self._nodes))
+
+    async def release(self, instance_id: str, token: str) -> bool:
+        key = [self._keys.lock(instance_id)]
+        channel = self._keys.channel(instance_id)
+        results = await self._fan_out(lambda i: self._scripts[i]["release"](keys=key, args=[token, channel]))
+        released = any(ok and int(v) == 1 for ok, v in results)
+        if released:
+            RELEASES.notify(f"{self._name}|{instance_id}")
+        return released
+
+    async def wait_for_release(self, instance_id: str, timeout: float) -> None:
+        await wait_async(f"{self._name}|{instance_id}", min(timeout, POLL))
+
+    async def close(self) -> None:
+        return None
+
+
+def _answers(results: list[tuple[bool, Any]]) -> NodeAnswers:
+    fences: list[int] = []
+    held = 0
+    down: list[str] = []
+    for i, (ok, value) in enumerate(results):
+        if not ok:
+            down.append(f"node {i}: {type(value).__name__}: {value}")
+        elif int(value) > 0:
+            fences.append(int(value))
+        else:
+            held += 1
+    return NodeAnswers(fences=fences, held=held, down=down)
+
+
+__all__ = ["AsyncRedlockLease", "RedlockLease"]
