@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,8 +15,6 @@ from strict_singleton.lock_backends import FileLease
 from strict_singleton.lock_backends.redis import RedisLease
 from strict_singleton.testing import DurableTestBackend, RedisServer
 from strict_singleton.testing.azurite import Azurite
-
-LOCK_KINDS = ["file", "redis", "blob", "redlock"]
 
 
 @pytest.fixture
@@ -43,11 +40,6 @@ def lock_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return "redlock://" + ",".join(f"127.0.0.1:{n.port}" for n in nodes) + "/0"
     server: RedisServer = request.getfixturevalue("redis_server")
     return server.url
-
-
-def token(name: str) -> str:
-    """A stable owner token for readable tests (Blob lease IDs must be GUIDs)."""
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"strict-singleton-test/{name}"))
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from durabletask.client import AsyncTaskHubGrpcClient, TaskHubGrpcClient
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import token
 from strict_singleton import (
     AsyncSingletonStarter,
     InvalidArgumentError,
@@ -26,6 +25,7 @@ from strict_singleton.lock_backends.blob import AsyncBlobLease, BlobLease
 from strict_singleton.testing import DurableTestBackend
 from strict_singleton.testing.azurite import DEV_KEY, Azurite
 from strict_singleton.testing.locks import lock_from_url
+from suite_helpers import token
 
 
 class FakeClock:

@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 from durabletask.client import AsyncTaskHubGrpcClient, TaskHubGrpcClient
 
-from conftest import LOCK_KINDS
 from strict_singleton import AsyncSingletonStarter, SingletonStarter, StartOutcome
 from strict_singleton.testing import DurableTestBackend
 from strict_singleton.testing.locks import lock_from_url
 from strict_singleton.testing.procs import WorkerSpec, run_process_swarm
 from strict_singleton.testing.strategies import naive_start
 from strict_singleton.testing.swarm import fire_tasks, fire_threads
+from suite_helpers import LOCK_KINDS
 
 STARTERS = 16
 ROUNDS = 50

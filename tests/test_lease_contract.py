@@ -20,13 +20,13 @@ import redis
 import redis.asyncio as aioredis
 from redis.crc import key_slot
 
-from conftest import LOCK_KINDS, token
 from strict_singleton.lock_backends import AsyncFileLease, FileLease, Grant
 from strict_singleton.lock_backends.blob import AsyncBlobLease, BlobLease
 from strict_singleton.lock_backends.redis import AsyncRedisLease, RedisLease
 from strict_singleton.testing import RedisServer
 from strict_singleton.testing.azurite import Azurite
 from strict_singleton.testing.locks import lock_from_url
+from suite_helpers import LOCK_KINDS, token
 
 KINDS = LOCK_KINDS
 

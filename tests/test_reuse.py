@@ -18,11 +18,11 @@ from durabletask.azuremanaged.client import AsyncDurableTaskSchedulerClient, Dur
 from durabletask.client import AsyncTaskHubGrpcClient, OrchestrationStatus, TaskHubGrpcClient
 from durabletask.worker import TaskHubGrpcWorker
 
-from conftest import LOCK_KINDS
 from strict_singleton import AsyncSingletonStarter, SingletonStarter, StartOutcome
 from strict_singleton.testing import DurableTestBackend
 from strict_singleton.testing.locks import lock_from_url
 from strict_singleton.testing.swarm import fire_tasks, fire_threads
+from suite_helpers import LOCK_KINDS
 
 WAVE = 16
 IID = "nightly-report"

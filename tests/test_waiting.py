@@ -8,10 +8,10 @@ import threading
 import pytest
 from durabletask.client import AsyncTaskHubGrpcClient, TaskHubGrpcClient
 
-from conftest import LOCK_KINDS, token
 from strict_singleton import AsyncSingletonStarter, SingletonStarter, StartOutcome
 from strict_singleton.testing import DurableTestBackend
 from strict_singleton.testing.locks import lock_from_url
+from suite_helpers import LOCK_KINDS, token
 
 KINDS = LOCK_KINDS
 
@@ -75,4 +75,20 @@ def test_waiter_admitted_when_holder_releases(
     assert result.outcome is StartOutcome.STARTED  # type: ignore[attr-defined]
     assert 0.25 <= result.waited < 10  # type: ignore[attr-defined]
     starter.close()
+    holder.close()
+
+
+@pytest.mark.parametrize("lock_url", KINDS, indirect=True)
+def test_stuck_holder_does_not_delay_already_running(
+    durable_backend: DurableTestBackend, client: TaskHubGrpcClient, lock_url: str
+) -> None:
+    """The instance is active and a holder sits on the lease (e.g. crashed mid-check): callers
+    still answer ALREADY_RUNNING after a brief wait, not after the holder's whole lease."""
+    starter = SingletonStarter(client, lock=lock_from_url(lock_url), lease_ttl=30, wait=20, background_finish=False)
+    assert starter.start("orch", instance_id="active").started
+    holder = lock_from_url(lock_url)
+    assert holder.acquire("active", token("stuck"), 30.0) is not None
+    result = starter.start("orch", instance_id="active")
+    assert result.outcome is StartOutcome.ALREADY_RUNNING and result.existing is not None
+    assert result.waited < 2.0  # FIRST_WAIT (50 ms) plus scheduling noise, never the 30 s lease
     holder.close()

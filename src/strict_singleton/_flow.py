@@ -137,6 +137,9 @@ class Sleep:
 Op = Acquire | Extend | Release | WaitRelease | Read | Schedule | Sleep
 
 
+# A caller that finds the lease held waits this long for the holder before its first read.
+FIRST_WAIT = 0.05
+
 # Clock-drift allowance subtracted from every lease's validity (as in Redlock / pottery).
 DRIFT_FACTOR = 0.01
 DRIFT_FLOOR = 0.002
@@ -279,17 +282,19 @@ def start_flow(call: StartCall, cfg: StarterConfig, *, backend: str, clock: Call
         grant: Grant | None = yield Acquire()
         if grant is not None:
             break
-        if not woken:
-            # Someone holds the lease. If the instance is already active we can say
-            # so without waiting for the holder.
-            seen = yield from _read_unlocked(ctx)
-            if is_active(seen):
-                return ctx.done(StartOutcome.ALREADY_RUNNING, seen)
         left = wait_until - clock()
         if left <= 0:
+            if not woken:  # one look before giving up: an active instance is an answer
+                seen = yield from _read_unlocked(ctx)
+                if is_active(seen):
+                    return ctx.done(StartOutcome.ALREADY_RUNNING, seen)
             return ctx.done(StartOutcome.BUSY, seen)
+        # Someone holds the lease. In a start wave the holder has not scheduled yet, so
+        # reading now would be wasted load on the backend: wait for its release first,
+        # briefly, then read (a holder that is stuck costs at most FIRST_WAIT before an
+        # already active instance is answered ALREADY_RUNNING).
         before_wait = clock()
-        yield WaitRelease(left)
+        yield WaitRelease(left if woken else min(left, FIRST_WAIT))
         ctx.waited += clock() - before_wait
         woken = True
 

@@ -52,6 +52,21 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise ImportError("BlobLease needs the 'azure' extra: pip install 'strict-singleton[azure]'") from exc
 
 
+def on_acquire_error(exc: BaseException, attempt: int) -> str:
+    """What a failed acquire means: "held" (someone else's lease), "create" (container or
+    blob missing: create and retry) or "fail" (the store is unavailable)."""
+    if isinstance(exc, ResourceExistsError):
+        return "held" if error_code(exc) in HELD else "fail"
+    if isinstance(exc, ResourceNotFoundError):
+        return "create" if attempt < 2 else "fail"
+    return "fail"
+
+
+def lease_gone(exc: BaseException) -> bool:
+    """A renew or release refused because the lease is no longer ours (or the blob is gone)."""
+    return error_code(exc) in NOT_OURS or isinstance(exc, ResourceNotFoundError)
+
+
 class _BlobNaming:
     def __init__(self, container: Any, prefix: str, name: str | None) -> None:
         self.name = name or describe_container(container)
@@ -129,16 +144,13 @@ class BlobLease:
             try:
                 lease.acquire(lease_duration=seconds)
                 break
-            except ResourceExistsError as exc:
-                if error_code(exc) in HELD:
+            except AzureError as exc:
+                action = on_acquire_error(exc, attempt)
+                if action == "held":
                     return None
-                raise self._unavailable(exc, instance_id, "acquiring the lease") from None
-            except ResourceNotFoundError as exc:
-                if attempt == 2:
+                if action == "fail":
                     raise self._unavailable(exc, instance_id, "acquiring the lease") from None
                 self._create(blob, instance_id, container_missing=error_code(exc) == "ContainerNotFound")
-            except AzureError as exc:
-                raise self._unavailable(exc, instance_id, "acquiring the lease") from None
         try:
             fence = parse_fence(blob.get_blob_properties(lease=token).metadata) + 1
             blob.set_blob_metadata({FENCE_METADATA_KEY: str(fence)}, lease=token)
@@ -153,7 +165,7 @@ class BlobLease:
         try:
             BlobLeaseClient(blob, lease_id=token).renew()
         except AzureError as exc:
-            if error_code(exc) in NOT_OURS or isinstance(exc, ResourceNotFoundError):
+            if lease_gone(exc):
                 return False
             raise self._unavailable(exc, instance_id, "renewing the lease") from None
         return True
@@ -163,7 +175,7 @@ class BlobLease:
         try:
             BlobLeaseClient(blob, lease_id=token).release()
         except AzureError as exc:
-            if error_code(exc) in NOT_OURS or isinstance(exc, ResourceNotFoundError):
+            if lease_gone(exc):
                 return False
             raise self._unavailable(exc, instance_id, "releasing the lease") from None
         RELEASES.notify(self._naming.wake_key(instance_id))
@@ -252,16 +264,13 @@ class AsyncBlobLease:
             try:
                 await lease.acquire(lease_duration=seconds)
                 break
-            except ResourceExistsError as exc:
-                if error_code(exc) in HELD:
+            except AzureError as exc:
+                action = on_acquire_error(exc, attempt)
+                if action == "held":
                     return None
-                raise self._unavailable(exc, instance_id, "acquiring the lease") from None
-            except ResourceNotFoundError as exc:
-                if attempt == 2:
+                if action == "fail":
                     raise self._unavailable(exc, instance_id, "acquiring the lease") from None
                 await self._create(blob, instance_id, container_missing=error_code(exc) == "ContainerNotFound")
-            except AzureError as exc:
-                raise self._unavailable(exc, instance_id, "acquiring the lease") from None
         try:
             props = await blob.get_blob_properties(lease=token)
             fence = parse_fence(props.metadata) + 1
@@ -277,7 +286,7 @@ class AsyncBlobLease:
         try:
             await AsyncBlobLeaseClient(blob, lease_id=token).renew()
         except AzureError as exc:
-            if error_code(exc) in NOT_OURS or isinstance(exc, ResourceNotFoundError):
+            if lease_gone(exc):
                 return False
             raise self._unavailable(exc, instance_id, "renewing the lease") from None
         return True
@@ -287,7 +296,7 @@ class AsyncBlobLease:
         try:
             await AsyncBlobLeaseClient(blob, lease_id=token).release()
         except AzureError as exc:
-            if error_code(exc) in NOT_OURS or isinstance(exc, ResourceNotFoundError):
+            if lease_gone(exc):
                 return False
             raise self._unavailable(exc, instance_id, "releasing the lease") from None
         RELEASES.notify(self._naming.wake_key(instance_id))

@@ -33,7 +33,7 @@ from strict_singleton.lock_backends.base import Grant, require_positive_ttl
 
 DEFAULT_DIRECTORY = Path(tempfile.gettempdir()) / "strict-singleton"
 # Another process's release cannot wake us; re-try this often.
-CROSS_PROCESS_POLL = 0.02
+CROSS_PROCESS_POLL = 0.01
 
 
 class FileLease:
@@ -45,9 +45,10 @@ class FileLease:
     """
 
     def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
-        path = Path(directory) if directory is not None else DEFAULT_DIRECTORY
-        if not str(path):
+        if directory is not None and not str(os.fspath(directory)).strip():
+            # Path("") would silently mean the current directory.
             raise InvalidArgumentError("directory must not be empty", backend="file")
+        path = Path(directory) if directory is not None else DEFAULT_DIRECTORY
         self._directory = path
         self._name = f"file({path})"
         self._held: dict[tuple[str, str], int] = {}  # (instance ID, token) -> locked descriptor

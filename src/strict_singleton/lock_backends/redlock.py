@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from strict_singleton.errors import LockUnavailableError
 from strict_singleton.lock_backends._redis_common import (
     ACQUIRE_SCRIPT,
     DEFAULT_PREFIX,
@@ -38,6 +39,7 @@ from strict_singleton.lock_backends._redlock_common import (
 )
 from strict_singleton.lock_backends._wakeups import RELEASES, wait_async, wait_sync
 from strict_singleton.lock_backends.base import Grant
+from strict_singleton.lock_backends.redis import AsyncRedisLease, RedisLease
 
 POLL = 0.02  # waiters in other processes re-check this often (no pub/sub across a quorum)
 
@@ -76,6 +78,9 @@ class RedlockLease:
             }
             for c in self._nodes
         ]
+        # Waiters listen on one node's release channel (every node publishes on release);
+        # if that node is down they fall back to short polling.
+        self._listener = RedisLease(self._nodes[0], prefix=prefix, name=f"{self._name}#0")
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=4 * len(self._nodes), thread_name_prefix="strict-singleton-redlock"
         )
@@ -146,9 +151,13 @@ class RedlockLease:
         return released
 
     def wait_for_release(self, instance_id: str, timeout: float) -> None:
-        wait_sync(f"{self._name}|{instance_id}", min(timeout, POLL))
+        try:
+            self._listener.wait_for_release(instance_id, timeout)
+        except LockUnavailableError:
+            wait_sync(f"{self._name}|{instance_id}", min(timeout, POLL))
 
     def close(self) -> None:
+        self._listener.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
@@ -176,6 +185,7 @@ class AsyncRedlockLease:
             }
             for c in self._nodes
         ]
+        self._listener = AsyncRedisLease(self._nodes[0], prefix=prefix, name=f"{self._name}#0")
 
     @property
     def name(self) -> str:
@@ -237,10 +247,13 @@ class AsyncRedlockLease:
         return released
 
     async def wait_for_release(self, instance_id: str, timeout: float) -> None:
-        await wait_async(f"{self._name}|{instance_id}", min(timeout, POLL))
+        try:
+            await self._listener.wait_for_release(instance_id, timeout)
+        except LockUnavailableError:
+            await wait_async(f"{self._name}|{instance_id}", min(timeout, POLL))
 
     async def close(self) -> None:
-        return None
+        await self._listener.close()
 
 
 def _answers(results: list[tuple[bool, Any]]) -> NodeAnswers:

@@ -8,17 +8,12 @@ well-known development account ``devstoreaccount1``.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
-import subprocess
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
-from strict_singleton.testing.backend import free_port
+from strict_singleton.testing._process import ServerProcess
 
 DEV_ACCOUNT = "devstoreaccount1"
 # The emulator's published development key (not a secret).
@@ -47,14 +42,26 @@ def dev_connection_string(host: str, port: int) -> str:
     )
 
 
-class Azurite:
+class Azurite(ServerProcess):
     """One azurite-blob process. ``start()`` waits until it "successfully listens"."""
 
+    ready_text = "successfully listens"
+    label = "azurite"
+
     def __init__(self, *, port: int | None = None, startup_timeout: float = 30.0) -> None:
-        self.port = port if port is not None else free_port()
-        self.startup_timeout = startup_timeout
-        self._proc: subprocess.Popen[str] | None = None
-        self._lines: list[str] = []
+        super().__init__(port=port, startup_timeout=startup_timeout)
+
+    def command(self) -> list[str]:
+        return [
+            azurite_binary(),
+            "--blobHost", "127.0.0.1",
+            "--blobPort", str(self.port),
+            "--inMemoryPersistence",
+            "--silent",
+            "--loose",
+            "--skipApiVersionCheck",
+            "--disableTelemetry",
+        ]  # fmt: skip
 
     @property
     def connection_string(self) -> str:
@@ -64,10 +71,6 @@ class Azurite:
     def url(self) -> str:
         """The lock URL the CLI takes: ``azurite://127.0.0.1:PORT/<container>``."""
         return f"azurite://127.0.0.1:{self.port}"
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
     def container_client(self, container: str, *, asynchronous: bool = False, **kwargs: Any) -> Any:
         kwargs.setdefault("retry_total", 0)
@@ -80,64 +83,3 @@ class Azurite:
         from azure.storage.blob import ContainerClient
 
         return ContainerClient.from_connection_string(self.connection_string, container_name=container, **kwargs)
-
-    def start(self) -> Azurite:
-        if self.running:
-            return self
-        args = [
-            azurite_binary(),
-            "--blobHost", "127.0.0.1",
-            "--blobPort", str(self.port),
-            "--inMemoryPersistence",
-            "--silent",
-            "--loose",
-            "--skipApiVersionCheck",
-            "--disableTelemetry",
-        ]  # fmt: skip
-        self._lines = []
-        proc = subprocess.Popen(
-            args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
-        )
-        self._proc = proc
-        ready = threading.Event()
-
-        def pump() -> None:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                self._lines.append(line)
-                if "successfully listens" in line:
-                    ready.set()
-            ready.set()
-
-        threading.Thread(target=pump, daemon=True, name=f"azurite-{self.port}-log").start()
-        ready.wait(self.startup_timeout)
-        if not self.running or not any("successfully listens" in line for line in self._lines):
-            self.stop()
-            raise RuntimeError(f"azurite did not start on port {self.port}:\n{''.join(self._lines[-20:])}")
-        return self
-
-    def stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)  # node and its children
-        proc.wait(timeout=10)
-
-    def restart(self) -> Azurite:
-        """Kill and start again on the same port (in-memory: every blob is forgotten)."""
-        self.stop()
-        deadline = time.monotonic() + self.startup_timeout
-        while True:
-            try:
-                return self.start()
-            except RuntimeError:
-                if time.monotonic() > deadline:
-                    raise
-
-    def __enter__(self) -> Azurite:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
