@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 from pathlib import Path
 
 import pytest
@@ -25,21 +24,7 @@ from strict_singleton.lock_backends.blob import AsyncBlobLease, BlobLease
 from strict_singleton.testing import DurableTestBackend
 from strict_singleton.testing.azurite import DEV_KEY, Azurite
 from strict_singleton.testing.locks import lock_from_url
-from suite_helpers import token
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 5000.0
-        self._lock = threading.Lock()
-
-    def __call__(self) -> float:
-        with self._lock:
-            return self.now
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self.now += seconds
+from suite_helpers import FakeClock, token
 
 
 def test_azurite_stopped_mid_suite_fails_closed_then_recovers(

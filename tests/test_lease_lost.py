@@ -15,20 +15,7 @@ from durabletask.client import TaskHubGrpcClient
 from strict_singleton import LeaseLostError, SingletonStarter, StartOutcome
 from strict_singleton.lock_backends.redis import RedisLease
 from strict_singleton.testing import DurableTestBackend, RedisServer
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self._lock = threading.Lock()
-
-    def __call__(self) -> float:
-        with self._lock:
-            return self.now
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self.now += seconds
+from suite_helpers import FakeClock
 
 
 def lock_key(iid: str) -> str:

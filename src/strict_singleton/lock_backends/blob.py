@@ -23,7 +23,7 @@ errors are raised without the SDK exception chained (its text may carry the URL)
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import Any, TypeVar
 
 from strict_singleton.errors import InvalidArgumentError
 from strict_singleton.lock_backends._blob_common import (
@@ -79,44 +79,39 @@ class _BlobNaming:
         return f"{self.name}|{self.blob_name(instance_id)}"
 
 
-class BlobLease:
-    """A lease per instance ID as an Azure Blob lease, for the sync starter.
+_L = TypeVar("_L", bound="_BlobLeaseBase")
 
-    Args:
-        container: a ``azure.storage.blob.ContainerClient``; its credentials, retry
-            policy and timeouts are the caller's choice.
-        prefix: blob-name prefix (default ``strict-singleton/``).
-        create_container: create the container on first use if it is missing
-            (``False``: a missing container is ``LockUnavailableError``).
-        name: display name; defaults to ``azblob(account/container)``.
-    """
+
+class _BlobLeaseBase:
+    """Construction, naming and errors shared by the sync and async Blob leases."""
+
+    _client_class: type[Any]
 
     def __init__(
         self,
-        container: ContainerClient,
+        container: Any,
         *,
         prefix: str = DEFAULT_PREFIX,
         create_container: bool = True,
         name: str | None = None,
     ) -> None:
-        if not isinstance(container, ContainerClient):
-            raise InvalidArgumentError(
-                f"BlobLease needs an azure.storage.blob.ContainerClient, got {type(container).__name__}"
-            )
+        if not isinstance(container, self._client_class):
+            wanted = f"{self._client_class.__module__}.{self._client_class.__name__}"
+            raise InvalidArgumentError(f"{type(self).__name__} needs a {wanted}, got {type(container).__name__}")
         self._container = container
         self._naming = _BlobNaming(container, prefix, name)
         self._create_container = create_container
         self._owns_client = False  # True when built by from_connection_string
 
     @classmethod
-    def from_connection_string(cls, conn_str: str, *, container: str, **kwargs: Any) -> BlobLease:
+    def from_connection_string(cls: type[_L], conn_str: str, *, container: str, **kwargs: Any) -> _L:
         """Build from a storage connection string; ``kwargs`` beyond ``prefix``,
-        ``create_container`` and ``name`` go to ``ContainerClient`` (e.g. ``retry_total``)."""
+        ``create_container`` and ``name`` go to the ``ContainerClient`` (e.g. ``retry_total``)."""
         own = {k: kwargs.pop(k) for k in ("prefix", "create_container", "name") if k in kwargs}
         if not container:
             raise InvalidArgumentError("container must be a non-empty container name")
         try:
-            client = ContainerClient.from_connection_string(conn_str, container_name=container, **kwargs)
+            client = cls._client_class.from_connection_string(conn_str, container_name=container, **kwargs)
         except (ValueError, AzureError) as exc:
             raise InvalidArgumentError(f"bad storage connection string ({type(exc).__name__})") from None
         lease = cls(client, **own)
@@ -128,13 +123,31 @@ class BlobLease:
         return self._naming.name
 
     def __repr__(self) -> str:
-        return f"BlobLease(name={self.name!r}, prefix={self._naming.prefix!r})"
+        return f"{type(self).__name__}(name={self.name!r}, prefix={self._naming.prefix!r})"
 
     def validate_ttl(self, ttl: float) -> None:
         lease_seconds(ttl, backend=self.name)
 
     def blob_name(self, instance_id: str) -> str:
         return self._naming.blob_name(instance_id)
+
+    def _unavailable(self, exc: BaseException, instance_id: str, doing: str) -> Exception:
+        return unavailable(exc, instance_id=instance_id, backend=self.name, doing=doing)
+
+
+class BlobLease(_BlobLeaseBase):
+    """A lease per instance ID as an Azure Blob lease, for the sync starter.
+
+    Args:
+        container: a ``azure.storage.blob.ContainerClient``; its credentials, retry
+            policy and timeouts are the caller's choice.
+        prefix: blob-name prefix (default ``strict-singleton/``).
+        create_container: create the container on first use if it is missing
+            (``False``: a missing container is ``LockUnavailableError``).
+        name: display name; defaults to ``azblob(account/container)``.
+    """
+
+    _client_class = ContainerClient
 
     def acquire(self, instance_id: str, token: str, ttl: float) -> Grant | None:
         seconds = lease_seconds(ttl, backend=self.name)
@@ -205,56 +218,11 @@ class BlobLease:
             if error_code(exc) not in NOT_OURS:  # "leased meanwhile" means it exists: fine
                 raise self._unavailable(exc, instance_id, "creating the lock blob") from None
 
-    def _unavailable(self, exc: BaseException, instance_id: str, doing: str) -> Exception:
-        return unavailable(exc, instance_id=instance_id, backend=self.name, doing=doing)
 
-
-class AsyncBlobLease:
+class AsyncBlobLease(_BlobLeaseBase):
     """The asyncio twin of :class:`BlobLease`, over ``azure.storage.blob.aio.ContainerClient``."""
 
-    def __init__(
-        self,
-        container: AsyncContainerClient,
-        *,
-        prefix: str = DEFAULT_PREFIX,
-        create_container: bool = True,
-        name: str | None = None,
-    ) -> None:
-        if not isinstance(container, AsyncContainerClient):
-            raise InvalidArgumentError(
-                f"AsyncBlobLease needs an azure.storage.blob.aio.ContainerClient, got {type(container).__name__}"
-            )
-        self._container = container
-        self._naming = _BlobNaming(container, prefix, name)
-        self._create_container = create_container
-        self._owns_client = False  # True when built by from_connection_string
-
-    @classmethod
-    def from_connection_string(cls, conn_str: str, *, container: str, **kwargs: Any) -> AsyncBlobLease:
-        """See :meth:`BlobLease.from_connection_string`."""
-        own = {k: kwargs.pop(k) for k in ("prefix", "create_container", "name") if k in kwargs}
-        if not container:
-            raise InvalidArgumentError("container must be a non-empty container name")
-        try:
-            client = AsyncContainerClient.from_connection_string(conn_str, container_name=container, **kwargs)
-        except (ValueError, AzureError) as exc:
-            raise InvalidArgumentError(f"bad storage connection string ({type(exc).__name__})") from None
-        lease = cls(client, **own)
-        lease._owns_client = True
-        return lease
-
-    @property
-    def name(self) -> str:
-        return self._naming.name
-
-    def __repr__(self) -> str:
-        return f"AsyncBlobLease(name={self.name!r}, prefix={self._naming.prefix!r})"
-
-    def validate_ttl(self, ttl: float) -> None:
-        lease_seconds(ttl, backend=self.name)
-
-    def blob_name(self, instance_id: str) -> str:
-        return self._naming.blob_name(instance_id)
+    _client_class = AsyncContainerClient
 
     async def acquire(self, instance_id: str, token: str, ttl: float) -> Grant | None:
         seconds = lease_seconds(ttl, backend=self.name)
@@ -325,9 +293,6 @@ class AsyncBlobLease:
         except AzureError as exc:
             if error_code(exc) not in NOT_OURS:
                 raise self._unavailable(exc, instance_id, "creating the lock blob") from None
-
-    def _unavailable(self, exc: BaseException, instance_id: str, doing: str) -> Exception:
-        return unavailable(exc, instance_id=instance_id, backend=self.name, doing=doing)
 
 
 __all__ = ["AsyncBlobLease", "BlobLease"]

@@ -49,7 +49,30 @@ _log = logging.getLogger("strict_singleton.redis")
 _POLL_WHEN_DEAF = 0.05  # without a live subscription, wake this often to re-check
 
 
-class RedisLease:
+class _RedisLeaseBase:
+    """Construction and naming shared by the sync and async Redis leases."""
+
+    def __init__(self, client: Any, *, prefix: str = DEFAULT_PREFIX, name: str | None = None) -> None:
+        self._redis = client
+        self._name = name or describe_client(client)
+        self._keys = RedisKeys(prefix, self._name)
+        self._acquire = client.register_script(ACQUIRE_SCRIPT)
+        self._release = client.register_script(RELEASE_SCRIPT)
+        self._extend = client.register_script(EXTEND_SCRIPT)
+        self._live = False  # the release listener is subscribed
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self._name!r}, prefix={self._keys.prefix!r})"
+
+    def validate_ttl(self, ttl: float) -> None:
+        validate_redis_ttl(ttl, self._name)
+
+
+class RedisLease(_RedisLeaseBase):
     """A lease per instance ID in one Redis server (or Cluster), for the sync starter.
 
     Args:
@@ -60,28 +83,12 @@ class RedisLease:
     """
 
     def __init__(self, client: redis_sync.Redis, *, prefix: str = DEFAULT_PREFIX, name: str | None = None) -> None:
-        self._redis = client
-        self._name = name or describe_client(client)
-        self._keys = RedisKeys(prefix, self._name)
-        self._acquire = client.register_script(ACQUIRE_SCRIPT)
-        self._release = client.register_script(RELEASE_SCRIPT)
-        self._extend = client.register_script(EXTEND_SCRIPT)
+        super().__init__(client, prefix=prefix, name=name)
         self._registry: WaiterRegistry[threading.Event] = WaiterRegistry(threading.Event)
         self._listener_lock = threading.Lock()
         self._listener: threading.Thread | None = None
         self._settled = threading.Event()  # set once the listener is subscribed or has failed
-        self._live = False
         self._stopping = threading.Event()
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    def __repr__(self) -> str:
-        return f"RedisLease(name={self._name!r}, prefix={self._keys.prefix!r})"
-
-    def validate_ttl(self, ttl: float) -> None:
-        validate_redis_ttl(ttl, self._name)
 
     def acquire(self, instance_id: str, token: str, ttl: float) -> Grant | None:
         keys = [self._keys.lock(instance_id), self._keys.fence(instance_id)]
@@ -141,7 +148,7 @@ class RedisLease:
         return self._live
 
     def _listen(self) -> None:
-        pubsub = self._redis.pubsub()  # type: ignore[no-untyped-call]
+        pubsub = self._redis.pubsub()
         try:
             pubsub.psubscribe(self._keys.channel_pattern())
             while not self._stopping.is_set():
@@ -165,7 +172,7 @@ class RedisLease:
                 pubsub.close()
 
 
-class AsyncRedisLease:
+class AsyncRedisLease(_RedisLeaseBase):
     """The asyncio twin of :class:`RedisLease`, over a ``redis.asyncio.Redis``.
 
     Use one object per event loop: its release listener is a task on the loop that
@@ -173,27 +180,11 @@ class AsyncRedisLease:
     """
 
     def __init__(self, client: redis_async.Redis, *, prefix: str = DEFAULT_PREFIX, name: str | None = None) -> None:
-        self._redis = client
-        self._name = name or describe_client(client)
-        self._keys = RedisKeys(prefix, self._name)
-        self._acquire = client.register_script(ACQUIRE_SCRIPT)
-        self._release = client.register_script(RELEASE_SCRIPT)
-        self._extend = client.register_script(EXTEND_SCRIPT)
+        super().__init__(client, prefix=prefix, name=name)
         self._registry: WaiterRegistry[asyncio.Event] = WaiterRegistry(asyncio.Event)
         self._listener: asyncio.Task[None] | None = None
         self._settled: asyncio.Event | None = None
-        self._live = False
         self._stopping = False
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    def __repr__(self) -> str:
-        return f"AsyncRedisLease(name={self._name!r}, prefix={self._keys.prefix!r})"
-
-    def validate_ttl(self, ttl: float) -> None:
-        validate_redis_ttl(ttl, self._name)
 
     async def acquire(self, instance_id: str, token: str, ttl: float) -> Grant | None:
         keys = [self._keys.lock(instance_id), self._keys.fence(instance_id)]

@@ -44,18 +44,10 @@ from strict_singleton.lock_backends.redis import AsyncRedisLease, RedisLease
 POLL = 0.02  # waiters in other processes re-check this often (no pub/sub across a quorum)
 
 
-class RedlockLease:
-    """A lease on a majority of independent Redis masters, for the sync starter.
+class _RedlockBase:
+    """Construction and naming shared by the sync and async Redlock leases."""
 
-    Args:
-        clients: one ``redis.Redis`` per independent master (at least 3; 5 recommended).
-            Give them socket timeouts: a node that hangs holds a worker thread until
-            its client times out, although the quorum decision never waits for it.
-        prefix: key prefix, as for :class:`RedisLease`.
-        node_timeout: seconds each node gets to answer an acquire, extend or release
-            before it counts as down (default 250 ms).
-        name: display name; defaults to ``redlock[host:port/db,...]``.
-    """
+    _listener_class: type[Any]
 
     def __init__(
         self,
@@ -80,20 +72,46 @@ class RedlockLease:
         ]
         # Waiters listen on one node's release channel (every node publishes on release);
         # if that node is down they fall back to short polling.
-        self._listener = RedisLease(self._nodes[0], prefix=prefix, name=f"{self._name}#0")
-        self._pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=4 * len(self._nodes), thread_name_prefix="strict-singleton-redlock"
-        )
+        self._listener = self._listener_class(self._nodes[0], prefix=prefix, name=f"{self._name}#0")
 
     @property
     def name(self) -> str:
         return self._name
 
     def __repr__(self) -> str:
-        return f"RedlockLease(name={self._name!r}, nodes={len(self._nodes)}, node_timeout={self._timeout})"
+        return f"{type(self).__name__}(name={self._name!r}, nodes={len(self._nodes)}, node_timeout={self._timeout})"
 
     def validate_ttl(self, ttl: float) -> None:
         validate_redis_ttl(ttl, self._name)
+
+
+class RedlockLease(_RedlockBase):
+    """A lease on a majority of independent Redis masters, for the sync starter.
+
+    Args:
+        clients: one ``redis.Redis`` per independent master (at least 3; 5 recommended).
+            Give them socket timeouts: a node that hangs holds a worker thread until
+            its client times out, although the quorum decision never waits for it.
+        prefix: key prefix, as for :class:`RedisLease`.
+        node_timeout: seconds each node gets to answer an acquire, extend or release
+            before it counts as down (default 250 ms).
+        name: display name; defaults to ``redlock[host:port/db,...]``.
+    """
+
+    _listener_class = RedisLease
+
+    def __init__(
+        self,
+        clients: Sequence[Any],
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        node_timeout: float = DEFAULT_NODE_TIMEOUT,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(clients, prefix=prefix, node_timeout=node_timeout, name=name)
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=4 * len(self._nodes), thread_name_prefix="strict-singleton-redlock"
+        )
 
     def _fan_out(self, call: Callable[[int], Any], timeout: float) -> list[tuple[bool, Any]]:
         """Run ``call(i)`` on every node at once; (ok, value-or-error) per node."""
@@ -161,41 +179,10 @@ class RedlockLease:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-class AsyncRedlockLease:
+class AsyncRedlockLease(_RedlockBase):
     """The asyncio twin of :class:`RedlockLease`, over ``redis.asyncio.Redis`` clients."""
 
-    def __init__(
-        self,
-        clients: Sequence[Any],
-        *,
-        prefix: str = DEFAULT_PREFIX,
-        node_timeout: float = DEFAULT_NODE_TIMEOUT,
-        name: str | None = None,
-    ) -> None:
-        self._name = name or describe_nodes(list(clients))
-        self._nodes = validate_nodes(clients, node_timeout, self._name)
-        self._keys = RedisKeys(prefix, self._name)
-        self._timeout = float(node_timeout)
-        self._scripts = [
-            {
-                "acquire": c.register_script(ACQUIRE_SCRIPT),
-                "release": c.register_script(RELEASE_SCRIPT),
-                "extend": c.register_script(EXTEND_SCRIPT),
-                "fence": c.register_script(RAISE_FENCE_SCRIPT),
-            }
-            for c in self._nodes
-        ]
-        self._listener = AsyncRedisLease(self._nodes[0], prefix=prefix, name=f"{self._name}#0")
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    def __repr__(self) -> str:
-        return f"AsyncRedlockLease(name={self._name!r}, nodes={len(self._nodes)}, node_timeout={self._timeout})"
-
-    def validate_ttl(self, ttl: float) -> None:
-        validate_redis_ttl(ttl, self._name)
+    _listener_class = AsyncRedisLease
 
     async def _fan_out(self, call: Callable[[int], Any]) -> list[tuple[bool, Any]]:
         async def one(i: int) -> tuple[bool, Any]:
