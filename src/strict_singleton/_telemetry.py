@@ -28,10 +28,7 @@ SPAN_NAME = "strict_singleton.start"
 class StartObservation:
     """Collects what one start did, for the log record and the span."""
 
-    def __init__(self, instance_id: str, backend: str, span: Any) -> None:
-        self.instance_id = instance_id
-        self.backend = backend
-        self.span = span
+    def __init__(self) -> None:
         self.result: StartResult | None = None
 
     def record(self, result: StartResult) -> StartResult:
@@ -48,7 +45,7 @@ def observe_start(instance_id: str, backend: str) -> Iterator[StartObservation]:
             SPAN_NAME, record_exception=False, set_status_on_exception=False
         )
         span = span_cm.__enter__()
-    obs = StartObservation(instance_id, backend, span)
+    obs = StartObservation()
     attrs: dict[str, Any] = {"strict_singleton.instance_id": instance_id, "strict_singleton.lock_backend": backend}
     error: BaseException | None = None
     try:

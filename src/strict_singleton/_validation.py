@@ -130,7 +130,6 @@ class StartCall:
 
     instance_id: str
     orchestrator: Any  # task.Orchestrator | str, as schedule_new_orchestration takes it
-    orchestrator_name: str
     input: Any
     tags: dict[str, str]
     version: str | None
@@ -163,9 +162,8 @@ def build_call(
     if isinstance(orchestrator, str):
         if not orchestrator.strip() or orchestrator != orchestrator.strip():
             raise bad(f"orchestrator name must be non-empty without surrounding whitespace, got {orchestrator!r}")
-        name = orchestrator
     elif callable(orchestrator):
-        name = task.get_name(orchestrator)
+        task.get_name(orchestrator)  # raises for callables durabletask cannot name
     else:
         raise bad(f"orchestrator must be a function or a name, got {type(orchestrator).__name__}")
     if tags is None:
@@ -188,7 +186,6 @@ def build_call(
     return StartCall(
         instance_id=iid,
         orchestrator=orchestrator,
-        orchestrator_name=name,
         input=input,
         tags=tag_map,
         version=version,

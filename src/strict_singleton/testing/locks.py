@@ -29,12 +29,7 @@ def lock_from_url(url: str, *, asynchronous: bool = False, prefix: str | None = 
         return AsyncFileLease(directory) if asynchronous else FileLease(directory)
     parts = urlsplit(url)
     if parts.scheme in ("redis", "rediss"):
-        try:
-            port = parts.port
-        except ValueError as exc:
-            raise InvalidArgumentError(f"bad port in lock URL {_redact(url)}: {exc}") from exc
-        if not parts.hostname or port is None:
-            raise InvalidArgumentError(f"lock URL needs a host and port: {_redact(url)}")
+        _host_port(parts, url)
         kwargs = {"prefix": prefix} if prefix else {}
         if asynchronous:
             import redis.asyncio as aioredis
@@ -71,14 +66,9 @@ def _blob_lock(url: str, parts: Any, *, asynchronous: bool, prefix: str | None) 
     else:
         from strict_singleton.testing.azurite import dev_connection_string
 
-        try:
-            port = parts.port
-        except ValueError as exc:
-            raise InvalidArgumentError(f"bad port in lock URL {url}: {exc}") from exc
-        if not parts.hostname or port is None:
-            raise InvalidArgumentError(f"lock URL needs a host and port: {url}")
+        host, port = _host_port(parts, url)
         container = parts.path.strip("/")
-        conn = dev_connection_string(parts.hostname, port)
+        conn = dev_connection_string(host, port)
     if not container or "/" in container:
         raise InvalidArgumentError(f"lock URL needs exactly one container name: {_redact(url)}")
     cls = AsyncBlobLease if asynchronous else BlobLease
@@ -92,12 +82,7 @@ def _redlock(url: str, *, asynchronous: bool, prefix: str | None) -> Any:
     urls = []
     for node in nodes:
         parts = urlsplit(f"redis://{node}/{db or 0}")
-        try:
-            port = parts.port
-        except ValueError as exc:
-            raise InvalidArgumentError(f"bad port in lock URL {_redact(url)}: {exc}") from exc
-        if not parts.hostname or port is None:
-            raise InvalidArgumentError(f"every Redlock node needs a host and port: {_redact(url)}")
+        _host_port(parts, url)
         urls.append(parts.geturl())
     kwargs: dict[str, Any] = {"prefix": prefix} if prefix else {}
     if asynchronous:
@@ -111,6 +96,17 @@ def _redlock(url: str, *, asynchronous: bool, prefix: str | None) -> Any:
     from strict_singleton.lock_backends.redlock import RedlockLease
 
     return RedlockLease([redis.Redis.from_url(u, socket_timeout=2) for u in urls], **kwargs)
+
+
+def _host_port(parts: Any, url: str) -> tuple[str, int]:
+    """The host and port of a parsed lock URL, or a clear error (password redacted)."""
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidArgumentError(f"bad port in lock URL {_redact(url)}: {exc}") from None
+    if not parts.hostname or port is None:
+        raise InvalidArgumentError(f"lock URL needs a host and port for every server: {_redact(url)}")
+    return str(parts.hostname), int(port)
 
 
 def _redact(url: str) -> str:

@@ -227,16 +227,19 @@ def _ids(cfg: RaceConfig, iid: str, starter: int) -> list[str]:
     return [iid] * cfg.calls
 
 
+def _strategy_kwargs(cfg: RaceConfig, address: str) -> dict[str, Any]:
+    return {
+        "address": address,
+        "lock_url": cfg.lock_url,
+        "lease_ttl": cfg.lease_ttl,
+        "wait": cfg.wait,
+        "confirm_visible": cfg.confirm_visible,
+    }
+
+
 def _worker_sync(cfg: RaceConfig, address: str, barrier: Any, results: Any) -> None:
     for name in cfg.strategies:
-        strategy = SyncStrategy(
-            name,
-            address=address,
-            lock_url=cfg.lock_url,
-            lease_ttl=cfg.lease_ttl,
-            wait=cfg.wait,
-            confirm_visible=cfg.confirm_visible,
-        )
+        strategy = SyncStrategy(name, **_strategy_kwargs(cfg, address))
         for r in range(cfg.rounds):
             iid = cfg.instance_id(name, r)
             barrier.wait(cfg.timeout)
@@ -253,14 +256,7 @@ def _worker_sync(cfg: RaceConfig, address: str, barrier: Any, results: Any) -> N
 async def _worker_async(cfg: RaceConfig, address: str, barrier: Any, results: Any) -> None:
     loop = asyncio.get_running_loop()
     for name in cfg.strategies:
-        strategy = AsyncStrategy(
-            name,
-            address=address,
-            lock_url=cfg.lock_url,
-            lease_ttl=cfg.lease_ttl,
-            wait=cfg.wait,
-            confirm_visible=cfg.confirm_visible,
-        )
+        strategy = AsyncStrategy(name, **_strategy_kwargs(cfg, address))
         for r in range(cfg.rounds):
             iid = cfg.instance_id(name, r)
             await loop.run_in_executor(None, barrier.wait, cfg.timeout)
