@@ -16,6 +16,7 @@ from strict_singleton.errors import (
     LeaseLostError,
     LockUnavailableError,
     ScheduleError,
+    StatusReadError,
     StrictSingletonError,
 )
 from strict_singleton.result import StartOutcome, StartResult
@@ -36,6 +37,7 @@ __all__ = [
     "SingletonStarter",
     "StartOutcome",
     "StartResult",
+    "StatusReadError",
     "StrictSingletonError",
     "validate_instance_id",
 ]

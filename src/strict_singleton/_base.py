@@ -1,49 +1,57 @@
-"""What the sync and async starters share: construction, validation, request building."""
+"""What the sync and async starters share: options, validation, request building, op binding."""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from datetime import datetime, timezone
+from typing import Any, TypedDict
 
-from strict_singleton import _flow
-from strict_singleton._deadline import deadline_call
+from strict_singleton import _deadline, _flow
 from strict_singleton._flow import reuse_policy
-from strict_singleton._validation import StartCall, StarterConfig, build_call, build_config, converter_of
+from strict_singleton._validation import StartCall, StarterConfig, build_call, build_config, check_input, converter_of
 from strict_singleton.errors import InvalidArgumentError
 
-# Patched by tests (like redis-py's lock module) to exercise TTL edges without sleeping.
-monotonic: Callable[[], float] = time.monotonic
+_LEASE_METHODS = ("acquire", "extend", "release", "wait_for_release", "validate_ttl", "close")
+
+
+class StarterOptions(TypedDict, total=False):
+    """The keyword options both starters take (all optional). See :class:`SingletonStarter`."""
+
+    lease_ttl: float
+    wait: float | None
+    schedule_margin: float | None
+    visibility_timeout: float | None
+    ambiguity_timeout: float | None
+    confirm_after: float | None
+    clock_skew: float | None
+    confirm_visible: bool
+    background_finish: bool
+    max_instance_id_length: int
+    fetch_payloads: bool
+    clock: Callable[[], float] | None
+    wall_clock: Callable[[], datetime] | None
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
 
 
 class StarterBase:
     _is_async: bool
     _sleep: Callable[[float], Any]  # time.sleep or asyncio.sleep
 
-    def __init__(
-        self,
-        client: Any,
-        *,
-        lock: Any,
-        lease_ttl: float,
-        wait: float | None,
-        schedule_margin: float | None,
-        visibility_timeout: float | None,
-        confirm_visible: bool,
-        background_finish: bool,
-        max_instance_id_length: int,
-        fetch_payloads: bool,
-        clock: Callable[[], float] | None,
-    ) -> None:
+    def __init__(self, client: Any, *, lock: Any, **options: Any) -> None:
         backend_name = getattr(lock, "name", None) or type(lock).__name__
         kind = "async" if self._is_async else "sync"
-        for attr in ("acquire", "extend", "release", "wait_for_release", "validate_ttl", "close"):
-            if not callable(getattr(lock, attr, None)):
-                raise InvalidArgumentError(
-                    f"lock {lock!r} has no {attr}(); it is not a lease backend", backend=backend_name
-                )
+        missing = [name for name in _LEASE_METHODS if not callable(getattr(lock, name, None))]
+        if missing:
+            raise InvalidArgumentError(
+                f"lock {lock!r} has no {', '.join(missing)}(); it is not a lease backend", backend=backend_name
+            )
         if inspect.iscoroutinefunction(lock.acquire) != self._is_async:
             raise InvalidArgumentError(
                 f"{type(self).__name__} needs a {kind} lease backend, got {type(lock).__name__}", backend=backend_name
@@ -55,24 +63,29 @@ class StarterBase:
             raise InvalidArgumentError(
                 f"{type(self).__name__} needs a {kind} Durable Task client, got {type(client).__name__}"
             )
+        unknown = sorted(set(options) - set(StarterOptions.__annotations__))
+        if unknown:
+            raise TypeError(f"{type(self).__name__}() got unexpected keyword arguments: {', '.join(unknown)}")
+        clock = options.pop("clock", None)
+        wall_clock = options.pop("wall_clock", None)
         self._config: StarterConfig = build_config(
-            lease_ttl=lease_ttl,
-            wait=wait,
-            schedule_margin=schedule_margin,
-            visibility_timeout=visibility_timeout,
-            confirm_visible=confirm_visible,
-            background_finish=background_finish,
-            max_instance_id_length=max_instance_id_length,
-            fetch_payloads=fetch_payloads,
+            lease_ttl=options.pop("lease_ttl", 30.0),
+            confirm_visible=options.pop("confirm_visible", True),
+            background_finish=options.pop("background_finish", True),
+            max_instance_id_length=options.pop("max_instance_id_length", 256),
+            fetch_payloads=options.pop("fetch_payloads", True),
             backend=backend_name,
+            **options,
         )
         lock.validate_ttl(self._config.lease_ttl)
         self._client = client
         self._lock = lock
         self._backend_name: str = backend_name
         self._converter = converter_of(client)
-        self._clock: Callable[[], float] = clock if clock is not None else (lambda: monotonic())
+        self._clock: Callable[[], float] = clock if clock is not None else time.monotonic
+        self._wall_clock: Callable[[], datetime] = wall_clock if wall_clock is not None else _utcnow
         self._policy = reuse_policy()
+        self._with_deadline = _deadline.supports_deadline(client, is_async=self._is_async)
 
     @property
     def config(self) -> StarterConfig:
@@ -94,6 +107,7 @@ class StarterBase:
         version: object,
         start_at: object,
     ) -> tuple[StartCall, str]:
+        """Validate, build the request (serializing the input once), draw an owner token."""
         call = build_call(
             orchestrator=orchestrator,
             instance_id=instance_id,
@@ -101,42 +115,68 @@ class StarterBase:
             tags=tags,
             version=version,
             start_at=start_at,
-            converter=self._converter,
+            converter=None,
             max_instance_id_length=self._config.max_instance_id_length,
             backend=self._backend_name,
         )
+        if self._with_deadline:
+            request = _deadline.build_request(self._client, call, self._policy, backend=self._backend_name)
+            call = dataclasses.replace(call, request=request)
+        else:
+            check_input(self._converter, call.input, instance_id=call.instance_id, backend=self._backend_name)
         return call, str(uuid.uuid4())  # owner token: 122 random bits from os.urandom
 
-    def _bind(
-        self, op: _flow.Op, call: StartCall, token: str
-    ) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
+    def _start_flow(self, call: StartCall, token: str) -> _flow.Flow:
+        return _flow.start_flow(
+            call, self._config, token=token, backend=self._backend_name, clock=self._clock, wall_clock=self._wall_clock
+        )
+
+    def _finish_flow(self, call: StartCall, hold: _flow.Hold) -> _flow.FinishFlow:
+        return _flow.finish_flow(call, self._config, hold, clock=self._clock, backend=self._backend_name)
+
+    def _timeout(self, op: _flow.Schedule) -> float | None:
+        """Seconds the RPC may take, read immediately before sending; raises NotSent when none."""
+        if op.send_by is None:
+            return None
+        left = op.send_by - self._clock()
+        if left <= 0:
+            raise _flow.NotSent(f"send-by time passed {-left:.3f}s ago")
+        return left
+
+    def _bind(self, op: _flow.Op) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
         """The client or lock method that executes ``op``; drivers call or await it."""
-        iid = call.instance_id
         if isinstance(op, _flow.Read):
-            payloads = self._config.fetch_payloads and op.payloads
-            return self._client.get_orchestration_state, (iid,), {"fetch_payloads": payloads}
+            return self._client.get_orchestration_state, (op.instance_id,), {"fetch_payloads": op.payloads}
         if isinstance(op, _flow.Acquire):
-            return self._lock.acquire, (iid, token, self._config.lease_ttl), {}
-        if isinstance(op, _flow.Schedule):
-            kwargs = {
-                "input": call.input,
-                "instance_id": iid,
-                "start_at": call.start_at,
-                "reuse_id_policy": self._policy,
-                "tags": op.tags,
-                "version": call.version,
-            }
-            if op.deadline is not None:
-                send = deadline_call(self._client, call.orchestrator, kwargs, op.deadline, is_async=self._is_async)
-                if send is not None:
-                    return send, (), {}
-            return self._client.schedule_new_orchestration, (call.orchestrator,), kwargs
-        if isinstance(op, _flow.Release):
-            return self._lock.release, (iid, token), {}
+            return self._lock.acquire, (op.instance_id, op.token, op.ttl), {}
         if isinstance(op, _flow.Extend):
-            return self._lock.extend, (iid, token, self._config.lease_ttl), {}
+            return self._lock.extend, (op.instance_id, op.token, op.ttl), {}
+        if isinstance(op, _flow.Release):
+            return self._lock.release, (op.instance_id, op.token), {}
         if isinstance(op, _flow.WaitRelease):
-            return self._lock.wait_for_release, (iid, op.timeout), {}
+            return self._lock.wait_for_release, (op.instance_id, op.timeout), {}
         if isinstance(op, _flow.Sleep):
             return self._sleep, (op.seconds,), {}
+        if isinstance(op, _flow.Schedule):
+            return self._bind_schedule(op)
         raise AssertionError(f"unknown operation {op!r}")
+
+    def _bind_schedule(self, op: _flow.Schedule) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
+        call = op.call
+        timeout = self._timeout(op)
+        if call.request is not None:
+            request = call.request
+            request.tags.clear()
+            request.tags.update(op.tags)
+            send = _deadline.send_async if self._is_async else _deadline.send_sync
+            # The timeout was read just now; the RPC sets its deadline when called, next.
+            return send, (self._client, request, max(timeout, 0.001) if timeout is not None else None), {}
+        kwargs = {
+            "input": call.input,
+            "instance_id": call.instance_id,
+            "start_at": call.start_at,
+            "reuse_id_policy": self._policy,
+            "tags": op.tags,
+            "version": call.version,
+        }
+        return self._client.schedule_new_orchestration, (call.orchestrator,), kwargs

@@ -1,63 +1,74 @@
-"""A schedule call bounded by the lease's remaining validity.
+"""The schedule request, built before the lease and sent with a deadline.
 
-``schedule_new_orchestration`` takes no deadline, so when the lease can expire the
-starter builds the very request the client would build (durabletask's own
-``build_schedule_new_orchestration_req``) and sends it on the client's stub with
-``timeout=`` the remaining validity. A call that outlives the lease then ends with
-DEADLINE_EXCEEDED (reported as ``ScheduleError(maybe_scheduled=True)``) instead of
-succeeding after another caller could have taken over.
+``schedule_new_orchestration`` takes no deadline, and it serializes the input inside
+the call. So, where the client allows it, the starter builds the very request the
+client would build (durabletask's own ``build_schedule_new_orchestration_req``)
+*before* taking the lease, and at send time, immediately before the RPC, turns the
+flow's absolute "send by" time into the gRPC ``timeout``. Serializing a large input
+then costs no lease validity, and the window between the last validity check and the
+RPC leaving is a clock read and an attribute set (microseconds), not a serialization.
 
 This uses durabletask internals; when they are missing (another version) or the
-client externalizes payloads, the public method is used without a deadline, exactly
-as before. Trade-off: on this path the client's own "create_orchestration" trace span
-is not emitted (strict-singleton's ``strict_singleton.start`` span still is).
+client externalizes payloads, :func:`build_request` returns ``None`` and the public
+method is used: the starter still refuses to call it past the send-by time, but the
+call itself then carries no deadline. Trade-off: on the internal path the client's own
+"create_orchestration" trace span is not emitted (strict-singleton's
+``strict_singleton.start`` span still is).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
+from durabletask.internal import orchestrator_service_pb2 as pb
 
-def deadline_call(
-    client: Any, orchestrator: Any, kwargs: dict[str, Any], timeout: float, *, is_async: bool
-) -> Callable[[], Any] | None:
-    """A zero-argument callable that sends the schedule with ``timeout``, or None if unsupported."""
+from strict_singleton._validation import StartCall
+from strict_singleton.errors import InvalidArgumentError
+
+
+def supports_deadline(client: Any, *, is_async: bool) -> bool:
+    """Whether :func:`build_request` / :func:`send_sync` / :func:`send_async` work for ``client``."""
     try:
-        from durabletask.internal.client_helpers import build_schedule_new_orchestration_req
+        from durabletask.internal.client_helpers import build_schedule_new_orchestration_req  # noqa: F401
     except ImportError:
-        return None
-    if getattr(client, "_payload_store", None) is not None:
-        return None
-    converter = getattr(client, "_data_converter", None)
-    if converter is None:
-        return None
+        return False
+    if getattr(client, "_payload_store", None) is not None or getattr(client, "_data_converter", None) is None:
+        return False
     if is_async:
-        get_stub = getattr(client, "_get_stub", None)
-        if not callable(get_stub):
-            return None
-    elif getattr(client, "_stub", None) is None:
-        return None
-    request = build_schedule_new_orchestration_req(
-        orchestrator,
-        input=kwargs["input"],
-        instance_id=kwargs["instance_id"],
-        start_at=kwargs["start_at"],
-        reuse_id_policy=kwargs["reuse_id_policy"],
-        tags=kwargs["tags"],
-        version=kwargs["version"] or getattr(client, "default_version", None),
-        data_converter=converter,
-    )
-    if is_async:
+        return callable(getattr(client, "_get_stub", None))
+    return getattr(client, "_stub", None) is not None
 
-        async def send_async() -> str:
-            response = await client._get_stub().StartInstance(request, timeout=max(timeout, 0.001))
-            return str(response.instanceId)
 
-        return send_async
+def build_request(
+    client: Any, call: StartCall, policy: pb.OrchestrationIdReusePolicy, *, backend: str
+) -> pb.CreateInstanceRequest:
+    """The request ``client.schedule_new_orchestration`` would send (input serialized here)."""
+    from durabletask.internal.client_helpers import build_schedule_new_orchestration_req
 
-    def send() -> str:
-        response = client._stub.StartInstance(request, timeout=max(timeout, 0.001))
-        return str(response.instanceId)
+    try:
+        return build_schedule_new_orchestration_req(
+            call.orchestrator,
+            input=call.input,
+            instance_id=call.instance_id,
+            start_at=call.start_at,
+            reuse_id_policy=policy,
+            tags=dict(call.tags),
+            version=call.version or getattr(client, "default_version", None),
+            data_converter=client._data_converter,
+        )
+    except Exception as exc:
+        raise InvalidArgumentError(
+            f"input cannot be serialized by the client's data converter: {type(exc).__name__}: {exc}",
+            instance_id=call.instance_id,
+            backend=backend,
+        ) from exc
 
-    return send
+
+def send_sync(client: Any, request: pb.CreateInstanceRequest, timeout: float) -> str:
+    response = client._stub.StartInstance(request, timeout=timeout)
+    return str(response.instanceId)
+
+
+async def send_async(client: Any, request: pb.CreateInstanceRequest, timeout: float) -> str:
+    response = await client._get_stub().StartInstance(request, timeout=timeout)
+    return str(response.instanceId)

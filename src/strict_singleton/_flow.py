@@ -1,43 +1,68 @@
 """The start algorithm, written once, without I/O.
 
-``start_flow`` and ``finish_flow`` are generators that *yield* the I/O they need
-(:class:`Acquire`, :class:`Read`, :class:`Schedule`, ...) and receive its result (or
-have its exception thrown in). The sync and async starters are thin drivers that
-execute those operations with blocking or awaiting calls, so both run the very same
-decisions. Time comes from an injected monotonic clock.
+``start_flow`` and ``finish_flow`` are generators that *yield* the I/O they need as
+small frozen operations that carry all their arguments (:class:`Acquire`,
+:class:`Read`, :class:`Schedule`, ...) and receive its result (or have its exception
+thrown in). The sync and async starters are thin drivers that execute those
+operations with blocking or awaiting calls, so both run the very same decisions; a
+scripted driver (``tests/test_flow_unit.py``) runs them in memory. Time comes from an
+injected monotonic clock (and, for comparing creation times, an injected wall clock).
 
 Safety argument, step by step:
 
-1. Arguments were validated before the flow runs (no lease taken for bad input).
+1. Arguments were validated, and the schedule request built (input serialized),
+   before the flow runs: no lease is taken for bad input, and no lease time is spent
+   serializing.
 2. The lease is acquired with a fresh random token. Its validity is counted from just
    *before* the acquire request was sent, minus a clock-drift allowance, so our
    deadline never outlives the store's.
 3. Under the lease, the instance's status is read; an active instance is answered
    ALREADY_RUNNING and nothing is scheduled.
-4. Before scheduling, the lease must have ``schedule_margin`` seconds of validity
-   left (renewing it with a token-checked extend if needed). A lease whose deadline
-   has passed is never renewed: a late renew can succeed on some stores even though
-   someone else held the lease meanwhile. Then we raise ``LeaseLostError`` instead.
-5. The schedule call passes a reuse policy that only replaces terminal instances, so
-   a backend that dedupes atomically rejects a duplicate even if the lease failed;
-   ALREADY_EXISTS becomes ALREADY_RUNNING.
-6. After a successful schedule, the lease is held until the new instance is visible
-   to a status read (``finish_flow``), so no later caller can read a stale "no
-   instance" and start again. Then it is released with a token check.
+4. Before scheduling, the lease is *confirmed* by the store (a token-checked extend)
+   whenever more than ``confirm_after`` seconds passed since the store last confirmed
+   it (a slow read, a pause), and renewed when less than ``schedule_margin`` validity
+   is left or it is older than a third of its TTL. A lease whose deadline has passed
+   is never renewed: a late renew can succeed on some stores even though someone else
+   held the lease meanwhile. Then we raise ``LeaseLostError``.
+5. The schedule op carries an absolute *send-by* time: the lease's deadline minus a
+   reserve. The driver refuses to send at or after it (``NotSent`` ->
+   ``LeaseLostError``), and otherwise gives the RPC the time left as its gRPC
+   deadline, computed immediately before the RPC. The request carries a reuse policy
+   that only replaces terminal instances (ALREADY_EXISTS becomes ALREADY_RUNNING).
+6. An ambiguous failure (deadline, lost connection, cancellation) does not let go: a
+   gRPC deadline ends our wait, not the server's work. The lease is kept (renewed,
+   token-checked) while we watch for *our* instance for ``ambiguity_timeout``; if it
+   appears the answer is STARTED, else ``ScheduleError(maybe_scheduled=True)``, and
+   only then is the lease released.
+7. After a successful schedule the lease is held (renewed) until the new instance is
+   visible to a status read, at most ``visibility_timeout``, so no later caller reads
+   a stale "no instance". Every path ends in a token-checked release: no hold is
+   unbounded, including on leases that never expire (the file lease).
+8. If the caller abandons the call (async cancellation, KeyboardInterrupt), the driver
+   throws :class:`Abandoned` in and runs the rest where the interruption cannot reach:
+   a held lease is released, and a schedule that may be in flight is watched for as
+   in step 6 first.
+
+"Our instance" is recognised by its creation time: an instance that was not there
+before (or replaced the one read in step 3) and was created no earlier than
+``clock_skew`` seconds before we sent the request. durabletask's ``GetInstance``
+omits tags, so the fencing tag cannot serve as evidence on that path.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from durabletask.client import OrchestrationState, OrchestrationStatus
 from durabletask.internal import orchestrator_service_pb2 as pb
 
 from strict_singleton._validation import FENCING_TAG, StartCall, StarterConfig
-from strict_singleton.errors import BackendError, LeaseLostError, LockUnavailableError, ScheduleError
+from strict_singleton.errors import LeaseLostError, LockUnavailableError, ScheduleError, StatusReadError
 from strict_singleton.lock_backends.base import Grant
 from strict_singleton.result import StartOutcome, StartResult
 
@@ -64,13 +89,29 @@ def is_active(state: OrchestrationState | None) -> bool:
     return state is not None and state.runtime_status not in _TERMINAL
 
 
-def is_visible(state: OrchestrationState | None, previous: OrchestrationState | None) -> bool:
-    """Whether a status read shows the instance we created (not the one we replaced)."""
-    return state is not None and (previous is None or state.created_at != previous.created_at)
+def _utc(moment: datetime) -> datetime:
+    # durabletask returns naive UTC datetimes (protobuf Timestamp.ToDatetime()).
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
+
+
+def is_ours(
+    state: OrchestrationState | None, previous: OrchestrationState | None, sent_at: datetime, skew: float
+) -> bool:
+    """Whether a status read shows an instance our schedule request created.
+
+    It must differ from the one read under the lease before scheduling (a new one, or
+    a replacement with another creation time) and have been created no earlier than
+    ``skew`` seconds before we sent the request (``sent_at``, our wall clock).
+    """
+    if state is None or state.created_at is None:
+        return False
+    if previous is not None and state.created_at == previous.created_at:
+        return False
+    return _utc(state.created_at) >= _utc(sent_at) - timedelta(seconds=skew)
 
 
 # gRPC codes after which the backend may or may not have created the instance.
-_AMBIGUOUS_CODES = frozenset({"DEADLINE_EXCEEDED", "UNAVAILABLE", "UNKNOWN", "CANCELLED", "INTERNAL", "ABORTED"})
+AMBIGUOUS_CODES = frozenset({"DEADLINE_EXCEEDED", "UNAVAILABLE", "UNKNOWN", "CANCELLED", "INTERNAL", "ABORTED"})
 
 
 def rpc_code(exc: BaseException) -> str | None:
@@ -89,23 +130,35 @@ def rpc_code(exc: BaseException) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class Acquire:
-    """-> Grant | None"""
+    """-> Grant | None: one non-blocking attempt to take the lease under ``token``."""
+
+    instance_id: str
+    token: str
+    ttl: float
 
 
 @dataclass(frozen=True, slots=True)
 class Extend:
-    """-> bool (still ours)"""
+    """-> bool: reset the lease's TTL if ``token`` still holds it (a confirmation too)."""
+
+    instance_id: str
+    token: str
+    ttl: float
 
 
 @dataclass(frozen=True, slots=True)
 class Release:
-    """-> bool"""
+    """-> bool: free the lease if ``token`` still holds it."""
+
+    instance_id: str
+    token: str
 
 
 @dataclass(frozen=True, slots=True)
 class WaitRelease:
-    """-> None; wait up to ``timeout`` for the holder's release."""
+    """-> None: wait up to ``timeout`` seconds for the holder's release."""
 
+    instance_id: str
     timeout: float
 
 
@@ -113,18 +166,23 @@ class WaitRelease:
 class Read:
     """-> OrchestrationState | None; ``payloads=False`` skips inputs and outputs."""
 
-    payloads: bool = True
+    instance_id: str
+    payloads: bool
 
 
 @dataclass(frozen=True, slots=True)
 class Schedule:
-    """-> str; ``schedule_new_orchestration`` with the terminal-only reuse policy.
+    """-> str: send ``call``'s schedule request with ``tags`` and the terminal-only reuse policy.
 
-    ``deadline`` bounds the call to the lease's remaining validity (None: no expiry).
+    ``send_by`` is an absolute time on the flow's clock (None: the lease never
+    expires). The driver must not send at or after it: it raises :class:`NotSent`
+    instead; otherwise the RPC's deadline is ``send_by`` minus the clock, read
+    immediately before the RPC.
     """
 
+    call: StartCall
     tags: dict[str, str]
-    deadline: float | None = None
+    send_by: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,12 +195,27 @@ class Sleep:
 Op = Acquire | Extend | Release | WaitRelease | Read | Schedule | Sleep
 
 
+class NotSent(Exception):
+    """Raised by a driver for a :class:`Schedule` whose send-by time passed: nothing was sent."""
+
+
+class Abandoned(BaseException):
+    """Thrown into a flow by a driver whose caller went away (cancelled, interrupted).
+
+    The driver keeps running the flow where the interruption cannot reach it; the flow
+    cleans up (release, or watch then release) and re-raises.
+    """
+
+
 # A caller that finds the lease held waits this long for the holder before its first read.
 FIRST_WAIT = 0.05
 
 # Clock-drift allowance subtracted from every lease's validity (as in Redlock / pottery).
 DRIFT_FACTOR = 0.01
 DRIFT_FLOOR = 0.002
+
+# Polling of status reads while watching for an instance: from 2 ms, doubling, to this.
+MAX_POLL = 0.25
 
 
 @dataclass(slots=True)
@@ -168,7 +241,8 @@ class Hold:
 
     lease: LeaseClock
     previous: OrchestrationState | None
-    fencing_token: int
+    sent_at: datetime
+    token: str
 
 
 @dataclass(slots=True)
@@ -181,16 +255,34 @@ Flow = Generator[Op, Any, FlowResult]
 FinishFlow = Generator[Op, Any, None]
 
 
+@dataclass(slots=True)
+class _Progress:
+    """Where a start is, for cleaning up after :class:`Abandoned`."""
+
+    may_hold: bool = False  # an acquire was sent and the lease not yet released
+    lease: LeaseClock | None = None
+    previous: OrchestrationState | None = None
+    sent_at: datetime | None = None  # set while a schedule may be in flight
+    watch_until: float | None = None
+
+
+@dataclass(slots=True)
 class _Ctx:
     """What one start's flow needs besides I/O."""
 
-    def __init__(self, call: StartCall, cfg: StarterConfig, backend: str, clock: Callable[[], float]) -> None:
-        self.call = call
-        self.cfg = cfg
-        self.backend = backend
-        self.clock = clock
-        self.t0 = clock()
-        self.waited = 0.0
+    call: StartCall
+    cfg: StarterConfig
+    token: str
+    backend: str
+    clock: Callable[[], float]
+    wall_clock: Callable[[], datetime]
+    t0: float = 0.0
+    waited: float = 0.0
+    progress: _Progress = field(default_factory=_Progress)
+
+    @property
+    def iid(self) -> str:
+        return self.call.instance_id
 
     def done(
         self,
@@ -201,7 +293,7 @@ class _Ctx:
     ) -> FlowResult:
         result = StartResult(
             outcome=outcome,
-            instance_id=self.call.instance_id,
+            instance_id=self.iid,
             existing=existing,
             waited=self.waited,
             elapsed=self.clock() - self.t0,
@@ -211,63 +303,134 @@ class _Ctx:
         return FlowResult(result=result, hold=hold)
 
     def lost(self, message: str) -> LeaseLostError:
-        return LeaseLostError(message, instance_id=self.call.instance_id, backend=self.backend)
+        return LeaseLostError(message, instance_id=self.iid, backend=self.backend)
+
+    def read(self, payloads: bool = True) -> Read:
+        return Read(self.iid, self.cfg.fetch_payloads and payloads)
+
+    def extend(self) -> Extend:
+        return Extend(self.iid, self.token, self.cfg.lease_ttl)
 
 
-def _release_quietly(instance_id: str) -> Generator[Op, Any, None]:
+def _release(ctx: _Ctx) -> Generator[Op, Any, None]:
     """Token-checked release whose failure only costs waiting for expiry."""
     try:
-        yield Release()
+        yield Release(ctx.iid, ctx.token)
     except LockUnavailableError as exc:
-        _log.warning("release failed for %r; the lease will expire on its own: %s", instance_id, exc)
+        _log.warning("release failed for %r; the lease will expire on its own: %s", ctx.iid, exc)
+    ctx.progress.may_hold = False
 
 
-def _read_under_lease(ctx: _Ctx) -> Generator[Op, Any, OrchestrationState | None]:
+def _read(ctx: _Ctx) -> Generator[Op, Any, OrchestrationState | None]:
     try:
-        state: OrchestrationState | None = yield Read()
+        state: OrchestrationState | None = yield ctx.read()
     except Exception as exc:
-        yield from _release_quietly(ctx.call.instance_id)
-        raise BackendError(
+        raise StatusReadError(
             f"status read failed; nothing was scheduled: {type(exc).__name__}: {exc}",
-            instance_id=ctx.call.instance_id,
+            instance_id=ctx.iid,
             backend=ctx.backend,
         ) from exc
     return state
 
 
-def _read_unlocked(ctx: _Ctx) -> Generator[Op, Any, OrchestrationState | None]:
-    try:
-        state: OrchestrationState | None = yield Read()
-    except Exception as exc:
-        raise BackendError(
-            f"status read failed; nothing was scheduled: {type(exc).__name__}: {exc}",
-            instance_id=ctx.call.instance_id,
-            backend=ctx.backend,
-        ) from exc
-    return state
+def _keep(ctx: _Ctx, lease: LeaseClock, *, confirm: bool) -> Generator[Op, Any, str | None]:
+    """Keep a held lease: renew it when due (or confirm it when ``confirm``).
 
-
-def _ensure_validity(ctx: _Ctx, lease: LeaseClock) -> Generator[Op, Any, None]:
-    """Step 4: enough validity left to schedule, renewing while it is safe to."""
-    remaining = lease.remaining(ctx.clock())
-    if remaining is None:
-        return
-    if remaining <= 0:
-        raise ctx.lost("the lease may have expired before scheduling; nothing was scheduled")
-    if remaining >= ctx.cfg.schedule_margin and lease.age(ctx.clock()) <= ctx.cfg.renew_after:
-        return
+    Returns None while it is ours with at least ``schedule_margin`` left (or no
+    expiry), else the reason it may no longer be ours. Never renews past the deadline.
+    With ``confirm`` (just before scheduling) a store error is raised, not returned.
+    """
+    cfg = ctx.cfg
+    now = ctx.clock()
+    remaining = lease.remaining(now)
+    if remaining is not None and remaining <= 0:
+        return "the lease may have expired"
+    due = remaining is not None and (remaining < cfg.schedule_margin or lease.age(now) > cfg.renew_after)
+    if not (due or (confirm and lease.age(now) > cfg.confirm_after)):
+        return None
     before = ctx.clock()
-    if not (yield Extend()):
-        raise ctx.lost("the lease is no longer ours (renewal refused); nothing was scheduled")
+    try:
+        still_ours = yield ctx.extend()
+    except LockUnavailableError as exc:
+        if confirm:  # before scheduling: fail closed with the store's own error
+            raise
+        return f"the lock store could not renew the lease ({exc.message})"
+    if not still_ours:
+        return "the lease is no longer ours (renewal refused)"
     lease.granted_at = before
     remaining = lease.remaining(ctx.clock())
-    if remaining is not None and remaining < ctx.cfg.schedule_margin:
-        raise ctx.lost("the renewed lease leaves too little time to schedule; nothing was scheduled")
+    if remaining is not None and remaining < cfg.schedule_margin:
+        return "the renewed lease leaves too little time"
+    return None
 
 
-def start_flow(call: StartCall, cfg: StarterConfig, *, backend: str, clock: Callable[[], float]) -> Flow:
+def _watch(ctx: _Ctx, lease: LeaseClock) -> Generator[Op, Any, tuple[OrchestrationState | None, str | None]]:
+    """After an ambiguous schedule failure: keep the lease and look for our instance.
+
+    Returns (our instance's state, None) when it shows up, (None, None) when the
+    window closed without it, (None, reason) when the lease could not be kept.
+    """
+    p = ctx.progress
+    assert p.sent_at is not None
+    if p.watch_until is None:
+        p.watch_until = ctx.clock() + ctx.cfg.ambiguity_timeout
+    delay = 0.002
+    while True:
+        reason = yield from _keep(ctx, lease, confirm=False)
+        if reason is not None:
+            return None, reason
+        try:
+            state = yield ctx.read(payloads=False)
+        except Exception as exc:
+            _log.debug("status read while watching %r failed: %r", ctx.iid, exc)
+            state = None
+        if is_ours(state, p.previous, p.sent_at, ctx.cfg.clock_skew):
+            return state, None
+        left = p.watch_until - ctx.clock()
+        if left <= 0:
+            return None, None
+        yield Sleep(_pause(ctx, delay, left))
+        delay = min(delay * 2, MAX_POLL)
+
+
+def _pause(ctx: _Ctx, delay: float, left: float) -> float:
+    """A poll interval short enough that the lease is renewed in time."""
+    return max(0.0, min(delay, left, ctx.cfg.renew_after / 2))
+
+
+def start_flow(
+    call: StartCall,
+    cfg: StarterConfig,
+    *,
+    token: str,
+    backend: str,
+    clock: Callable[[], float],
+    wall_clock: Callable[[], datetime],
+) -> Flow:
     """One start, from the first lease attempt to the caller's answer."""
-    ctx = _Ctx(call, cfg, backend, clock)
+    ctx = _Ctx(call=call, cfg=cfg, token=token, backend=backend, clock=clock, wall_clock=wall_clock, t0=clock())
+    try:
+        return (yield from _start(ctx))
+    except Abandoned:
+        yield from _abandon(ctx)
+        raise
+
+
+def _abandon(ctx: _Ctx) -> Generator[Op, Any, None]:
+    p = ctx.progress
+    if p.sent_at is not None and p.lease is not None:
+        state, reason = yield from _watch(ctx, p.lease)
+        _log.warning(
+            "start of %r abandoned while its schedule request was in flight: %s",
+            ctx.iid,
+            "the instance was created" if state is not None else reason or "the instance did not show up",
+        )
+    if p.may_hold:
+        yield from _release(ctx)
+
+
+def _start(ctx: _Ctx) -> Flow:
+    call, cfg, clock, p = ctx.call, ctx.cfg, ctx.clock, ctx.progress
     wait_until = ctx.t0 + cfg.wait
     seen: OrchestrationState | None = None
     woken = False
@@ -275,17 +438,19 @@ def start_flow(call: StartCall, cfg: StarterConfig, *, backend: str, clock: Call
         if woken:
             # After a wake-up the holder has most likely finished: one read answers
             # most callers without touching the lock at all.
-            seen = yield from _read_unlocked(ctx)
+            seen = yield from _read(ctx)
             if is_active(seen):
                 return ctx.done(StartOutcome.ALREADY_RUNNING, seen)
         granted_at = clock()
-        grant: Grant | None = yield Acquire()
+        p.may_hold = True  # a cancelled acquire may have been granted: release (token-checked) on abandon
+        grant: Grant | None = yield Acquire(ctx.iid, ctx.token, cfg.lease_ttl)
         if grant is not None:
             break
+        p.may_hold = False
         left = wait_until - clock()
         if left <= 0:
             if not woken:  # one look before giving up: an active instance is an answer
-                seen = yield from _read_unlocked(ctx)
+                seen = yield from _read(ctx)
                 if is_active(seen):
                     return ctx.done(StartOutcome.ALREADY_RUNNING, seen)
             return ctx.done(StartOutcome.BUSY, seen)
@@ -294,84 +459,106 @@ def start_flow(call: StartCall, cfg: StarterConfig, *, backend: str, clock: Call
         # briefly, then read (a holder that is stuck costs at most FIRST_WAIT before an
         # already active instance is answered ALREADY_RUNNING).
         before_wait = clock()
-        yield WaitRelease(left if woken else min(left, FIRST_WAIT))
+        yield WaitRelease(ctx.iid, left if woken else min(left, FIRST_WAIT))
         ctx.waited += clock() - before_wait
         woken = True
 
-    lease = LeaseClock(granted_at=granted_at, valid_for=grant.valid_for)
+    lease = p.lease = LeaseClock(granted_at=granted_at, valid_for=grant.valid_for)
     try:
-        state = yield from _read_under_lease(ctx)
+        state = p.previous = yield from _read(ctx)
         if is_active(state):
-            yield from _release_quietly(ctx.call.instance_id)
+            yield from _release(ctx)
             return ctx.done(StartOutcome.ALREADY_RUNNING, state, grant.fencing_token)
-        yield from _ensure_validity(ctx, lease)
-    except LeaseLostError:
-        yield from _release_quietly(ctx.call.instance_id)  # token-checked: frees it only if still ours
+        reason = yield from _keep(ctx, lease, confirm=True)
+        if reason is not None:
+            raise ctx.lost(f"{reason} before scheduling; nothing was scheduled")
+    except (LeaseLostError, StatusReadError, LockUnavailableError):
+        yield from _release(ctx)  # token-checked: frees it only if still ours
         raise
 
+    remaining = lease.remaining(clock())
+    send_by = None if remaining is None else clock() + remaining - cfg.send_reserve
     tags = {**call.tags, FENCING_TAG: str(grant.fencing_token)}
+    p.sent_at = ctx.wall_clock()
     try:
-        yield Schedule(tags, deadline=lease.remaining(clock()))
+        yield Schedule(call, tags, send_by)
+    except NotSent:
+        p.sent_at = None
+        yield from _release(ctx)
+        raise ctx.lost("the lease's deadline passed before the request could be sent; nothing was scheduled") from None
     except Exception as exc:
         code = rpc_code(exc)
         if code == "ALREADY_EXISTS":
             # The backend's own dedupe caught a duplicate our lease did not prevent.
+            p.sent_at = None
             try:
-                existing = yield Read()
+                existing = yield ctx.read()
             except Exception:
                 existing = None
-            yield from _release_quietly(ctx.call.instance_id)
+            yield from _release(ctx)
             return ctx.done(StartOutcome.ALREADY_RUNNING, existing, grant.fencing_token)
-        ambiguous = code is None or code in _AMBIGUOUS_CODES
-        if not ambiguous:
-            yield from _release_quietly(ctx.call.instance_id)
-        # When ambiguous the lease is left to expire: if the instance was created,
-        # nobody may read "no instance" and start a duplicate meanwhile.
+        ambiguous = code is None or code in AMBIGUOUS_CODES
+        detail = f"schedule call failed ({code or type(exc).__name__}): {exc}"
+        if ambiguous:
+            ours, reason = yield from _watch(ctx, lease)
+            p.sent_at = None
+            yield from _release(ctx)
+            if ours is not None:
+                _log.info("schedule of %r failed ambiguously (%s) but the instance was created", ctx.iid, code)
+                return ctx.done(StartOutcome.STARTED, None, grant.fencing_token)
+            why = reason or f"the instance did not show up within ambiguity_timeout={cfg.ambiguity_timeout:g}s"
+            detail = f"{detail}; {why}; the backend may still create it"
+        else:
+            p.sent_at = None
+            yield from _release(ctx)
         raise ScheduleError(
-            f"schedule call failed ({code or type(exc).__name__}): {exc}",
-            instance_id=call.instance_id,
-            backend=backend,
-            maybe_scheduled=ambiguous,
-            grpc_code=code,
+            detail, instance_id=call.instance_id, backend=ctx.backend, maybe_scheduled=ambiguous, grpc_code=code
         ) from exc
-    hold = Hold(lease=lease, previous=state, fencing_token=grant.fencing_token)
+    hold = Hold(lease=lease, previous=state, sent_at=p.sent_at, token=ctx.token)
+    p.sent_at = None
     return ctx.done(StartOutcome.STARTED, None, grant.fencing_token, hold)
 
 
-def finish_flow(call: StartCall, cfg: StarterConfig, hold: Hold, *, clock: Callable[[], float]) -> FinishFlow:
-    """Step 6 and 7: hold the lease until the new instance is visible, then release it.
+def finish_flow(
+    call: StartCall, cfg: StarterConfig, hold: Hold, *, clock: Callable[[], float], backend: str = ""
+) -> FinishFlow:
+    """Step 7: hold the lease (renewing it) until the new instance is visible, then release it.
 
-    If it never becomes visible within ``visibility_timeout``, or the lease cannot be
-    renewed meanwhile, the lease is left to expire rather than released early.
+    Bounded on every backend: after ``visibility_timeout`` the lease is released even
+    if the instance never showed (logged as a warning), and a lease that could not be
+    kept is released too (token-checked, so harmless if it is someone else's now).
+    :class:`Abandoned` thrown in at any point is absorbed: the flow goes on.
     """
+    ctx = _Ctx(call=call, cfg=cfg, token=hold.token, backend=backend, clock=clock, wall_clock=lambda: hold.sent_at)
+    ctx.progress.may_hold = True
     if cfg.confirm_visible:
-        started = clock()
+        until = clock() + cfg.visibility_timeout
         delay = 0.002
         while True:
             try:
-                state = yield Read(payloads=False)  # only created_at matters here
-            except Exception as exc:
+                reason = yield from _keep(ctx, hold.lease, confirm=False)
+            except Abandoned:
+                continue
+            if reason is not None:
+                _log.warning("lost the lease for %r while waiting for visibility: %s", call.instance_id, reason)
+                break
+            try:
+                state = yield ctx.read(payloads=False)  # only created_at matters here
+            except (Exception, Abandoned) as exc:
                 state = None
                 _log.debug("visibility read for %r failed: %r", call.instance_id, exc)
-            if is_visible(state, hold.previous):
+            if is_ours(state, hold.previous, hold.sent_at, cfg.clock_skew):
                 break
-            if clock() - started >= cfg.visibility_timeout:
+            left = until - clock()
+            if left <= 0:
                 _log.warning(
-                    "instance %r not visible after %.1fs; leaving the lease to expire",
+                    "instance %r not visible after %.1fs; releasing the lease (visibility_timeout)",
                     call.instance_id,
                     cfg.visibility_timeout,
                 )
-                return
-            if hold.lease.valid_for is not None and hold.lease.age(clock()) > cfg.renew_after:
-                before = clock()
-                try:
-                    renewed = yield Extend()
-                except LockUnavailableError:
-                    renewed = False
-                if not renewed:
-                    _log.warning("lost the lease for %r while waiting for visibility", call.instance_id)
-                    return
-                hold.lease.granted_at = before
-            yield Sleep(delay)
-            delay = min(delay * 2, 0.05)
-    yield from _release_quietly(call.instance_id)
+                break
+            with contextlib.suppress(Abandoned):
+                yield Sleep(_pause(ctx, delay, left))
+            delay = min(delay * 2, MAX_POLL)
+    with contextlib.suppress(Abandoned):
+        yield from _release(ctx)

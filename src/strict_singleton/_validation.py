@@ -50,8 +50,30 @@ def validate_instance_id(instance_id: object, *, max_length: int = MAX_INSTANCE_
     return instance_id
 
 
+# Longest duration any time argument may have. Lock stores overflow far beyond it
+# (Redis PX in milliseconds, thread waits), and no start should ever wait a day.
+MAX_SECONDS = 86_400.0
+
+
 def _is_seconds(value: object) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    """A finite number of seconds no longer than MAX_SECONDS (bools are not numbers here)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        seconds = float(value)  # an int too large for a float raises OverflowError
+    except OverflowError:
+        return False
+    return math.isfinite(seconds) and abs(seconds) <= MAX_SECONDS
+
+
+def _seconds(name: str, value: object, *, low: float, strict: bool, backend: str) -> float:
+    ok = _is_seconds(value) and (float(value) > low if strict else float(value) >= low)  # type: ignore[arg-type]
+    if not ok:
+        bound = f"> {low:g}" if strict else f">= {low:g}"
+        raise InvalidArgumentError(
+            f"{name} must be a number of seconds {bound} and at most {MAX_SECONDS:g}, got {value!r}", backend=backend
+        )
+    return float(value)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,44 +88,62 @@ class StarterConfig:
     background_finish: bool
     max_instance_id_length: int
     fetch_payloads: bool
+    ambiguity_timeout: float = 30.0
+    confirm_after: float = 0.1
+    clock_skew: float = 5.0
 
     @property
     def renew_after(self) -> float:
         """Renew a lease once it is older than a third of its TTL."""
         return self.lease_ttl / 3.0
 
+    @property
+    def send_reserve(self) -> float:
+        """Validity kept back from the schedule call's deadline, to renew after a timeout."""
+        return max(self.schedule_margin / 2.0, self.lease_ttl * 0.05)
+
 
 def build_config(
     *,
     lease_ttl: object,
-    wait: object,
-    schedule_margin: object,
-    visibility_timeout: object,
+    wait: object = None,
+    schedule_margin: object = None,
+    visibility_timeout: object = None,
     confirm_visible: bool,
     background_finish: bool,
     max_instance_id_length: object,
     fetch_payloads: bool,
+    ambiguity_timeout: object = None,
+    confirm_after: object = None,
+    clock_skew: object = None,
     backend: str,
 ) -> StarterConfig:
-    if not _is_seconds(lease_ttl) or lease_ttl <= 0:  # type: ignore[operator]
-        raise InvalidArgumentError(
-            f"lease_ttl must be a finite number of seconds > 0, got {lease_ttl!r}", backend=backend
-        )
-    ttl = float(lease_ttl)  # type: ignore[arg-type]
-    wait_s = ttl if wait is None else wait
-    if not _is_seconds(wait_s) or wait_s < 0:  # type: ignore[operator]
-        raise InvalidArgumentError(f"wait must be a finite number of seconds >= 0, got {wait!r}", backend=backend)
+    ttl = _seconds("lease_ttl", lease_ttl, low=0, strict=True, backend=backend)
+    wait_s = _seconds("wait", ttl if wait is None else wait, low=0, strict=False, backend=backend)
     margin = ttl / 3.0 if schedule_margin is None else schedule_margin
-    if not _is_seconds(margin) or not 0 <= margin < ttl * 0.9:  # type: ignore[operator]
+    if not _is_seconds(margin) or not 0 <= float(margin) < ttl * 0.9:  # type: ignore[arg-type]
         raise InvalidArgumentError(
             f"schedule_margin must be >= 0 and below 90% of lease_ttl ({ttl!r}), got {schedule_margin!r}",
             backend=backend,
         )
-    visibility = ttl if visibility_timeout is None else visibility_timeout
-    if not _is_seconds(visibility) or visibility <= 0:  # type: ignore[operator]
-        raise InvalidArgumentError(
-            f"visibility_timeout must be a finite number of seconds > 0, got {visibility_timeout!r}", backend=backend
-        )
+    visibility = _seconds(
+        "visibility_timeout",
+        ttl if visibility_timeout is None else visibility_timeout,
+        low=0,
+        strict=True,
+        backend=backend,
+    )
+    ambiguity = _seconds(
+        "ambiguity_timeout",
+        max(ttl, 30.0) if ambiguity_timeout is None else ambiguity_timeout,
+        low=0,
+        strict=True,
+        backend=backend,
+    )
+    confirm = _seconds(
+        "confirm_after", 0.1 if confirm_after is None else confirm_after, low=0, strict=False, backend=backend
+    )
+    skew = _seconds("clock_skew", 5.0 if clock_skew is None else clock_skew, low=0, strict=False, backend=backend)
     if (
         isinstance(max_instance_id_length, bool)
         or not isinstance(max_instance_id_length, int)
@@ -114,13 +154,16 @@ def build_config(
         )
     return StarterConfig(
         lease_ttl=ttl,
-        wait=float(wait_s),  # type: ignore[arg-type]
+        wait=wait_s,
         schedule_margin=float(margin),  # type: ignore[arg-type]
-        visibility_timeout=float(visibility),  # type: ignore[arg-type]
+        visibility_timeout=visibility,
         confirm_visible=bool(confirm_visible),
         background_finish=bool(background_finish),
         max_instance_id_length=max_instance_id_length,
         fetch_payloads=bool(fetch_payloads),
+        ambiguity_timeout=ambiguity,
+        confirm_after=confirm,
+        clock_skew=skew,
     )
 
 
@@ -134,6 +177,9 @@ class StartCall:
     tags: dict[str, str]
     version: str | None
     start_at: datetime | None
+    # The schedule request built before any lease is taken (serialization can be slow,
+    # and must not eat into the lease); None when the client's public method is used.
+    request: Any = None
 
 
 def converter_of(client: object) -> DataConverter:
@@ -150,10 +196,12 @@ def build_call(
     tags: object,
     version: object,
     start_at: object,
-    converter: DataConverter,
+    converter: DataConverter | None,
     max_instance_id_length: int,
     backend: str,
 ) -> StartCall:
+    """Validate one start. ``converter=None`` skips the input check (the caller
+    serializes the input itself, once, while building the request)."""
     iid = validate_instance_id(instance_id, max_length=max_instance_id_length)
 
     def bad(message: str) -> InvalidArgumentError:
@@ -163,7 +211,13 @@ def build_call(
         if not orchestrator.strip() or orchestrator != orchestrator.strip():
             raise bad(f"orchestrator name must be non-empty without surrounding whitespace, got {orchestrator!r}")
     elif callable(orchestrator):
-        task.get_name(orchestrator)  # raises for callables durabletask cannot name
+        try:
+            task.get_name(orchestrator)  # the name durabletask registers and schedules it under
+        except Exception as exc:
+            raise bad(
+                f"cannot derive an orchestrator name from {type(orchestrator).__name__} {orchestrator!r} "
+                f"({type(exc).__name__}); pass the name it is registered under as a str"
+            ) from exc
     else:
         raise bad(f"orchestrator must be a function or a name, got {type(orchestrator).__name__}")
     if tags is None:
@@ -179,10 +233,8 @@ def build_call(
         raise bad(f"version must be a non-empty str or None, got {version!r}")
     if start_at is not None and not isinstance(start_at, datetime):
         raise bad(f"start_at must be a datetime or None, got {type(start_at).__name__}")
-    try:
-        converter.serialize(input)
-    except Exception as exc:
-        raise bad(f"input cannot be serialized by the client's data converter: {type(exc).__name__}: {exc}") from exc
+    if converter is not None:
+        check_input(converter, input, instance_id=iid, backend=backend)
     return StartCall(
         instance_id=iid,
         orchestrator=orchestrator,
@@ -191,3 +243,15 @@ def build_call(
         version=version,
         start_at=start_at,
     )
+
+
+def check_input(converter: DataConverter, input: object, *, instance_id: str, backend: str) -> str | None:
+    """Serialize ``input`` as the client will, or raise InvalidArgumentError."""
+    try:
+        return converter.serialize(input)
+    except Exception as exc:
+        raise InvalidArgumentError(
+            f"input cannot be serialized by the client's data converter: {type(exc).__name__}: {exc}",
+            instance_id=instance_id,
+            backend=backend,
+        ) from exc

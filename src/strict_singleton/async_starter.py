@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Coroutine
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from strict_singleton import _flow
-from strict_singleton._base import StarterBase
+from strict_singleton._base import StarterBase, StarterOptions
 from strict_singleton._telemetry import observe_start
-from strict_singleton._validation import MAX_INSTANCE_ID_LENGTH, StartCall
+from strict_singleton._validation import StartCall
 from strict_singleton.lock_backends.base import AsyncLeaseBackend
 from strict_singleton.result import StartResult
 
 if TYPE_CHECKING:
     from durabletask.client import AsyncTaskHubGrpcClient
+    from typing_extensions import Unpack
 
 _log = logging.getLogger("strict_singleton")
 
@@ -24,11 +25,17 @@ _log = logging.getLogger("strict_singleton")
 class AsyncSingletonStarter(StarterBase):
     """The asyncio twin of :class:`~strict_singleton.SingletonStarter`.
 
-    Same arguments and guarantees; takes an ``AsyncTaskHubGrpcClient`` or
+    Same options and guarantees; takes an ``AsyncTaskHubGrpcClient`` or
     ``AsyncDurableTaskSchedulerClient`` and an async lease backend (default:
     :class:`AsyncFileLease`). Background finishes are tasks on the running loop;
-    ``await starter.aclose()`` (or ``async with``) waits for them. If the loop ends
-    first, an unfinished lease is left to expire: never released early.
+    ``await starter.aclose()`` (or ``async with``) waits for them.
+
+    Cancellation: cancelling a ``start`` at any await point propagates to the caller
+    at once; the clean-up goes on in a task of its own that the cancellation cannot
+    reach: a held lease is released (token-checked), and if a schedule request may be
+    in flight the lease is first kept while watching for the instance, exactly as
+    after an ambiguous schedule failure. If the loop itself ends first, the lease is
+    left to the store's expiry (the file lease: the OS frees it when the process ends).
     """
 
     _is_async = True
@@ -39,33 +46,13 @@ class AsyncSingletonStarter(StarterBase):
         client: AsyncTaskHubGrpcClient,
         *,
         lock: AsyncLeaseBackend | None = None,
-        lease_ttl: float = 30.0,
-        wait: float | None = None,
-        schedule_margin: float | None = None,
-        visibility_timeout: float | None = None,
-        confirm_visible: bool = True,
-        background_finish: bool = True,
-        max_instance_id_length: int = MAX_INSTANCE_ID_LENGTH,
-        fetch_payloads: bool = True,
-        clock: Callable[[], float] | None = None,
+        **options: Unpack[StarterOptions],
     ) -> None:
         if lock is None:
             from strict_singleton.lock_backends.file import AsyncFileLease
 
             lock = AsyncFileLease()
-        super().__init__(
-            client,
-            lock=lock,
-            lease_ttl=lease_ttl,
-            wait=wait,
-            schedule_margin=schedule_margin,
-            visibility_timeout=visibility_timeout,
-            confirm_visible=confirm_visible,
-            background_finish=background_finish,
-            max_instance_id_length=max_instance_id_length,
-            fetch_payloads=fetch_payloads,
-            clock=clock,
-        )
+        super().__init__(client, lock=lock, **options)
         self._pending: set[asyncio.Task[Any]] = set()
         self._closed = False
 
@@ -82,10 +69,9 @@ class AsyncSingletonStarter(StarterBase):
         """See :meth:`SingletonStarter.start`."""
         call, token = self._prepare(orchestrator, instance_id, input, tags, version, start_at)
         with observe_start(call.instance_id, self._backend_name) as obs:
-            flow = _flow.start_flow(call, self._config, backend=self._backend_name, clock=self._clock)
-            outcome = await self._drive(flow, call, token)
+            outcome = await self._drive(self._start_flow(call, token))
             if outcome.hold is not None:
-                await self._finish(call, token, outcome.hold)
+                await self._finish(call, outcome.hold)
             return obs.record(outcome.result)
 
     async def aclose(self) -> None:
@@ -102,28 +88,44 @@ class AsyncSingletonStarter(StarterBase):
 
     # -- the driver ------------------------------------------------------------
 
-    async def _finish(self, call: StartCall, token: str, hold: _flow.Hold) -> None:
-        flow = _flow.finish_flow(call, self._config, hold, clock=self._clock)
+    async def _finish(self, call: StartCall, hold: _flow.Hold) -> None:
+        flow = self._finish_flow(call, hold)
         if not self._config.background_finish or self._closed:
-            await self._drive(flow, call, token)
-            return
-        task = asyncio.get_running_loop().create_task(self._drive(flow, call, token))
+            await self._drive(flow)
+        else:
+            self._in_background(self._drive(flow))
+
+    def _in_background(self, work: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(self._quietly(work))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
-    async def _drive(self, flow: Any, call: StartCall, token: str) -> Any:
+    @staticmethod
+    async def _quietly(work: Coroutine[Any, Any, Any]) -> None:
+        try:
+            await work
+        except asyncio.CancelledError:
+            _log.warning("background clean-up cancelled (event loop ending?); the lease is left to expire")
+        except BaseException as exc:  # the caller is gone: log, never raise into nowhere
+            if not isinstance(exc, _flow.Abandoned):
+                _log.warning("background clean-up failed: %r", exc)
+
+    async def _drive(self, flow: Any, error: BaseException | None = None, *, abandoned: bool = False) -> Any:
         send: Any = None
-        error: Exception | None = None
         while True:
             try:
                 op = flow.throw(error) if error is not None else flow.send(send)
             except StopIteration as stop:
                 return stop.value
             try:
-                send, error = await self._execute(op, call, token), None
+                send, error = await self._execute(op), None
             except Exception as exc:
                 send, error = None, exc
+            except asyncio.CancelledError:
+                if not abandoned:  # clean up in a task this cancellation cannot reach
+                    self._in_background(self._drive(flow, _flow.Abandoned(), abandoned=True))
+                raise
 
-    async def _execute(self, op: _flow.Op, call: StartCall, token: str) -> Any:
-        fn, args, kwargs = self._bind(op, call, token)
+    async def _execute(self, op: _flow.Op) -> Any:
+        fn, args, kwargs = self._bind(op)
         return await fn(*args, **kwargs)

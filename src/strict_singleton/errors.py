@@ -12,11 +12,17 @@ What each error promises about the Durable backend:
   any lease was taken; nothing was scheduled.
 * :class:`LockUnavailableError`, :class:`LeaseLostError`: nothing was scheduled
   by this call.
-* :class:`BackendError`: a Durable backend call failed before scheduling;
-  nothing was scheduled by this call.
-* :class:`ScheduleError`: the schedule call itself failed. ``maybe_scheduled``
-  says whether the backend may nevertheless have created the instance (a
-  timeout or a lost connection); when it is ``False`` nothing was scheduled.
+* :class:`BackendError`: a Durable backend call failed. It makes no promise of its
+  own; read ``maybe_scheduled`` (every error has it).
+* :class:`StatusReadError` (a ``BackendError``): a status read failed before
+  scheduling; nothing was scheduled by this call.
+* :class:`ScheduleError` (a ``BackendError``): the schedule call itself failed.
+  ``maybe_scheduled`` says whether the backend may nevertheless have created the
+  instance (a timeout or a lost connection, and the instance did not show up while
+  the starter watched for it); when it is ``False`` nothing was scheduled.
+
+Retry rule: ``except StrictSingletonError as e: if not e.maybe_scheduled: retry``
+is always safe; after ``maybe_scheduled=True`` read the instance's status first.
 """
 
 from __future__ import annotations
@@ -30,7 +36,13 @@ class StrictSingletonError(Exception):
     Attributes:
         instance_id: the orchestration instance ID the call was about, if known.
         backend: the lock backend's display name (never a secret), if known.
+        maybe_scheduled: whether the Durable backend may have created an instance
+            because of this call. ``False`` on every error except an ambiguous
+            :class:`ScheduleError`, so a caller can decide whether a retry is safe
+            without knowing the class.
     """
+
+    maybe_scheduled: bool = False
 
     def __init__(self, message: str, *, instance_id: str | None = None, backend: str | None = None) -> None:
         super().__init__(message)
@@ -82,10 +94,15 @@ class LeaseLostError(StrictSingletonError):
 
 
 class BackendError(StrictSingletonError):
-    """A Durable Task backend call (a status read) failed before scheduling.
+    """A Durable Task backend call failed.
 
-    Nothing was scheduled by the call that raised this.
+    No promise of its own about scheduling: :class:`StatusReadError` says nothing was
+    scheduled, :class:`ScheduleError` says so only when ``maybe_scheduled`` is ``False``.
     """
+
+
+class StatusReadError(BackendError):
+    """A status read failed before scheduling. Nothing was scheduled by this call."""
 
 
 class ScheduleError(BackendError):
@@ -93,9 +110,10 @@ class ScheduleError(BackendError):
 
     Attributes:
         maybe_scheduled: ``True`` when the failure is ambiguous (deadline exceeded,
-            connection lost, cancelled): the backend may have created the instance.
-            In that case the lease is *not* released early; it is left to expire so
-            no other caller can schedule a duplicate while the outcome is unknown.
+            connection lost, cancelled) *and* the instance did not show up while the
+            starter watched for it for ``ambiguity_timeout`` seconds, holding the
+            lease: the backend may still create it (a request queued in the backend
+            can execute later). ``False``: nothing was scheduled.
         grpc_code: the gRPC status code name, when the failure came from gRPC.
     """
 
@@ -123,5 +141,6 @@ __all__ = [
     "LeaseLostError",
     "LockUnavailableError",
     "ScheduleError",
+    "StatusReadError",
     "StrictSingletonError",
 ]

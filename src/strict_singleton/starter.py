@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from strict_singleton import _flow
-from strict_singleton._base import StarterBase
+from strict_singleton._base import StarterBase, StarterOptions
 from strict_singleton._telemetry import observe_start
-from strict_singleton._validation import MAX_INSTANCE_ID_LENGTH, StartCall
+from strict_singleton._validation import StartCall
 from strict_singleton.lock_backends.base import LeaseBackend
 from strict_singleton.result import StartResult
 
 if TYPE_CHECKING:
     from durabletask.client import TaskHubGrpcClient
+    from typing_extensions import Unpack
+
+_log = logging.getLogger("strict_singleton")
 
 
 class SingletonStarter(StarterBase):
@@ -25,34 +27,56 @@ class SingletonStarter(StarterBase):
 
     Guarantee: among calls for one instance ID that overlap while no active instance
     exists, at most one returns STARTED, and it does so only if its own schedule call
-    succeeded; every other call returns ALREADY_RUNNING (with the state it saw), BUSY
-    (the lease stayed held longer than ``wait``), or raises a
-    :class:`~strict_singleton.errors.StrictSingletonError` that says whether anything
-    was scheduled. Calls for different instance IDs never wait on each other.
+    created the instance; every other call returns ALREADY_RUNNING (with the state it
+    saw), BUSY (the lease stayed held longer than ``wait``), or raises a
+    :class:`~strict_singleton.errors.StrictSingletonError` whose ``maybe_scheduled``
+    says whether anything may have been scheduled. Calls for different instance IDs
+    never wait on each other. Every lease this starter takes is released within a
+    bounded time (see ``visibility_timeout`` and ``ambiguity_timeout``), also on
+    leases that never expire by themselves.
 
-    Assumptions: ``lease_ttl`` is longer than a read plus a schedule call (the starter
-    renews and checks validity, and refuses to schedule on a lease that may have
-    expired); clocks advance at a bounded rate (1 % drift is allowed for); the lock
-    store does not lose a held lease (see the README for what happens if it does).
+    Assumptions: clocks advance at a bounded rate (1 % drift is allowed for); the lock
+    store does not lose a held lease less than ``confirm_after`` seconds before the
+    schedule call (earlier losses are caught by a token-checked confirmation); the
+    Durable backend executes a schedule request within ``ambiguity_timeout`` of
+    receiving it; the backend's clock is within ``clock_skew`` of ours. The residual
+    windows are listed in docs/guarantees.md.
 
     Args:
         client: a ``TaskHubGrpcClient`` or ``DurableTaskSchedulerClient`` (sync).
         lock: a sync lease backend; defaults to a :class:`FileLease` (one host).
-        lease_ttl: seconds a lease lives unless renewed.
+        lease_ttl: seconds a lease lives unless renewed (default 30).
         wait: seconds a call waits for another holder before answering BUSY
             (default: ``lease_ttl``, so a crashed holder's lease can be outwaited).
         schedule_margin: validity (seconds) that must be left before scheduling;
-            default ``lease_ttl / 3``.
+            default ``lease_ttl / 3``. The schedule RPC's deadline is the lease's
+            deadline minus ``max(schedule_margin / 2, lease_ttl / 20)``, kept back to
+            renew the lease after a timeout.
         visibility_timeout: how long to hold the lease after scheduling until the new
-            instance shows in a status read (default ``lease_ttl``).
+            instance shows in a status read (default ``lease_ttl``); then it is
+            released.
+        ambiguity_timeout: after an ambiguous schedule failure (deadline exceeded,
+            connection lost), how long to keep the lease and watch for the instance
+            before raising ``ScheduleError(maybe_scheduled=True)`` (default
+            ``max(lease_ttl, 30)``).
+        confirm_after: confirm the lease with the store (a token-checked extend)
+            before scheduling when more than this many seconds passed since the store
+            last confirmed it (default 0.1; 0 confirms always, one more round trip).
+        clock_skew: seconds the backend's clock may differ from ours when telling
+            our instance by its creation time (default 5).
         confirm_visible: hold the lease until the new instance is visible (default on;
             turn off only for backends whose reads are strongly consistent).
-        background_finish: confirm visibility and release in a background thread,
-            so the caller gets its answer as soon as the schedule call returns. The
-            lease stays held until then. :meth:`close` waits for pending finishes.
-        max_instance_id_length: longest accepted instance ID.
+        background_finish: confirm visibility and release in a background thread
+            (one per start, started at once: a held lease never waits in a queue),
+            so the caller gets its answer as soon as the schedule call returns.
+            :meth:`close` waits for pending finishes.
+        max_instance_id_length: longest accepted instance ID (default 256).
         fetch_payloads: fetch inputs and outputs in status reads (for ``existing``).
         clock: a monotonic clock in seconds (for tests).
+        wall_clock: a UTC ``datetime`` clock (for tests).
+
+    Every time argument must be a finite number of seconds of at most one day;
+    anything else raises :class:`~strict_singleton.errors.InvalidArgumentError` here.
     """
 
     _is_async = False
@@ -63,35 +87,15 @@ class SingletonStarter(StarterBase):
         client: TaskHubGrpcClient,
         *,
         lock: LeaseBackend | None = None,
-        lease_ttl: float = 30.0,
-        wait: float | None = None,
-        schedule_margin: float | None = None,
-        visibility_timeout: float | None = None,
-        confirm_visible: bool = True,
-        background_finish: bool = True,
-        max_instance_id_length: int = MAX_INSTANCE_ID_LENGTH,
-        fetch_payloads: bool = True,
-        clock: Callable[[], float] | None = None,
+        **options: Unpack[StarterOptions],
     ) -> None:
         if lock is None:
             from strict_singleton.lock_backends.file import FileLease
 
             lock = FileLease()
-        super().__init__(
-            client,
-            lock=lock,
-            lease_ttl=lease_ttl,
-            wait=wait,
-            schedule_margin=schedule_margin,
-            visibility_timeout=visibility_timeout,
-            confirm_visible=confirm_visible,
-            background_finish=background_finish,
-            max_instance_id_length=max_instance_id_length,
-            fetch_payloads=fetch_payloads,
-            clock=clock,
-        )
-        self._executor: ThreadPoolExecutor | None = None
-        self._executor_lock = threading.Lock()
+        super().__init__(client, lock=lock, **options)
+        self._threads: set[threading.Thread] = set()
+        self._threads_lock = threading.Lock()
         self._closed = False
 
     def start(
@@ -108,24 +112,28 @@ class SingletonStarter(StarterBase):
 
         Returns a :class:`StartResult`; raises ``InvalidArgumentError`` (bad input,
         before any lease), ``LockUnavailableError`` / ``LeaseLostError`` /
-        ``BackendError`` (nothing scheduled) or ``ScheduleError`` (see its
-        ``maybe_scheduled``).
+        ``StatusReadError`` (nothing scheduled) or ``ScheduleError`` (see its
+        ``maybe_scheduled``). If the call is interrupted (``KeyboardInterrupt``), the
+        clean-up (release, or watching for an in-flight request first) goes on in a
+        background thread and the interruption propagates.
         """
         call, token = self._prepare(orchestrator, instance_id, input, tags, version, start_at)
         with observe_start(call.instance_id, self._backend_name) as obs:
-            flow = _flow.start_flow(call, self._config, backend=self._backend_name, clock=self._clock)
-            outcome = self._drive(flow, call, token)
+            outcome = self._drive(self._start_flow(call, token))
             if outcome.hold is not None:
-                self._finish(call, token, outcome.hold)
+                self._finish(call, outcome.hold)
             return obs.record(outcome.result)
 
     def close(self) -> None:
         """Wait for pending background finishes (visibility checks and releases)."""
         self._closed = True
-        with self._executor_lock:
-            executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=True)
+        while True:
+            with self._threads_lock:
+                pending = list(self._threads)
+            if not pending:
+                return
+            for thread in pending:
+                thread.join()
 
     def __enter__(self) -> SingletonStarter:
         return self
@@ -135,29 +143,47 @@ class SingletonStarter(StarterBase):
 
     # -- the driver ------------------------------------------------------------
 
-    def _finish(self, call: StartCall, token: str, hold: _flow.Hold) -> None:
-        flow = _flow.finish_flow(call, self._config, hold, clock=self._clock)
+    def _finish(self, call: StartCall, hold: _flow.Hold) -> None:
+        flow = self._finish_flow(call, hold)
         if not self._config.background_finish or self._closed:
-            self._drive(flow, call, token)
-            return
-        with self._executor_lock:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="strict-singleton-finish")
-            self._executor.submit(self._drive, flow, call, token)
+            self._drive(flow)
+        else:
+            self._in_background(flow, None)
 
-    def _drive(self, flow: Any, call: StartCall, token: str) -> Any:
+    def _in_background(self, flow: Any, error: BaseException | None) -> None:
+        """Drive ``flow`` to its end on a thread of its own (never queued behind others)."""
+
+        def run() -> None:
+            try:
+                self._drive(flow, error, abandoned=error is not None)
+            except BaseException as exc:  # the caller is gone: log, never raise into nowhere
+                if not isinstance(exc, _flow.Abandoned):
+                    _log.warning("background clean-up failed: %r", exc)
+            finally:
+                with self._threads_lock:
+                    self._threads.discard(thread)
+
+        thread = threading.Thread(target=run, name="strict-singleton-finish")
+        with self._threads_lock:
+            self._threads.add(thread)
+        thread.start()
+
+    def _drive(self, flow: Any, error: BaseException | None = None, *, abandoned: bool = False) -> Any:
         send: Any = None
-        error: Exception | None = None
         while True:
             try:
                 op = flow.throw(error) if error is not None else flow.send(send)
             except StopIteration as stop:
                 return stop.value
             try:
-                send, error = self._execute(op, call, token), None
+                send, error = self._execute(op), None
             except Exception as exc:
                 send, error = None, exc
+            except BaseException:
+                if not abandoned:  # KeyboardInterrupt, SystemExit: clean up off this thread
+                    self._in_background(flow, _flow.Abandoned())
+                raise
 
-    def _execute(self, op: _flow.Op, call: StartCall, token: str) -> Any:
-        fn, args, kwargs = self._bind(op, call, token)
+    def _execute(self, op: _flow.Op) -> Any:
+        fn, args, kwargs = self._bind(op)
         return fn(*args, **kwargs)
