@@ -128,7 +128,7 @@ def build_config(
         )
     visibility = _seconds(
         "visibility_timeout",
-        ttl if visibility_timeout is None else visibility_timeout,
+        max(ttl, 30.0) if visibility_timeout is None else visibility_timeout,
         low=0,
         strict=True,
         backend=backend,

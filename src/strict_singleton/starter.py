@@ -53,8 +53,9 @@ class SingletonStarter(StarterBase):
             deadline minus ``max(schedule_margin / 2, lease_ttl / 20)``, kept back to
             renew the lease after a timeout.
         visibility_timeout: how long to hold the lease after scheduling until the new
-            instance shows in a status read (default ``lease_ttl``); then it is
-            released.
+            instance shows in a status read (default ``max(lease_ttl, 30)``); then
+            it is released. The hold is off the caller's path and normally ends at
+            the first read that shows the instance.
         ambiguity_timeout: after an ambiguous schedule failure (deadline exceeded,
             connection lost), how long to keep the lease and watch for the instance
             before raising ``ScheduleError(maybe_scheduled=True)`` (default
