@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from durabletask.client import OrchestrationStatus
 
-from strict_singleton import _flow
+from strict_singleton import _drift, _flow
 from strict_singleton._validation import FENCING_TAG, StartCall, StarterConfig, build_config
 from strict_singleton.errors import LeaseLostError, LockUnavailableError, ScheduleError, StatusReadError
 from strict_singleton.result import StartOutcome
@@ -308,7 +308,7 @@ def test_send_by_keeps_a_reserve_to_renew_after_a_timeout() -> None:
     run_start(world, cfg, log=log)
     schedule = next(op for op in log if isinstance(op, _flow.Schedule))
     assert schedule.send_by is not None
-    lease_end = 1000.0 + 10.0 - (10.0 * _flow.DRIFT_FACTOR + _flow.DRIFT_FLOOR)
+    lease_end = 1000.0 + 10.0 - (10.0 * _drift.DRIFT_FACTOR + _drift.DRIFT_FLOOR)
     assert schedule.send_by == pytest.approx(lease_end - cfg.send_reserve)
 
 
@@ -360,7 +360,7 @@ def test_definite_failure_releases_and_says_nothing_scheduled(code: str) -> None
     assert world.store.holder(IID) is None
 
 
-@pytest.mark.parametrize("code", sorted(_flow.AMBIGUOUS_CODES) + [None])
+@pytest.mark.parametrize("code", [*sorted(_flow.AMBIGUOUS_CODES), None])
 def test_ambiguous_failure_holds_the_lease_through_the_window_then_raises(code: str | None) -> None:
     world = World()
     held_at_each_read: list[str | None] = []

@@ -37,32 +37,36 @@ def run_waves(starter: SingletonStarter, backend: DurableTestBackend, rounds: in
     return bad_reports, bad_created
 
 
-def test_holding_until_visible_prevents_duplicates_on_a_lagging_host(redis_server: RedisServer) -> None:
+def test_holding_until_visible_prevents_duplicates_on_a_lagging_host(strict_singleton_redis: RedisServer) -> None:
     with lagging_backend() as backend:
         client = TaskHubGrpcClient(host_address=backend.address)
-        with SingletonStarter(client, lock=RedisLease(redis.Redis(port=redis_server.port)), lease_ttl=10) as starter:
+        with SingletonStarter(
+            client, lock=RedisLease(redis.Redis(port=strict_singleton_redis.port)), lease_ttl=10
+        ) as starter:
             assert run_waves(starter, backend, rounds=10) == (0, 0)
         client.close()
 
 
-def test_without_holding_until_visible_the_lag_causes_duplicates(redis_server: RedisServer) -> None:
+def test_without_holding_until_visible_the_lag_causes_duplicates(strict_singleton_redis: RedisServer) -> None:
     with lagging_backend() as backend:
         client = TaskHubGrpcClient(host_address=backend.address)
-        lock = RedisLease(redis.Redis(port=redis_server.port))
+        lock = RedisLease(redis.Redis(port=strict_singleton_redis.port))
         with SingletonStarter(client, lock=lock, lease_ttl=10, confirm_visible=False) as starter:
             bad_reports, bad_created = run_waves(starter, backend, rounds=5)
         assert bad_created > 0 and bad_reports > 0, "the lag never caused a duplicate: this test could not fail"
         client.close()
 
 
-def test_never_visible_leaves_the_lease_to_expire(redis_server: RedisServer) -> None:
-    r = redis.Redis(port=redis_server.port)
+def test_never_visible_releases_the_lease_after_visibility_timeout(strict_singleton_redis: RedisServer) -> None:
+    r = redis.Redis(port=strict_singleton_redis.port)
     with DurableTestBackend(profile="overwrite", visibility_delay=60) as backend:
         client = TaskHubGrpcClient(host_address=backend.address)
         starter = SingletonStarter(client, lock=RedisLease(r), lease_ttl=5, visibility_timeout=0.2, wait=0)
         assert starter.start("orch", instance_id="ghost").outcome is StartOutcome.STARTED
         starter.close()  # the background finish gave up after 0.2 s
-        assert 0 < r.pttl("strict-singleton:{ghost}:lock") <= 5000  # still held, expiring on its own
-        assert starter.start("orch", instance_id="ghost").outcome is StartOutcome.BUSY
-        assert backend.ledger.snapshot().created["ghost"] == 1
+        assert r.exists("strict-singleton:{ghost}:lock") == 0  # released: every hold is bounded
+        # The documented residual window (docs/guarantees.md): past visibility_timeout a later
+        # caller reads the stale "no instance" and, on an overwriting host, starts again.
+        assert starter.start("orch", instance_id="ghost").outcome is StartOutcome.STARTED
+        assert backend.ledger.snapshot().created["ghost"] == 2
         client.close()

@@ -61,6 +61,7 @@ from typing import Any
 from durabletask.client import OrchestrationState, OrchestrationStatus
 from durabletask.internal import orchestrator_service_pb2 as pb
 
+from strict_singleton._drift import drift
 from strict_singleton._validation import FENCING_TAG, StartCall, StarterConfig
 from strict_singleton.errors import LeaseLostError, LockUnavailableError, ScheduleError, StatusReadError
 from strict_singleton.lock_backends.base import Grant
@@ -210,9 +211,6 @@ class Abandoned(BaseException):
 # A caller that finds the lease held waits this long for the holder before its first read.
 FIRST_WAIT = 0.05
 
-# Clock-drift allowance subtracted from every lease's validity (as in Redlock / pottery).
-DRIFT_FACTOR = 0.01
-DRIFT_FLOOR = 0.002
 
 # Polling of status reads while watching for an instance: from 2 ms, doubling, to this.
 MAX_POLL = 0.25
@@ -228,8 +226,7 @@ class LeaseClock:
     def remaining(self, now: float) -> float | None:
         if self.valid_for is None:
             return None
-        drift = self.valid_for * DRIFT_FACTOR + DRIFT_FLOOR
-        return self.granted_at + self.valid_for - drift - now
+        return self.granted_at + self.valid_for - drift(self.valid_for) - now
 
     def age(self, now: float) -> float:
         return now - self.granted_at

@@ -1,14 +1,28 @@
-"""The parts of the Redis lease that do no I/O, shared by the sync and async classes."""
+"""The parts of the Redis leases that do no I/O, shared by the sync and async classes
+(and by Redlock, whose nodes hold ordinary Redis leases)."""
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import math
 import threading
-from collections.abc import Callable
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any
 
 from strict_singleton.errors import InvalidArgumentError, LockUnavailableError
 from strict_singleton.lock_backends.base import require_positive_ttl, validate_prefix
+
+try:
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import RedisClusterException, RedisError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError("RedisLease needs the 'redis' extra: pip install 'strict-singleton[redis]'") from exc
+
+# Everything redis-py raises for a failed call. RedisClusterException (e.g. "all keys
+# must map to the same key slot", or no reachable node) does not derive from RedisError.
+REDIS_ERRORS: tuple[type[Exception], ...] = (RedisError, RedisClusterException)
+_log = logging.getLogger("strict_singleton.redis")
 
 DEFAULT_PREFIX = "strict-singleton:"
 
@@ -42,40 +56,75 @@ end
 return 0
 """
 
-_RELEASED_SUFFIX = "}:released"
 # Longest a waiter sleeps without news: bounds the cost of a lost pub/sub message.
 MAX_QUIET_WAIT = 0.5
+_PLAIN_CHANNEL_SUFFIX = "}:released"
+_DIGEST_MARK = "#"  # after the prefix, where a plain key always has "{"
+_DIGEST_LENGTH = 16
+
+
+def _glob_escape(text: str) -> str:
+    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)
 
 
 class RedisKeys:
-    """Key naming. All keys of one instance ID share a hash tag (one Cluster slot).
+    """Key naming. Every key of one instance ID lies in one Redis Cluster slot.
 
-    ``{prefix}{<instance_id>}:lock`` holds the owner token, ``...:fence`` the fencing
-    counter (kept forever: it must only grow), ``...:released`` is the pub/sub channel.
+    Cluster hashes only a key's hash tag: the text between its first ``{`` and the
+    first ``}`` after it, when that text is not empty (else the whole key).
+
+    * Plain form, for every ID that does not start with ``}`` (the prefix has no
+      braces, so the tag is the ID up to its first ``}``, never empty)::
+
+          {prefix}{<instance_id>}:lock      the owner token
+          {prefix}{<instance_id>}:fence     the fencing counter (kept forever: it must only grow)
+          {prefix}{<instance_id>}:released  the pub/sub release channel
+
+      These names are unchanged from earlier releases, so processes of different
+      releases lock the same key for the same ID.
+    * Digest form, for an ID that starts with ``}`` or is empty (its plain tag would be
+      empty: Cluster would hash whole keys and split lock and fence over two slots)::
+
+          {prefix}#{<sha256(instance_id)[:16]>}:lock:<instance_id>   (and :fence:, :released:)
+
+      The ``#`` after the prefix sits where every plain key has ``{``, so no ID's
+      plain keys can equal another ID's digest keys; the ID stays readable at the end.
     """
 
     def __init__(self, prefix: str, backend: str) -> None:
         self.prefix = validate_prefix(prefix, backend=backend)
 
+    def _name(self, instance_id: str, kind: str) -> str:
+        if instance_id[:1] not in ("", "}"):
+            return f"{self.prefix}{{{instance_id}}}:{kind}"
+        return f"{self._digest_head(instance_id)}{kind}:{instance_id}"
+
+    def _digest_head(self, instance_id: str) -> str:
+        digest = hashlib.sha256(instance_id.encode("utf-8")).hexdigest()[:_DIGEST_LENGTH]
+        return f"{self.prefix}{_DIGEST_MARK}{{{digest}}}:"
+
     def lock(self, instance_id: str) -> str:
-        return f"{self.prefix}{{{instance_id}}}:lock"
+        return self._name(instance_id, "lock")
 
     def fence(self, instance_id: str) -> str:
-        return f"{self.prefix}{{{instance_id}}}:fence"
+        return self._name(instance_id, "fence")
 
     def channel(self, instance_id: str) -> str:
-        return f"{self.prefix}{{{instance_id}{_RELEASED_SUFFIX}"
+        return self._name(instance_id, "released")
 
-    def channel_pattern(self) -> str:
-        escaped = "".join(f"\\{c}" if c in "*?[]\\" else c for c in self.prefix)
-        return f"{escaped}{{*{_RELEASED_SUFFIX}"
+    def channel_patterns(self) -> list[str]:
+        """Glob patterns that match the release channel of every ID (plain and digest form)."""
+        escaped = _glob_escape(self.prefix)
+        return [f"{escaped}{{*{_PLAIN_CHANNEL_SUFFIX}", f"{escaped}{_DIGEST_MARK}{{*}}:released:*"]
 
     def instance_of_channel(self, channel: str | bytes) -> str | None:
+        """The instance ID whose release channel this is, or ``None`` for a foreign channel."""
         text = channel.decode() if isinstance(channel, bytes) else channel
-        head = self.prefix + "{"
-        if text.startswith(head) and text.endswith(_RELEASED_SUFFIX):
-            return text[len(head) : -len(_RELEASED_SUFFIX)]
-        return None
+        plain_head = self.prefix + "{"
+        if text.startswith(plain_head) and text.endswith(_PLAIN_CHANNEL_SUFFIX):
+            return text[len(plain_head) : -len(_PLAIN_CHANNEL_SUFFIX)]
+        instance_id = text[len(self._digest_head("")) + len("released:") :]
+        return instance_id if text == self.channel(instance_id) else None
 
 
 def ttl_ms(ttl: float) -> int:
@@ -89,7 +138,11 @@ def validate_redis_ttl(ttl: float, backend: str) -> None:
 
 
 def describe_client(client: Any) -> str:
-    """``redis(host:port/db)`` from a client's pool, without credentials."""
+    """``redis(host:port/db)``, or ``redis-cluster(host:port)``, from a client, without credentials."""
+    default_node = getattr(client, "get_default_node", None)
+    if callable(default_node):
+        node = default_node()
+        return f"redis-cluster({getattr(node, 'host', '?')}:{getattr(node, 'port', '?')})"
     try:
         kw = client.connection_pool.connection_kwargs
         where = kw.get("path") or f"{kw.get('host', '?')}:{kw.get('port', '?')}"
@@ -105,56 +158,62 @@ def unavailable(exc: BaseException, *, instance_id: str | None, backend: str) ->
     )
 
 
-class _Settable(Protocol):
-    def set(self) -> None: ...
-
-
-E = TypeVar("E", bound=_Settable)
-
-
-class WaiterRegistry(Generic[E]):
-    """Events of callers waiting for a lease release, per instance ID.
-
-    Shared by the thread (``threading.Event``) and asyncio (``asyncio.Event``)
-    listeners. A waiter registers *before* it checks whether the lease is still held,
-    so a release published after that check always finds it.
-    """
-
-    def __init__(self, new_event: Callable[[], E]) -> None:
-        self._new_event = new_event
-        self._waiters: dict[str, set[E]] = {}
-        self._lock = threading.Lock()
-
-    def register(self, instance_id: str) -> E:
-        event = self._new_event()
-        with self._lock:
-            self._waiters.setdefault(instance_id, set()).add(event)
-        return event
-
-    def unregister(self, instance_id: str, event: E) -> None:
-        with self._lock:
-            events = self._waiters.get(instance_id)
-            if events is not None:
-                events.discard(event)
-                if not events:
-                    del self._waiters[instance_id]
-
-    def wake(self, instance_id: str) -> None:
-        with self._lock:
-            events = list(self._waiters.get(instance_id, ()))
-        for event in events:
-            event.set()
-
-    def wake_all(self) -> None:
-        with self._lock:
-            events = [e for es in self._waiters.values() for e in es]
-        for event in events:
-            event.set()
-
-
 def quiet_wait(timeout: float, pttl_ms: int) -> float:
     """How long to wait for a release message given the lease's remaining PTTL."""
     limit = min(timeout, MAX_QUIET_WAIT)
     if pttl_ms > 0:
         limit = min(limit, pttl_ms / 1000.0 + 0.001)
     return max(0.0, limit)
+
+
+# Policies under which Redis may evict a key that has a TTL, i.e. a held lease.
+_EVICTING = ("volatile-", "allkeys-")
+
+
+def evicting_policy(reply: Any) -> str | None:
+    """The ``maxmemory-policy`` in a ``CONFIG GET`` reply if it may evict a held lease, else ``None``."""
+    if not isinstance(reply, dict):
+        return None
+    for key, value in reply.items():
+        name = key.decode() if isinstance(key, bytes) else str(key)
+        policy = value.decode() if isinstance(value, bytes) else str(value)
+        if name == "maxmemory-policy" and policy.startswith(_EVICTING):
+            return policy
+    return None
+
+
+def warn_if_evicting(reply: Any, *, backend: str) -> None:
+    policy = evicting_policy(reply)
+    if policy is not None:
+        _log.warning(
+            "lock store %s has maxmemory-policy %s: under memory pressure Redis may evict a held lease's key "
+            "and let a second caller in; configure noeviction for a lock store",
+            backend,
+            policy,
+        )
+
+
+class EvictionCheck:
+    """Reads a node's ``maxmemory-policy`` once per lease object and warns if it evicts.
+
+    A refused ``CONFIG`` (managed Redis often disables it) settles the check quietly;
+    a connection problem leaves it due for the next acquire.
+    """
+
+    def __init__(self) -> None:
+        self._due = True
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        """True for the one caller that should read the policy now."""
+        with self._lock:
+            due, self._due = self._due, False
+        return due
+
+    def answer(self, reply: Any = None, *, error: BaseException | None = None, backend: str) -> None:
+        if error is None:
+            warn_if_evicting(reply, backend=backend)
+        elif isinstance(error, (RedisConnectionError, RedisTimeoutError, OSError)):
+            self._due = True  # unreachable now: try again at the next acquire
+        else:
+            _log.debug("maxmemory-policy of %s not checked: %r", backend, error)

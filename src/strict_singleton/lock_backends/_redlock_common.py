@@ -5,7 +5,8 @@ Quorum, validity and fencing follow antirez's Redlock description and pottery's 
 * acquire on all N nodes in parallel, each with a small per-node timeout; a node that
   errs or does not answer in time counts as down;
 * success needs a majority (N // 2 + 1) and positive validity, where
-  ``validity = ttl - elapsed - (ttl * 0.01 + 2 ms)``;
+  ``validity = ttl - elapsed - drift(ttl)``, with ``drift(ttl) = ttl * 1 % + 2 ms``
+  (:mod:`strict_singleton._drift`);
 * on failure, release on every node (token-checked), including the ones that did not
   answer in time (their grant may still land);
 * if fewer than a majority of nodes could be reached, the store is unavailable
@@ -24,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from strict_singleton._drift import drift
 from strict_singleton.errors import InvalidArgumentError, LockUnavailableError
 
 # KEYS[1] = lock key, KEYS[2] = fence key; ARGV[1] = owner token, ARGV[2] = fencing value.
@@ -39,8 +41,6 @@ end
 return 0
 """
 
-DRIFT_FACTOR = 0.01
-DRIFT_FLOOR = 0.002
 DEFAULT_NODE_TIMEOUT = 0.25  # redis-py round trips under load on small machines exceed 50 ms
 
 
@@ -49,7 +49,7 @@ def quorum(n: int) -> int:
 
 
 def validity(ttl: float, elapsed: float) -> float:
-    return ttl - elapsed - (ttl * DRIFT_FACTOR + DRIFT_FLOOR)
+    return ttl - elapsed - drift(ttl)
 
 
 def validate_nodes(clients: Any, node_timeout: float, name: str) -> list[Any]:

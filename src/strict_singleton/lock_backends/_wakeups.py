@@ -1,37 +1,61 @@
-"""In-process wake-ups for lease backends whose store cannot notify waiters.
+"""Waking callers that wait for a lease release, per key.
 
-A release made in this process wakes this process's waiters at once; waiters in other
-processes fall back to short polling. Keys are opaque strings chosen by each backend.
+One :class:`ReleaseBoard` serves every backend. The process-wide :data:`RELEASES`
+board wakes this process's waiters when a lease is released here, for stores that
+cannot notify (file locks, Blob, Redlock's quorum); waiters in other processes fall
+back to short polling. The Redis lease keeps a board of its own, keyed by instance ID,
+which its pub/sub listener notifies. Keys are opaque strings chosen by each backend.
+
+A waiter registers *before* it checks whether the lease is still held, so a release
+notified after that check always finds it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 
 class ReleaseBoard:
-    """Wakes waiters in this process when a lease on a path is released here."""
+    """Callbacks of callers waiting for a release, per key; thread-safe."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._callbacks: dict[str, set[Callable[[], None]]] = {}
 
-    def register(self, path: str, callback: Callable[[], None]) -> None:
+    def register(self, key: str, callback: Callable[[], None]) -> None:
         with self._lock:
-            self._callbacks.setdefault(path, set()).add(callback)
+            self._callbacks.setdefault(key, set()).add(callback)
 
-    def unregister(self, path: str, callback: Callable[[], None]) -> None:
+    def unregister(self, key: str, callback: Callable[[], None]) -> None:
         with self._lock:
-            callbacks = self._callbacks.get(path)
+            callbacks = self._callbacks.get(key)
             if callbacks is not None:
                 callbacks.discard(callback)
                 if not callbacks:
-                    del self._callbacks[path]
+                    del self._callbacks[key]
 
-    def notify(self, path: str) -> None:
+    @contextlib.contextmanager
+    def waiting(self, key: str, callback: Callable[[], None]) -> Iterator[None]:
+        """``callback`` is registered for ``key`` inside the ``with`` block."""
+        self.register(key, callback)
+        try:
+            yield
+        finally:
+            self.unregister(key, callback)
+
+    def notify(self, key: str) -> None:
         with self._lock:
-            callbacks = list(self._callbacks.get(path, ()))
+            callbacks = list(self._callbacks.get(key, ()))
+        for callback in callbacks:
+            callback()
+
+    def notify_all(self) -> None:
+        """Wake every waiter (e.g. when a listener stops and waiters must re-check)."""
+        with self._lock:
+            callbacks = [c for cs in self._callbacks.values() for c in cs]
         for callback in callbacks:
             callback()
 
@@ -42,27 +66,17 @@ RELEASES = ReleaseBoard()
 def wait_sync(key: str, timeout: float) -> None:
     """Block until ``key`` is released in this process, or ``timeout`` seconds."""
     event = threading.Event()
-    RELEASES.register(key, event.set)
-    try:
+    with RELEASES.waiting(key, event.set):
         event.wait(max(0.0, timeout))
-    finally:
-        RELEASES.unregister(key, event.set)
 
 
 async def wait_async(key: str, timeout: float) -> None:
     """The asyncio twin of :func:`wait_sync` (wake-ups may come from any thread)."""
-    import asyncio
-    import contextlib
-
     loop = asyncio.get_running_loop()
     event = asyncio.Event()
 
     def wake() -> None:
         loop.call_soon_threadsafe(event.set)
 
-    RELEASES.register(key, wake)
-    try:
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(event.wait(), max(0.0, timeout))
-    finally:
-        RELEASES.unregister(key, wake)
+    with RELEASES.waiting(key, wake), contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(event.wait(), max(0.0, timeout))

@@ -2,15 +2,29 @@
 
 Guarantee: while the key lives, only the caller whose random token is stored in it
 holds the lease; release and extend change nothing unless the caller's token is
-still there. Assumptions: one Redis master (or a Cluster slot's master) that does
-not lose writes while a lease is held; replicas and failover can lose a lease (use
-:mod:`strict_singleton.lock_backends.redlock`-style quorum for that, or rely on the
-Durable backend's reuse policy as the second line of defence).
+still there.
+
+Requirements on the Redis deployment (a lease is only as safe as its key's life):
+
+* One master (or a Cluster slot's master) that does not lose writes while a lease is
+  held; replicas and failover can lose a lease (use Redlock's quorum for that, or rely
+  on the Durable backend's reuse policy as the second line of defence).
+* ``maxmemory-policy noeviction``. Under a ``volatile-*`` or ``allkeys-*`` policy Redis
+  evicts keys with a TTL under memory pressure, and a held lease vanishes (managed
+  Redis often defaults to ``volatile-lru``). Each lease object reads the policy with
+  ``CONFIG GET`` at its first acquire and logs a WARNING once if it evicts; a server
+  that refuses ``CONFIG`` is not checked.
+* A server clock that is slewed, not stepped (NTP in slew mode, e.g. ``chronyd``
+  without ``makestep`` after boot): Redis expires keys by its wall clock, so a forward
+  step expires every held lease at once.
+
+Redis Cluster works: all keys of one instance ID share a hash tag, whatever the ID
+contains (see :class:`~strict_singleton.lock_backends._redis_common.RedisKeys`).
 
 Waiters are woken through pub/sub: the release script publishes on a per-ID channel
 and one listener per backend object (a thread, or an asyncio task) receives all of
-them with a single pattern subscription. Expiry does not publish, so every wait is
-bounded by the key's remaining PTTL.
+them with one pattern subscription per key form. Expiry does not publish, so every
+wait is bounded by the key's remaining PTTL.
 """
 
 from __future__ import annotations
@@ -25,25 +39,22 @@ from strict_singleton.lock_backends._redis_common import (
     ACQUIRE_SCRIPT,
     DEFAULT_PREFIX,
     EXTEND_SCRIPT,
+    REDIS_ERRORS,
     RELEASE_SCRIPT,
+    EvictionCheck,
     RedisKeys,
-    WaiterRegistry,
     describe_client,
     quiet_wait,
     ttl_ms,
     unavailable,
     validate_redis_ttl,
 )
+from strict_singleton.lock_backends._wakeups import ReleaseBoard
 from strict_singleton.lock_backends.base import Grant
 
 if TYPE_CHECKING:
     import redis as redis_sync
     import redis.asyncio as redis_async
-
-try:
-    from redis.exceptions import RedisError
-except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise ImportError("RedisLease needs the 'redis' extra: pip install 'strict-singleton[redis]'") from exc
 
 _log = logging.getLogger("strict_singleton.redis")
 _POLL_WHEN_DEAF = 0.05  # without a live subscription, wake this often to re-check
@@ -60,6 +71,8 @@ class _RedisLeaseBase:
         self._release = client.register_script(RELEASE_SCRIPT)
         self._extend = client.register_script(EXTEND_SCRIPT)
         self._live = False  # the release listener is subscribed
+        self._waiters = ReleaseBoard()  # keyed by instance ID; the listener notifies
+        self._eviction = EvictionCheck()
 
     @property
     def name(self) -> str:
@@ -84,47 +97,54 @@ class RedisLease(_RedisLeaseBase):
 
     def __init__(self, client: redis_sync.Redis, *, prefix: str = DEFAULT_PREFIX, name: str | None = None) -> None:
         super().__init__(client, prefix=prefix, name=name)
-        self._registry: WaiterRegistry[threading.Event] = WaiterRegistry(threading.Event)
         self._listener_lock = threading.Lock()
         self._listener: threading.Thread | None = None
         self._settled = threading.Event()  # set once the listener is subscribed or has failed
         self._stopping = threading.Event()
 
     def acquire(self, instance_id: str, token: str, ttl: float) -> Grant | None:
+        if self._eviction.take():
+            self._check_policy()
         keys = [self._keys.lock(instance_id), self._keys.fence(instance_id)]
         try:
             fence = int(self._acquire(keys=keys, args=[token, ttl_ms(ttl)]))
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise unavailable(exc, instance_id=instance_id, backend=self._name) from exc
         return Grant(fencing_token=fence, valid_for=ttl) if fence > 0 else None
 
     def extend(self, instance_id: str, token: str, ttl: float) -> bool:
         try:
             return bool(self._extend(keys=[self._keys.lock(instance_id)], args=[token, ttl_ms(ttl)]))
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise unavailable(exc, instance_id=instance_id, backend=self._name) from exc
 
     def release(self, instance_id: str, token: str) -> bool:
         args = [token, self._keys.channel(instance_id)]
         try:
             return bool(self._release(keys=[self._keys.lock(instance_id)], args=args))
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise unavailable(exc, instance_id=instance_id, backend=self._name) from exc
 
     def wait_for_release(self, instance_id: str, timeout: float) -> None:
-        event = self._registry.register(instance_id)
-        try:
+        event = threading.Event()
+        with self._waiters.waiting(instance_id, event.set):
             subscribed = self._ensure_listener()
             try:
                 pttl = int(self._redis.pttl(self._keys.lock(instance_id)))
-            except RedisError as exc:
+            except REDIS_ERRORS as exc:
                 raise unavailable(exc, instance_id=instance_id, backend=self._name) from exc
             if pttl == -2:  # already free
                 return
             limit = quiet_wait(timeout, pttl)
             event.wait(limit if subscribed else min(limit, _POLL_WHEN_DEAF))
-        finally:
-            self._registry.unregister(instance_id, event)
+
+    def _check_policy(self) -> None:
+        try:
+            reply = self._redis.config_get("maxmemory-policy")
+        except Exception as exc:  # advisory only: never let it fail an acquire
+            self._eviction.answer(error=exc, backend=self._name)
+        else:
+            self._eviction.answer(reply, backend=self._name)
 
     def close(self) -> None:
         self._stopping.set()
@@ -150,7 +170,7 @@ class RedisLease(_RedisLeaseBase):
     def _listen(self) -> None:
         pubsub = self._redis.pubsub()
         try:
-            pubsub.psubscribe(self._keys.channel_pattern())
+            pubsub.psubscribe(*self._keys.channel_patterns())
             while not self._stopping.is_set():
                 message = pubsub.get_message(timeout=0.2)
                 if message is None:
@@ -161,13 +181,13 @@ class RedisLease(_RedisLeaseBase):
                 elif message["type"] == "pmessage":
                     instance_id = self._keys.instance_of_channel(message["channel"])
                     if instance_id is not None:
-                        self._registry.wake(instance_id)
+                        self._waiters.notify(instance_id)
         except Exception as exc:  # the listener only speeds waiters up; they poll without it
             _log.debug("release listener for %s stopped: %r", self._name, exc)
         finally:
             self._live = False
             self._settled.set()
-            self._registry.wake_all()
+            self._waiters.notify_all()
             with contextlib.suppress(Exception):
                 pubsub.close()
 
@@ -181,47 +201,54 @@ class AsyncRedisLease(_RedisLeaseBase):
 
     def __init__(self, client: redis_async.Redis, *, prefix: str = DEFAULT_PREFIX, name: str | None = None) -> None:
         super().__init__(client, prefix=prefix, name=name)
-        self._registry: WaiterRegistry[asyncio.Event] = WaiterRegistry(asyncio.Event)
         self._listener: asyncio.Task[None] | None = None
         self._settled: asyncio.Event | None = None
         self._stopping = False
 
     async def acquire(self, instance_id: str, token: str, ttl: float) -> Grant | None:
+        if self._eviction.take():
+            await self._check_policy()
         keys = [self._keys.lock(instance_id), self._keys.fence(instance_id)]
         try:
             fence = int(await self._acquire(keys=keys, args=[token, ttl_ms(ttl)]))
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise unavailable(exc, instance_id=instance_id, backend=self._name) from exc
         return Grant(fencing_token=fence, valid_for=ttl) if fence > 0 else None
 
     async def extend(self, instance_id: str, token: str, ttl: float) -> bool:
         try:
             return bool(await self._extend(keys=[self._keys.lock(instance_id)], args=[token, ttl_ms(ttl)]))
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise unavailable(exc, instance_id=instance_id, backend=self._name) from exc
 
     async def release(self, instance_id: str, token: str) -> bool:
         args = [token, self._keys.channel(instance_id)]
         try:
             return bool(await self._release(keys=[self._keys.lock(instance_id)], args=args))
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise unavailable(exc, instance_id=instance_id, backend=self._name) from exc
 
     async def wait_for_release(self, instance_id: str, timeout: float) -> None:
-        event = self._registry.register(instance_id)
-        try:
+        event = asyncio.Event()  # set by the listener task, on this loop
+        with self._waiters.waiting(instance_id, event.set):
             subscribed = await self._ensure_listener()
             try:
                 pttl = int(await self._redis.pttl(self._keys.lock(instance_id)))
-            except RedisError as exc:
+            except REDIS_ERRORS as exc:
                 raise unavailable(exc, instance_id=instance_id, backend=self._name) from exc
             if pttl == -2:
                 return
             limit = quiet_wait(timeout, pttl)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(event.wait(), limit if subscribed else min(limit, _POLL_WHEN_DEAF))
-        finally:
-            self._registry.unregister(instance_id, event)
+
+    async def _check_policy(self) -> None:
+        try:
+            reply = await self._redis.config_get("maxmemory-policy")
+        except Exception as exc:  # advisory only: never let it fail an acquire
+            self._eviction.answer(error=exc, backend=self._name)
+        else:
+            self._eviction.answer(reply, backend=self._name)
 
     async def close(self) -> None:
         self._stopping = True
@@ -245,7 +272,7 @@ class AsyncRedisLease(_RedisLeaseBase):
     async def _listen(self, settled: asyncio.Event) -> None:
         pubsub: Any = self._redis.pubsub()
         try:
-            await pubsub.psubscribe(self._keys.channel_pattern())
+            await pubsub.psubscribe(*self._keys.channel_patterns())
             while not self._stopping:
                 message = await pubsub.get_message(timeout=0.2)
                 if message is None:
@@ -256,13 +283,13 @@ class AsyncRedisLease(_RedisLeaseBase):
                 elif message["type"] == "pmessage":
                     instance_id = self._keys.instance_of_channel(message["channel"])
                     if instance_id is not None:
-                        self._registry.wake(instance_id)
+                        self._waiters.notify(instance_id)
         except Exception as exc:
             _log.debug("release listener for %s stopped: %r", self._name, exc)
         finally:
             self._live = False
             settled.set()
-            self._registry.wake_all()
+            self._waiters.notify_all()
             with contextlib.suppress(Exception):
                 await pubsub.aclose()
 

@@ -6,7 +6,11 @@ node holds an ordinary token-checked lease.
 
 Assumptions: the nodes are independent masters (not replicas of each other: replicas
 lose locks on failover); a node that restarts should stay down for at least one TTL
-or persist its data, else a majority may forget a held lease.
+or persist its data, else a majority may forget a held lease. Each node must meet the
+requirements of :mod:`strict_singleton.lock_backends.redis` (``noeviction``, a slewed
+clock): a node that drops a held key hands its vote to the next caller. Each node's
+``maxmemory-policy`` is read once per lease object, at its first acquire, with a
+WARNING for an evicting one.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from strict_singleton.lock_backends._redis_common import (
     DEFAULT_PREFIX,
     EXTEND_SCRIPT,
     RELEASE_SCRIPT,
+    EvictionCheck,
     RedisKeys,
     ttl_ms,
     validate_redis_ttl,
@@ -73,6 +78,19 @@ class _RedlockBase:
         # Waiters listen on one node's release channel (every node publishes on release);
         # if that node is down they fall back to short polling.
         self._listener = self._listener_class(self._nodes[0], prefix=prefix, name=f"{self._name}#0")
+        self._eviction = [EvictionCheck() for _ in self._nodes]
+        self._open()
+
+    def _open(self) -> None:
+        """Set up the I/O machinery of the sync or async twin."""
+
+    def _policy_checks_due(self) -> set[int]:
+        return {i for i, check in enumerate(self._eviction) if check.take()}
+
+    def _policy_answers(self, due: set[int], results: list[tuple[bool, Any]]) -> None:
+        for i in sorted(due):
+            ok, value = results[i]
+            self._eviction[i].answer(value if ok else None, error=None if ok else value, backend=f"{self._name}#{i}")
 
     @property
     def name(self) -> str:
@@ -100,15 +118,7 @@ class RedlockLease(_RedlockBase):
 
     _listener_class = RedisLease
 
-    def __init__(
-        self,
-        clients: Sequence[Any],
-        *,
-        prefix: str = DEFAULT_PREFIX,
-        node_timeout: float = DEFAULT_NODE_TIMEOUT,
-        name: str | None = None,
-    ) -> None:
-        super().__init__(clients, prefix=prefix, node_timeout=node_timeout, name=name)
+    def _open(self) -> None:
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=4 * len(self._nodes), thread_name_prefix="strict-singleton-redlock"
         )
@@ -128,6 +138,11 @@ class RedlockLease(_RedlockBase):
         return out
 
     def acquire(self, instance_id: str, token: str, ttl: float) -> Grant | None:
+        due = self._policy_checks_due()
+        if due:
+            nodes = self._nodes
+            read = self._fan_out(lambda i: nodes[i].config_get("maxmemory-policy") if i in due else None, self._timeout)
+            self._policy_answers(due, read)
         keys = [self._keys.lock(instance_id), self._keys.fence(instance_id)]
         started = time.monotonic()
         results = self._fan_out(
@@ -196,6 +211,13 @@ class AsyncRedlockLease(_RedlockBase):
         return list(await asyncio.gather(*(one(i) for i in range(len(self._nodes)))))
 
     async def acquire(self, instance_id: str, token: str, ttl: float) -> Grant | None:
+        due = self._policy_checks_due()
+        if due:
+
+            async def read_policy(i: int) -> Any:
+                return await self._nodes[i].config_get("maxmemory-policy") if i in due else None
+
+            self._policy_answers(due, await self._fan_out(read_policy))
         keys = [self._keys.lock(instance_id), self._keys.fence(instance_id)]
         started = time.monotonic()
         results = await self._fan_out(lambda i: self._scripts[i]["acquire"](keys=keys, args=[token, ttl_ms(ttl)]))

@@ -21,6 +21,7 @@ Used by the flow's unit tests; everything here is deterministic.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -198,10 +199,8 @@ class SimBackend:
         due = [q for q in self._queued if q[0] <= self.clock()]
         for item in due:
             self._queued.remove(item)
-            try:
+            with contextlib.suppress(RpcError):
                 self.schedule(item[1], item[2])
-            except RpcError:
-                pass
 
     def finish(self, instance_id: str, status: OrchestrationStatus = OrchestrationStatus.COMPLETED) -> None:
         self.instances[instance_id].status = status
