@@ -14,8 +14,12 @@ from strict_singleton import _deadline, _flow
 from strict_singleton._flow import reuse_policy
 from strict_singleton._validation import StartCall, StarterConfig, build_call, build_config, check_input, converter_of
 from strict_singleton.errors import InvalidArgumentError
+from strict_singleton.lock_backends.base import LeaseBackend
 
-_LEASE_METHODS = ("acquire", "extend", "release", "wait_for_release", "validate_ttl", "close")
+# The methods of the lease protocol, taken from the Protocol itself (not written twice).
+_LEASE_METHODS = tuple(
+    name for name, value in vars(LeaseBackend).items() if callable(value) and not name.startswith("_")
+)
 
 
 class StarterOptions(TypedDict, total=False):
