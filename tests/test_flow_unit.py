@@ -691,3 +691,77 @@ def test_is_ours_needs_a_new_creation_time_within_the_skew() -> None:
     world.clock.advance(100.0)
     assert not _flow.is_ours(state, None, world.clock.wall(), 5.0)
     assert not _flow.is_ours(None, None, sent, 5.0)
+
+
+# -- found by the attack review ------------------------------------------------------------------
+
+
+def test_watch_read_that_outlives_the_lease_does_not_claim_anothers_instance() -> None:
+    """A slow watch read let B take the lease and start; A must not report B's instance as its own."""
+    world = World(profile="atomic")
+    cfg = config(lease_ttl=1.0, ambiguity_timeout=5.0)
+    b_result: list[_flow.FlowResult] = []
+    reads = [0]
+
+    def intercept(op: _flow.Op) -> Any:
+        if isinstance(op, _flow.Schedule):
+            raise RpcError("UNAVAILABLE")  # A's request never reached the backend
+        if isinstance(op, _flow.Read):
+            reads[0] += 1
+            if reads[0] == 2:  # A's first watch read stalls past its lease; B runs meanwhile
+                world.clock.advance(1.2)
+                b_result.append(run_full(world, cfg, token="B"))
+        return DEFAULT
+
+    with pytest.raises(ScheduleError) as info:
+        run_start(world, cfg, intercept)
+    assert info.value.maybe_scheduled
+    assert b_result[0].result.outcome is StartOutcome.STARTED and world.backend.created(IID) == 1
+
+
+def test_watch_confirms_the_lease_before_claiming_the_instance() -> None:
+    world = World()
+
+    def lost_then_landed(op: Any) -> Any:
+        world.backend.schedule_later(IID, op.tags, 0.01)
+        raise RpcError("DEADLINE_EXCEEDED")
+
+    def intercept(op: _flow.Op) -> Any:
+        if isinstance(op, _flow.Extend):
+            return False  # the store no longer has our lease
+        return lost_then_landed(op) if isinstance(op, _flow.Schedule) else DEFAULT
+
+    with pytest.raises(ScheduleError) as info:
+        run_start(world, config(lease_ttl=30.0), intercept)
+    assert info.value.maybe_scheduled and "confirmation refused" in str(info.value)
+
+
+def test_acquire_error_releases_a_grant_the_store_may_have_made() -> None:
+    world = World()
+
+    def granted_then_failed(op: Any) -> Any:
+        world.answer(op)
+        raise LockUnavailableError("timeout after the SET ran")
+
+    with pytest.raises(LockUnavailableError):
+        run_start(world, config(), when(_flow.Acquire, granted_then_failed))
+    assert world.store.holder(IID) is None
+
+
+def test_finish_retries_an_abandoned_release() -> None:
+    world = World(expiring=False)
+    cfg = config(confirm_visible=False)
+    hold = started(world, cfg).hold
+    assert hold is not None
+    flow = _flow.finish_flow(call(), cfg, hold, clock=world.clock)
+    op = next(flow)
+    assert isinstance(op, _flow.Release)
+    op = flow.throw(_flow.Abandoned())  # the first release was interrupted before it ran
+    assert isinstance(op, _flow.Release)
+    with pytest.raises(StopIteration):
+        flow.send(world.answer(op))
+    assert world.store.holder(IID) is None
+
+
+def test_reuse_policy_lists_only_terminal_statuses() -> None:
+    assert list(_flow.reuse_policy().replaceableStatus) == list(_flow.REPLACEABLE_STATUSES)

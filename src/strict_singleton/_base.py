@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import inspect
 import time
 import uuid
@@ -17,6 +18,8 @@ from strict_singleton.errors import InvalidArgumentError
 from strict_singleton.lock_backends.base import LeaseBackend
 
 # The methods of the lease protocol, taken from the Protocol itself (not written twice).
+_log = logging.getLogger("strict_singleton")
+
 _LEASE_METHODS = tuple(
     name for name, value in vars(LeaseBackend).items() if callable(value) and not name.startswith("_")
 )
@@ -90,6 +93,13 @@ class StarterBase:
         self._wall_clock: Callable[[], datetime] = wall_clock if wall_clock is not None else _utcnow
         self._policy = reuse_policy()
         self._with_deadline = _deadline.supports_deadline(client, is_async=self._is_async)
+        if not self._with_deadline:
+            _log.warning(
+                "%s: this client's schedule call cannot carry a deadline (payload store or another "
+                "durabletask version); a schedule that stalls past the lease is not cut short "
+                "(docs/guarantees.md, residual windows)",
+                type(client).__name__,
+            )
 
     @property
     def config(self) -> StarterConfig:

@@ -361,6 +361,22 @@ def _keep(ctx: _Ctx, lease: LeaseClock, *, confirm: bool) -> Generator[Op, Any, 
     return None
 
 
+def _confirm(ctx: _Ctx, lease: LeaseClock) -> Generator[Op, Any, str | None]:
+    """A token-checked extend now, unless the lease may already have expired: None if still ours."""
+    remaining = lease.remaining(ctx.clock())
+    if remaining is not None and remaining <= 0:
+        return "the lease may have expired while watching"
+    before = ctx.clock()
+    try:
+        still_ours = yield ctx.extend()
+    except LockUnavailableError as exc:
+        return f"the lock store could not confirm the lease ({exc.message})"
+    if not still_ours:
+        return "the lease is no longer ours (confirmation refused)"
+    lease.granted_at = before
+    return None
+
+
 def _watch(ctx: _Ctx, lease: LeaseClock) -> Generator[Op, Any, tuple[OrchestrationState | None, str | None]]:
     """After an ambiguous schedule failure: keep the lease and look for our instance.
 
@@ -382,7 +398,10 @@ def _watch(ctx: _Ctx, lease: LeaseClock) -> Generator[Op, Any, tuple[Orchestrati
             _log.debug("status read while watching %r failed: %r", ctx.iid, exc)
             state = None
         if is_ours(state, p.previous, p.sent_at, ctx.cfg.clock_skew):
-            return state, None
+            # Only proof if the lease was ours all along: a read that outlived the lease
+            # may show an instance someone else created after taking the lease over.
+            reason = yield from _confirm(ctx, lease)
+            return (None, reason) if reason is not None else (state, None)
         left = p.watch_until - ctx.clock()
         if left <= 0:
             return None, None
@@ -440,7 +459,11 @@ def _start(ctx: _Ctx) -> Flow:
                 return ctx.done(StartOutcome.ALREADY_RUNNING, seen)
         granted_at = clock()
         p.may_hold = True  # a cancelled acquire may have been granted: release (token-checked) on abandon
-        grant: Grant | None = yield Acquire(ctx.iid, ctx.token, cfg.lease_ttl)
+        try:
+            grant: Grant | None = yield Acquire(ctx.iid, ctx.token, cfg.lease_ttl)
+        except LockUnavailableError:
+            yield from _release(ctx)  # the store may have granted it before failing: token-checked
+            raise
         if grant is not None:
             break
         p.may_hold = False
@@ -473,8 +496,9 @@ def _start(ctx: _Ctx) -> Flow:
         yield from _release(ctx)  # token-checked: frees it only if still ours
         raise
 
-    remaining = lease.remaining(clock())
-    send_by = None if remaining is None else clock() + remaining - cfg.send_reserve
+    now = clock()
+    remaining = lease.remaining(now)
+    send_by = None if remaining is None else now + remaining - cfg.send_reserve
     tags = {**call.tags, FENCING_TAG: str(grant.fencing_token)}
     p.sent_at = ctx.wall_clock()
     try:
@@ -557,5 +581,9 @@ def finish_flow(
             with contextlib.suppress(Abandoned):
                 yield Sleep(_pause(ctx, delay, left))
             delay = min(delay * 2, MAX_POLL)
-    with contextlib.suppress(Abandoned):
-        yield from _release(ctx)
+    for _attempt in range(2):  # an abandoned release is tried once more (token-checked)
+        try:
+            yield from _release(ctx)
+            break
+        except Abandoned:
+            continue
