@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 import inspect
+import logging
 import time
 import uuid
 from collections.abc import Callable
