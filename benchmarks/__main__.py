@@ -25,10 +25,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from strict_singleton._harness.race import RaceConfig, RaceReport, RoundRecord, percentile, run_race
 from strict_singleton.testing import RedisServer
 from strict_singleton.testing.azurite import Azurite
 from strict_singleton.testing.locks import lock_from_url
-from strict_singleton.testing.race import RaceConfig, RaceReport, RoundRecord, percentile, run_race
 
 RESULTS = Path(__file__).parent / "results"
 

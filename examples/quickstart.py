@@ -16,7 +16,7 @@ from strict_singleton.testing.swarm import fire_threads
 def main() -> None:
     with DurableTestBackend(profile="overwrite") as backend:  # a host that would overwrite duplicates
         client = TaskHubGrpcClient(host_address=backend.address)
-        with SingletonStarter(client) as starter:  # default lock: a file lease in the temp dir
+        with SingletonStarter(client) as starter:  # default lock: the file lease (one host)
             records = fire_threads(16, lambda _i: starter.start("nightly_report", instance_id="nightly-report"))
         outcomes = Counter(r.value.outcome.value for r in records)
         created = backend.ledger.snapshot().created["nightly-report"]

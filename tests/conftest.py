@@ -1,5 +1,8 @@
 """Shared fixtures. Real components: the in-memory Durable backend over gRPC on a free port
-(from the strict_singleton pytest plugin), real redis-server processes, real file locks."""
+(from the strict_singleton pytest plugin), real redis-server processes, real file locks.
+
+Servers are started once per session and emptied before each test (see the plugin's
+docstring); tests that stop, restart or freeze a server use private ones."""
 
 from __future__ import annotations
 
@@ -18,8 +21,8 @@ from strict_singleton.testing.azurite import Azurite
 
 
 @pytest.fixture
-def client(durable_backend: DurableTestBackend) -> Iterator[TaskHubGrpcClient]:
-    c = TaskHubGrpcClient(host_address=durable_backend.address)
+def client(strict_singleton_durable_backend: DurableTestBackend) -> Iterator[TaskHubGrpcClient]:
+    c = TaskHubGrpcClient(host_address=strict_singleton_durable_backend.address)
     try:
         yield c
     finally:
@@ -33,12 +36,12 @@ def lock_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if kind == "file":
         return f"file:{tmp_path / 'locks'}"
     if kind == "blob":
-        emulator: Azurite = request.getfixturevalue("azurite")
+        emulator: Azurite = request.getfixturevalue("strict_singleton_azurite")
         return f"{emulator.url}/locks"
     if kind == "redlock":
         nodes: list[RedisServer] = request.getfixturevalue("redlock_nodes")
         return "redlock://" + ",".join(f"127.0.0.1:{n.port}" for n in nodes) + "/0"
-    server: RedisServer = request.getfixturevalue("redis_server")
+    server: RedisServer = request.getfixturevalue("strict_singleton_redis")
     return server.url
 
 
@@ -51,7 +54,7 @@ def make_sync_lock(tmp_path: Path, request: pytest.FixtureRequest) -> Callable[[
         if kind == "file":
             lock: Any = FileLease(tmp_path / "locks")
         else:
-            server: RedisServer = request.getfixturevalue("redis_server")
+            server: RedisServer = request.getfixturevalue("strict_singleton_redis")
             lock = RedisLease(redis.Redis(port=server.port))
         made.append(lock)
         return lock
@@ -61,12 +64,36 @@ def make_sync_lock(tmp_path: Path, request: pytest.FixtureRequest) -> Callable[[
         lock.close()
 
 
-@pytest.fixture
-def redlock_nodes() -> Iterator[list[RedisServer]]:
-    """Three independent redis-server masters for Redlock."""
+@pytest.fixture(scope="session")
+def redlock_masters() -> Iterator[list[RedisServer]]:
+    """Three independent redis-server masters for the session (request ``redlock_nodes``)."""
     nodes = [RedisServer().start() for _ in range(3)]
+    for node in nodes:
+        node.pin("shared by every test of the session")
     try:
         yield nodes
     finally:
         for node in nodes:
+            node.unpin()
             node.stop()
+
+
+@pytest.fixture
+def redlock_nodes(redlock_masters: list[RedisServer]) -> list[RedisServer]:
+    """Three Redlock masters, emptied for this test (they may not be stopped: tests that
+    stop nodes start their own)."""
+    for node in redlock_masters:
+        node.ensure_running()
+        node.flush_all()
+    return redlock_masters
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    from strict_singleton.testing.azurite import azurite_binary
+    from strict_singleton.testing.redis_server import describe_redis_server
+
+    try:
+        azurite = azurite_binary()
+    except RuntimeError as exc:
+        azurite = str(exc)
+    return [f"redis-server: {describe_redis_server()}", f"azurite: {azurite}"]

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import threading
+import time
 import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 LOCK_KINDS = ["file", "redis", "blob", "redlock"]
 
@@ -27,3 +33,92 @@ class FakeClock:
     def advance(self, seconds: float) -> None:
         with self._lock:
             self.now += seconds
+
+
+class WatchedLock:
+    """A real lease backend, watched (a spy, not a stand-in: every call reaches the backend).
+
+    Each ``wait_for_release`` records its timeout in ``waits`` and sets ``waiting`` as it
+    begins; each ``release`` records its instance ID in ``releases``. With a ``clock``, the
+    clock is advanced by the timeout when the real wait returns, so a starter built with
+    that clock counts exactly the time it asked to wait.
+    Wraps sync and async backends alike (an async backend gets an async ``wait_for_release``).
+    """
+
+    def __new__(cls, lock: Any, clock: FakeClock | None = None) -> WatchedLock:
+        if cls is WatchedLock and inspect.iscoroutinefunction(lock.wait_for_release):
+            cls = AsyncWatchedLock
+        return super().__new__(cls)
+
+    def __init__(self, lock: Any, clock: FakeClock | None = None) -> None:
+        self.lock = lock
+        self.clock = clock
+        self.waits: list[float] = []
+        self.waiting = threading.Event()
+        self.releases: list[str] = []  # instance IDs the starter released
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.lock, name)
+
+    def _begin(self, timeout: float) -> None:
+        self.waits.append(timeout)
+        self.waiting.set()
+
+    def _end(self, timeout: float) -> None:
+        if self.clock is not None:
+            self.clock.advance(timeout)
+
+    def wait_for_release(self, instance_id: str, timeout: float) -> None:
+        self._begin(timeout)
+        self.lock.wait_for_release(instance_id, timeout)
+        self._end(timeout)
+
+    def release(self, instance_id: str, token: str) -> bool:
+        self.releases.append(instance_id)
+        return bool(self.lock.release(instance_id, token))
+
+
+class AsyncWatchedLock(WatchedLock):
+    async def wait_for_release(self, instance_id: str, timeout: float) -> None:  # type: ignore[override]
+        self._begin(timeout)
+        await self.lock.wait_for_release(instance_id, timeout)
+        self._end(timeout)
+
+    async def release(self, instance_id: str, token: str) -> bool:  # type: ignore[override]
+        self.releases.append(instance_id)
+        return bool(await self.lock.release(instance_id, token))
+
+
+def poll_until(condition: Callable[[], object], timeout: float, what: str) -> None:
+    """Bounded polling on a condition (never a bare sleep as synchronisation)."""
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
+def finishes(fn: Callable[[], T], *, within: float, what: str) -> T:
+    """``fn()`` on a helper thread; its result once it returns, or AssertionError if it has
+    not returned within ``within`` seconds (a bound on a condition, not a timing claim:
+    pick ``within`` far from both the expected and the failing duration)."""
+    done = threading.Event()
+    box: list[Any] = []
+
+    def run() -> None:
+        try:
+            box.append((True, fn()))
+        except BaseException as exc:
+            box.append((False, exc))
+        finally:
+            done.set()
+
+    threading.Thread(target=run, daemon=True, name=f"finishes-{what}").start()
+    if not done.wait(within):
+        raise AssertionError(f"{what} did not finish within {within} s")
+    ok, value = box[0]
+    if not ok:
+        raise value
+    return value  # type: ignore[no-any-return]

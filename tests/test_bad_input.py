@@ -79,16 +79,16 @@ def assert_untouched(backend: DurableTestBackend, r: redis.Redis, lock_dir: Path
 
 @pytest.mark.parametrize(("case", "overrides", "error", "text"), START_CASES, ids=[c[0] for c in START_CASES])
 def test_bad_start_input_sync(
-    durable_backend: DurableTestBackend,
+    strict_singleton_durable_backend: DurableTestBackend,
     client: TaskHubGrpcClient,
-    redis_server: RedisServer,
+    strict_singleton_redis: RedisServer,
     tmp_path: Path,
     case: str,
     overrides: dict[str, Any],
     error: type[Exception],
     text: str,
 ) -> None:
-    r = redis.Redis(port=redis_server.port)
+    r = redis.Redis(port=strict_singleton_redis.port)
     for lock in (RedisLease(r), FileLease(tmp_path / "locks")):
         starter = SingletonStarter(client, lock=lock)
         kwargs = start_kwargs(overrides)
@@ -96,13 +96,13 @@ def test_bad_start_input_sync(
         with pytest.raises(error, match=re.escape(text)) as info:
             starter.start(orchestrator, **kwargs)
         assert isinstance(info.value, (StrictSingletonError, ValueError))
-    assert_untouched(durable_backend, r, tmp_path / "locks")
+    assert_untouched(strict_singleton_durable_backend, r, tmp_path / "locks")
 
 
 @pytest.mark.parametrize(("case", "overrides", "error", "text"), START_CASES, ids=[c[0] for c in START_CASES])
 def test_bad_start_input_async(
-    durable_backend: DurableTestBackend,
-    redis_server: RedisServer,
+    strict_singleton_durable_backend: DurableTestBackend,
+    strict_singleton_redis: RedisServer,
     tmp_path: Path,
     case: str,
     overrides: dict[str, Any],
@@ -110,8 +110,11 @@ def test_bad_start_input_async(
     text: str,
 ) -> None:
     async def main() -> None:
-        client = AsyncTaskHubGrpcClient(host_address=durable_backend.address)
-        for lock in (AsyncRedisLease(aioredis.Redis(port=redis_server.port)), AsyncFileLease(tmp_path / "locks")):
+        client = AsyncTaskHubGrpcClient(host_address=strict_singleton_durable_backend.address)
+        for lock in (
+            AsyncRedisLease(aioredis.Redis(port=strict_singleton_redis.port)),
+            AsyncFileLease(tmp_path / "locks"),
+        ):
             starter = AsyncSingletonStarter(client, lock=lock)
             kwargs = start_kwargs(overrides)
             orchestrator = kwargs.pop("orchestrator")
@@ -120,12 +123,14 @@ def test_bad_start_input_async(
         await client.close()
 
     asyncio.run(main())
-    assert_untouched(durable_backend, redis.Redis(port=redis_server.port), tmp_path / "locks")
+    assert_untouched(
+        strict_singleton_durable_backend, redis.Redis(port=strict_singleton_redis.port), tmp_path / "locks"
+    )
 
 
 @pytest.mark.parametrize(("case", "overrides", "text"), CONFIG_CASES, ids=[c[0] for c in CONFIG_CASES])
 def test_bad_config(
-    durable_backend: DurableTestBackend,
+    strict_singleton_durable_backend: DurableTestBackend,
     client: TaskHubGrpcClient,
     tmp_path: Path,
     case: str,
@@ -134,17 +139,17 @@ def test_bad_config(
 ) -> None:
     with pytest.raises(InvalidArgumentError, match=re.escape(text)):
         SingletonStarter(client, lock=FileLease(tmp_path / "locks"), **overrides)
-    async_client = AsyncTaskHubGrpcClient(host_address=durable_backend.address)
+    async_client = AsyncTaskHubGrpcClient(host_address=strict_singleton_durable_backend.address)
     with pytest.raises(InvalidArgumentError, match=re.escape(text)):
         AsyncSingletonStarter(async_client, lock=AsyncFileLease(tmp_path / "locks"), **overrides)
     assert not (tmp_path / "locks").exists()
-    assert durable_backend.instance_count() == 0
+    assert strict_singleton_durable_backend.instance_count() == 0
 
 
 def test_mismatched_sync_async_pieces(
-    durable_backend: DurableTestBackend, client: TaskHubGrpcClient, tmp_path: Path
+    strict_singleton_durable_backend: DurableTestBackend, client: TaskHubGrpcClient, tmp_path: Path
 ) -> None:
-    async_client = AsyncTaskHubGrpcClient(host_address=durable_backend.address)
+    async_client = AsyncTaskHubGrpcClient(host_address=strict_singleton_durable_backend.address)
     with pytest.raises(InvalidArgumentError, match="sync lease backend"):
         SingletonStarter(client, lock=AsyncFileLease(tmp_path))  # type: ignore[arg-type]
     with pytest.raises(InvalidArgumentError, match="async lease backend"):
@@ -163,10 +168,10 @@ def test_redis_prefix_with_braces_rejected() -> None:
 
 
 def test_accepted_ids_are_not_mangled(
-    durable_backend: DurableTestBackend, client: TaskHubGrpcClient, tmp_path: Path
+    strict_singleton_durable_backend: DurableTestBackend, client: TaskHubGrpcClient, tmp_path: Path
 ) -> None:
     ids = ["a/b?c#d%e", "with inner space", "ünïcödé-日本", "x" * 256, "{braces}", "a}b{c"]
     with SingletonStarter(client, lock=FileLease(tmp_path / "locks"), background_finish=False) as starter:
         for iid in ids:
             assert starter.start("orch", instance_id=iid).started
-    assert set(durable_backend.ledger.snapshot().created) == set(ids)
+    assert set(strict_singleton_durable_backend.ledger.snapshot().created) == set(ids)

@@ -129,9 +129,12 @@ def test_public_id_validator(bad: Any) -> None:
         validate_instance_id(bad)
 
 
-def test_nothing_reaches_the_backend(durable_backend: DurableTestBackend) -> None:
+def test_nothing_reaches_the_backend(strict_singleton_durable_backend: DurableTestBackend) -> None:
     """After every bad call above, the Durable backend saw nothing (spot check on a live one)."""
     for _case, build, _message in CONSTRUCTORS:
         with pytest.raises(InvalidArgumentError):
             build()
-    assert durable_backend.instance_count() == 0 and durable_backend.ledger.snapshot().total_created == 0
+    assert (
+        strict_singleton_durable_backend.instance_count() == 0
+        and strict_singleton_durable_backend.ledger.snapshot().total_created == 0
+    )

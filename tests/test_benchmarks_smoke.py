@@ -1,5 +1,8 @@
 """The benchmark runner works end to end (a --quick run of every suite). Not a timed test:
-it checks that every suite produced results and that strict never violated exactly-once."""
+it checks that every suite produced results and that strict never violated exactly-once.
+
+About three minutes: marked ``slow``, so it is left out of the default run; ``python -m
+pytest -m slow`` runs it, with its own 900 s budget."""
 
 from __future__ import annotations
 
@@ -10,16 +13,25 @@ from pathlib import Path
 
 import pytest
 
+from strict_singleton.testing._process import GuardedPopen, kill_group
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_quick_benchmark_run(tmp_path: Path) -> None:
-    proc = subprocess.run(
+    # Guarded: however this test ends (failure, timeout, a killed pytest), the run and
+    # everything it started (servers, spawn workers) is killed with it.
+    proc = GuardedPopen(
         [sys.executable, "-m", "benchmarks", "--quick", "--out", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=400,
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    try:
+        _out, err = proc.communicate(timeout=800)
+    finally:
+        kill_group(proc)
+    assert proc.returncode == 0, err[-3000:]
     results = json.loads((tmp_path / "quick.json").read_text())
     for suite in ("floors", "uncontended", "throughput", "contention", "sweep", "memory"):
         assert results[suite], suite

@@ -28,12 +28,14 @@ from suite_helpers import FakeClock, token
 
 
 def test_azurite_stopped_mid_suite_fails_closed_then_recovers(
-    durable_backend: DurableTestBackend, client: TaskHubGrpcClient, azurite: Azurite
+    strict_singleton_durable_backend: DurableTestBackend,
+    client: TaskHubGrpcClient,
+    strict_singleton_private_azurite: Azurite,
 ) -> None:
-    lease = BlobLease(azurite.container_client("locks"))
+    lease = BlobLease(strict_singleton_private_azurite.container_client("locks"))
     with SingletonStarter(client, lock=lease, lease_ttl=15, background_finish=False) as starter:
         assert starter.start("orch", instance_id="before").started
-        azurite.stop()
+        strict_singleton_private_azurite.stop()
         for i in range(8):
             with pytest.raises(LockUnavailableError) as info:
                 starter.start("orch", instance_id=f"down-{i}")
@@ -41,48 +43,57 @@ def test_azurite_stopped_mid_suite_fails_closed_then_recovers(
             assert "azblob(devstoreaccount1/locks)" in message
             assert DEV_KEY not in message and "AccountKey" not in message
             assert info.value.__cause__ is None  # the SDK error (its text may carry a URL) is not chained
-        assert durable_backend.instance_count() == 1
-        azurite.start()  # same port, in-memory: the container is gone and is re-created lazily
+        assert strict_singleton_durable_backend.instance_count() == 1
+        strict_singleton_private_azurite.start()  # same port, in-memory: the container is gone and is re-created lazily
         assert starter.start("orch", instance_id="after").started
-    assert set(durable_backend.ledger.snapshot().created) == {"before", "after"}
+    assert set(strict_singleton_durable_backend.ledger.snapshot().created) == {"before", "after"}
 
 
-def test_azurite_stopped_async(durable_backend: DurableTestBackend, azurite: Azurite) -> None:
+def test_azurite_stopped_async(
+    strict_singleton_durable_backend: DurableTestBackend, strict_singleton_private_azurite: Azurite
+) -> None:
     async def main() -> None:
-        client = AsyncTaskHubGrpcClient(host_address=durable_backend.address)
-        container = azurite.container_client("locks", asynchronous=True)
+        client = AsyncTaskHubGrpcClient(host_address=strict_singleton_durable_backend.address)
+        container = strict_singleton_private_azurite.container_client("locks", asynchronous=True)
         async with AsyncSingletonStarter(client, lock=AsyncBlobLease(container), lease_ttl=15) as starter:
             assert (await starter.start("orch", instance_id="before")).started
-            azurite.stop()
+            strict_singleton_private_azurite.stop()
             with pytest.raises(LockUnavailableError):
                 await starter.start("orch", instance_id="down")
-            azurite.start()
+            strict_singleton_private_azurite.start()
             assert (await starter.start("orch", instance_id="after")).started
         await container.close()
         await client.close()
 
     asyncio.run(main())
-    assert set(durable_backend.ledger.snapshot().created) == {"before", "after"}
+    assert set(strict_singleton_durable_backend.ledger.snapshot().created) == {"before", "after"}
 
 
 def test_lease_expiring_during_a_slow_read_means_no_schedule(
-    durable_backend: DurableTestBackend, client: TaskHubGrpcClient, azurite: Azurite
+    strict_singleton_durable_backend: DurableTestBackend, client: TaskHubGrpcClient, strict_singleton_azurite: Azurite
 ) -> None:
     clock = FakeClock()
-    durable_backend.read_hook = lambda _iid: clock.advance(16.0)  # the read "takes" 16 s of a 15 s lease
-    starter = SingletonStarter(client, lock=BlobLease(azurite.container_client("locks")), lease_ttl=15, clock=clock)
+    # the read "takes" 16 s of a 15 s lease
+    strict_singleton_durable_backend.read_hook = lambda _iid: clock.advance(16.0)
+    starter = SingletonStarter(
+        client,
+        lock=BlobLease(strict_singleton_azurite.container_client("locks")),
+        lease_ttl=15,
+        clock=clock,
+        background_finish=False,  # the finish runs on the frozen clock: inline, never left running
+    )
     with pytest.raises(LeaseLostError):
         starter.start("orch", instance_id="slow")
-    assert durable_backend.instance_count() == 0
-    durable_backend.read_hook = None
+    assert strict_singleton_durable_backend.instance_count() == 0
+    strict_singleton_durable_backend.read_hook = None
     assert starter.start("orch", instance_id="slow").started  # our token-checked release freed it
 
 
 def test_stolen_lease_is_noticed_by_renewal(
-    durable_backend: DurableTestBackend, client: TaskHubGrpcClient, azurite: Azurite
+    strict_singleton_durable_backend: DurableTestBackend, client: TaskHubGrpcClient, strict_singleton_azurite: Azurite
 ) -> None:
-    lease = BlobLease(azurite.container_client("locks"))
-    blob = azurite.container_client("locks").get_blob_client(lease.blob_name("stolen"))
+    lease = BlobLease(strict_singleton_azurite.container_client("locks"))
+    blob = strict_singleton_azurite.container_client("locks").get_blob_client(lease.blob_name("stolen"))
     clock = FakeClock()
     thief = token("thief")
 
@@ -91,11 +102,11 @@ def test_stolen_lease_is_noticed_by_renewal(
         BlobLeaseClient(blob, lease_id=thief).acquire(lease_duration=15)
         clock.advance(6.0)  # past a third of the TTL: the starter renews before scheduling
 
-    durable_backend.read_hook = steal
+    strict_singleton_durable_backend.read_hook = steal
     starter = SingletonStarter(client, lock=lease, lease_ttl=15, clock=clock)
     with pytest.raises(LeaseLostError):
         starter.start("orch", instance_id="stolen")
-    assert durable_backend.instance_count() == 0
+    assert strict_singleton_durable_backend.instance_count() == 0
     BlobLeaseClient(blob, lease_id=thief).renew()  # the thief still holds it: nobody released it
 
 
@@ -104,17 +115,22 @@ def test_stolen_lease_is_noticed_by_renewal(
     [(14, "15 to 60"), (61, "15 to 60"), (15.5, "whole number"), (10, "15 to 60"), (0, "> 0"), (-1, "> 0")],
 )
 def test_ttl_azure_cannot_honour_is_rejected(
-    ttl: float, message: str, client: TaskHubGrpcClient, azurite: Azurite
+    ttl: float, message: str, client: TaskHubGrpcClient, strict_singleton_azurite: Azurite
 ) -> None:
     with pytest.raises(InvalidArgumentError, match=message):
-        SingletonStarter(client, lock=BlobLease(azurite.container_client("locks")), lease_ttl=ttl)
+        SingletonStarter(client, lock=BlobLease(strict_singleton_azurite.container_client("locks")), lease_ttl=ttl)
 
 
 @pytest.mark.parametrize("ttl", [15, 30, 60])
 def test_ttl_azure_can_honour(
-    ttl: int, durable_backend: DurableTestBackend, client: TaskHubGrpcClient, azurite: Azurite
+    ttl: int,
+    strict_singleton_durable_backend: DurableTestBackend,
+    client: TaskHubGrpcClient,
+    strict_singleton_azurite: Azurite,
 ) -> None:
-    starter = SingletonStarter(client, lock=BlobLease(azurite.container_client("locks")), lease_ttl=ttl)
+    starter = SingletonStarter(
+        client, lock=BlobLease(strict_singleton_azurite.container_client("locks")), lease_ttl=ttl
+    )
     assert starter.start("orch", instance_id=f"ttl-{ttl}").started
     starter.close()
 
@@ -134,23 +150,23 @@ AWKWARD_IDS = [
 
 
 def test_awkward_ids_map_safely(
-    durable_backend: DurableTestBackend, client: TaskHubGrpcClient, azurite: Azurite
+    strict_singleton_durable_backend: DurableTestBackend, client: TaskHubGrpcClient, strict_singleton_azurite: Azurite
 ) -> None:
-    lease = BlobLease(azurite.container_client("locks"))
+    lease = BlobLease(strict_singleton_azurite.container_client("locks"))
     with SingletonStarter(client, lock=lease, lease_ttl=15, background_finish=False) as starter:
         for iid in AWKWARD_IDS:
             result = starter.start("orch", instance_id=iid)
             assert result.started and result.fencing_token == 1
-    names = {b.name for b in azurite.container_client("locks").list_blobs()}
+    names = {b.name for b in strict_singleton_azurite.container_client("locks").list_blobs()}
     assert names == {lease.blob_name(i) for i in AWKWARD_IDS}
     assert all(n.startswith("strict-singleton/id/") for n in names)
 
 
 def test_ids_over_1024_characters(
-    durable_backend: DurableTestBackend, client: TaskHubGrpcClient, azurite: Azurite
+    strict_singleton_durable_backend: DurableTestBackend, client: TaskHubGrpcClient, strict_singleton_azurite: Azurite
 ) -> None:
     long_id = "x" * 1025
-    lease = BlobLease(azurite.container_client("locks"))
+    lease = BlobLease(strict_singleton_azurite.container_client("locks"))
     starter = SingletonStarter(client, lock=lease, lease_ttl=15)
     with pytest.raises(InvalidInstanceIdError, match="maximum is 256"):
         starter.start("orch", instance_id=long_id)  # the default limit, before any lease
@@ -158,7 +174,7 @@ def test_ids_over_1024_characters(
     assert roomy.start("orch", instance_id=long_id).started
     assert roomy.start("orch", instance_id="é" * 1025).started
     assert lease.blob_name(long_id).startswith("strict-singleton/sha256/")
-    assert durable_backend.ledger.snapshot().created[long_id] == 1
+    assert strict_singleton_durable_backend.ledger.snapshot().created[long_id] == 1
 
 
 def decode(name: str) -> str | None:
@@ -184,8 +200,8 @@ def test_blob_name_mapping_is_injective(instance_id: str) -> None:
     assert len(encoded) <= 1000 and all(c.isascii() for c in encoded)
 
 
-def test_no_secret_in_names_reprs_or_errors(azurite: Azurite) -> None:
-    lease = BlobLease.from_connection_string(azurite.connection_string, container="locks")
+def test_no_secret_in_names_reprs_or_errors(strict_singleton_azurite: Azurite) -> None:
+    lease = BlobLease.from_connection_string(strict_singleton_azurite.connection_string, container="locks")
     for text in (lease.name, repr(lease)):
         assert DEV_KEY not in text and "AccountKey" not in text
     with pytest.raises(InvalidArgumentError) as info:
@@ -198,26 +214,28 @@ def test_no_secret_in_names_reprs_or_errors(azurite: Azurite) -> None:
 
 
 def test_missing_container_without_permission_to_create(
-    durable_backend: DurableTestBackend, client: TaskHubGrpcClient, azurite: Azurite
+    strict_singleton_durable_backend: DurableTestBackend, client: TaskHubGrpcClient, strict_singleton_azurite: Azurite
 ) -> None:
-    lease = BlobLease(azurite.container_client("absent"), create_container=False)
+    lease = BlobLease(strict_singleton_azurite.container_client("absent"), create_container=False)
     with pytest.raises(LockUnavailableError, match="create_container=False"):
         SingletonStarter(client, lock=lease, lease_ttl=15).start("orch", instance_id="x")
-    assert durable_backend.instance_count() == 0
+    assert strict_singleton_durable_backend.instance_count() == 0
 
 
 def test_fencing_token_lives_in_blob_metadata(
-    durable_backend: DurableTestBackend, client: TaskHubGrpcClient, azurite: Azurite
+    strict_singleton_durable_backend: DurableTestBackend, client: TaskHubGrpcClient, strict_singleton_azurite: Azurite
 ) -> None:
-    lease = BlobLease(azurite.container_client("locks"))
+    lease = BlobLease(strict_singleton_azurite.container_client("locks"))
     with SingletonStarter(client, lock=lease, lease_ttl=15, background_finish=False) as starter:
         tokens = []
         for _ in range(3):
             result = starter.start("orch", instance_id="fenced")
             tokens.append(result.fencing_token)
-            durable_backend.finish_instance("fenced")
+            strict_singleton_durable_backend.finish_instance("fenced")
     assert tokens == [1, 2, 3]
-    assert [t["strict_singleton.fencing_token"] for t in durable_backend.ledger.snapshot().tags["fenced"]] == [
+    assert [
+        t["strict_singleton.fencing_token"] for t in strict_singleton_durable_backend.ledger.snapshot().tags["fenced"]
+    ] == [
         "1",
         "2",
         "3",
@@ -238,8 +256,8 @@ def test_blob_lock_urls(url: str, message: str, monkeypatch: pytest.MonkeyPatch,
         lock_from_url(url)
 
 
-def test_azblob_without_container(monkeypatch: pytest.MonkeyPatch, azurite: Azurite) -> None:
-    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", azurite.connection_string)
+def test_azblob_without_container(monkeypatch: pytest.MonkeyPatch, strict_singleton_azurite: Azurite) -> None:
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", strict_singleton_azurite.connection_string)
     with pytest.raises(InvalidArgumentError, match="exactly one container"):
         lock_from_url("azblob://")
     lease = lock_from_url("azblob://locks")

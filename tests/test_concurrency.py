@@ -18,17 +18,17 @@ import pytest
 from durabletask.client import AsyncTaskHubGrpcClient, TaskHubGrpcClient
 
 from strict_singleton import AsyncSingletonStarter, SingletonStarter, StartOutcome
+from strict_singleton._harness.procs import WorkerSpec, run_process_swarm
+from strict_singleton._harness.strategies import naive_start
 from strict_singleton.testing import DurableTestBackend
 from strict_singleton.testing.locks import lock_from_url
-from strict_singleton.testing.procs import WorkerSpec, run_process_swarm
-from strict_singleton.testing.strategies import naive_start
 from strict_singleton.testing.swarm import fire_tasks, fire_threads
 from suite_helpers import LOCK_KINDS
 
 STARTERS = 16
 ROUNDS = 50
 ALLOWED_LOSERS = {StartOutcome.ALREADY_RUNNING, StartOutcome.BUSY}
-pytestmark = pytest.mark.parametrize("durable_backend", ["overwrite"], indirect=True)
+pytestmark = pytest.mark.parametrize("strict_singleton_durable_backend", ["overwrite"], indirect=True)
 
 
 def check_round(backend: DurableTestBackend, iid: str, outcomes: list[Any]) -> None:
@@ -43,41 +43,43 @@ def check_round(backend: DurableTestBackend, iid: str, outcomes: list[Any]) -> N
 
 
 @pytest.mark.parametrize("lock_url", LOCK_KINDS, indirect=True)
-def test_threads_exactly_once(durable_backend: DurableTestBackend, client: TaskHubGrpcClient, lock_url: str) -> None:
+def test_threads_exactly_once(
+    strict_singleton_durable_backend: DurableTestBackend, client: TaskHubGrpcClient, lock_url: str
+) -> None:
     lock = lock_from_url(lock_url)
     with SingletonStarter(client, lock=lock, lease_ttl=15) as starter:
         for r in range(ROUNDS):
             iid = f"threads-{r}"
             recs = fire_threads(STARTERS, lambda _i, iid=iid: starter.start("orch", instance_id=iid))
-            check_round(durable_backend, iid, [rec.value for rec in recs])
+            check_round(strict_singleton_durable_backend, iid, [rec.value for rec in recs])
     lock.close()
-    assert durable_backend.ledger.snapshot().total_created == ROUNDS
+    assert strict_singleton_durable_backend.ledger.snapshot().total_created == ROUNDS
 
 
 @pytest.mark.parametrize("lock_url", LOCK_KINDS, indirect=True)
-def test_asyncio_exactly_once(durable_backend: DurableTestBackend, lock_url: str) -> None:
+def test_asyncio_exactly_once(strict_singleton_durable_backend: DurableTestBackend, lock_url: str) -> None:
     async def main() -> None:
-        client = AsyncTaskHubGrpcClient(host_address=durable_backend.address)
+        client = AsyncTaskHubGrpcClient(host_address=strict_singleton_durable_backend.address)
         lock = lock_from_url(lock_url, asynchronous=True)
         async with AsyncSingletonStarter(client, lock=lock, lease_ttl=15) as starter:
             for r in range(ROUNDS):
                 iid = f"tasks-{r}"
                 recs = await fire_tasks(STARTERS, lambda _i, iid=iid: starter.start("orch", instance_id=iid))
-                check_round(durable_backend, iid, [rec.value for rec in recs])
+                check_round(strict_singleton_durable_backend, iid, [rec.value for rec in recs])
         await lock.close()
         await client.close()
 
     asyncio.run(main())
-    assert durable_backend.ledger.snapshot().total_created == ROUNDS
+    assert strict_singleton_durable_backend.ledger.snapshot().total_created == ROUNDS
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("api", ["threads", "asyncio"])
 @pytest.mark.parametrize("lock_url", LOCK_KINDS, indirect=True)
-def test_processes_exactly_once(durable_backend: DurableTestBackend, lock_url: str, api: str) -> None:
+def test_processes_exactly_once(strict_singleton_durable_backend: DurableTestBackend, lock_url: str, api: str) -> None:
     processes, per_process = 4, 4  # 16 concurrent starters in 4 separate OS processes
     spec = WorkerSpec(
-        address=durable_backend.address,
+        address=strict_singleton_durable_backend.address,
         lock_url=lock_url,
         api=api,
         starters=per_process,
@@ -90,7 +92,7 @@ def test_processes_exactly_once(durable_backend: DurableTestBackend, lock_url: s
     by_round: dict[int, list[str]] = {}
     for _pid, _proc, r, outcomes, _began in rows:
         by_round.setdefault(r, []).extend(outcomes)
-    snap = durable_backend.ledger.snapshot()
+    snap = strict_singleton_durable_backend.ledger.snapshot()
     for r in range(ROUNDS):
         counts = Counter(by_round[r])
         assert counts["started"] == 1, f"round {r}: {counts}"
@@ -100,14 +102,16 @@ def test_processes_exactly_once(durable_backend: DurableTestBackend, lock_url: s
     assert snap.total_created == ROUNDS and snap.total_overwritten == 0
 
 
-def test_harness_catches_the_naive_pattern(durable_backend: DurableTestBackend, client: TaskHubGrpcClient) -> None:
+def test_harness_catches_the_naive_pattern(
+    strict_singleton_durable_backend: DurableTestBackend, client: TaskHubGrpcClient
+) -> None:
     """The same checks fail for the docs' unlocked check-then-schedule: the test can fail."""
-    durable_backend.latency = 0.002  # a realistic backend round trip widens the race window
+    strict_singleton_durable_backend.latency = 0.002  # a realistic backend round trip widens the race window
     violations = 0
     for r in range(10):
         iid = f"naive-{r}"
         recs = fire_threads(STARTERS, lambda _i, iid=iid: naive_start(client, "orch", instance_id=iid))
         believed = sum(1 for rec in recs if rec.value is True)
-        created = durable_backend.ledger.snapshot().created[iid]
+        created = strict_singleton_durable_backend.ledger.snapshot().created[iid]
         violations += believed != 1 or created != 1
     assert violations > 0, "the naive pattern never raced: the harness would not catch a broken lock"

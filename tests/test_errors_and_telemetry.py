@@ -58,7 +58,10 @@ def test_invalid_input_errors_are_value_errors() -> None:
 
 
 def test_one_log_record_per_start(
-    durable_backend: DurableTestBackend, client: TaskHubGrpcClient, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    strict_singleton_durable_backend: DurableTestBackend,
+    client: TaskHubGrpcClient,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     starter = SingletonStarter(client, lock=FileLease(tmp_path), background_finish=False)
     with caplog.at_level(logging.INFO, logger="strict_singleton"):
@@ -72,7 +75,9 @@ def test_one_log_record_per_start(
     assert "strict_singleton.waited_s" in attrs and attrs["strict_singleton.fencing_token"] == 1
 
 
-def test_one_span_per_start(durable_backend: DurableTestBackend, client: TaskHubGrpcClient, tmp_path: Path) -> None:
+def test_one_span_per_start(
+    strict_singleton_durable_backend: DurableTestBackend, client: TaskHubGrpcClient, tmp_path: Path
+) -> None:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))

@@ -32,36 +32,38 @@ def quick_async_redis(port: int) -> aioredis.Redis:
 
 
 def test_redis_stopped_mid_suite_fails_closed_then_recovers(
-    durable_backend: DurableTestBackend, client: TaskHubGrpcClient, redis_server: RedisServer
+    strict_singleton_durable_backend: DurableTestBackend,
+    client: TaskHubGrpcClient,
+    strict_singleton_private_redis: RedisServer,
 ) -> None:
-    lock = RedisLease(quick_redis(redis_server.port))
+    lock = RedisLease(quick_redis(strict_singleton_private_redis.port))
     with SingletonStarter(client, lock=lock, lease_ttl=5, background_finish=False) as starter:
         assert starter.start("orch", instance_id="before").outcome is StartOutcome.STARTED
-        redis_server.stop()
+        strict_singleton_private_redis.stop()
         recs = fire_threads(16, lambda i: starter.start("orch", instance_id=f"down-{i % 4}"))
         assert all(isinstance(r.value, LockUnavailableError) for r in recs), [r.value for r in recs]
-        assert durable_backend.instance_count() == 1  # only the one from before the outage
+        assert strict_singleton_durable_backend.instance_count() == 1  # only the one from before the outage
         err = recs[0].value
         assert err.instance_id is not None and err.instance_id.startswith("down-")
         assert "redis" in (err.backend or "")
-        redis_server.start()  # same port
+        strict_singleton_private_redis.start()  # same port
         assert starter.start("orch", instance_id="after").outcome is StartOutcome.STARTED
-    assert durable_backend.ledger.snapshot().total_created == 2
+    assert strict_singleton_durable_backend.ledger.snapshot().total_created == 2
 
 
-def test_closed_port_sync(durable_backend: DurableTestBackend, client: TaskHubGrpcClient) -> None:
+def test_closed_port_sync(strict_singleton_durable_backend: DurableTestBackend, client: TaskHubGrpcClient) -> None:
     lock = RedisLease(quick_redis(free_port()))
     starter = SingletonStarter(client, lock=lock, lease_ttl=5)
     for i in range(5):
         with pytest.raises(LockUnavailableError) as info:
             starter.start("orch", instance_id=f"closed-{i}")
         assert info.value.instance_id == f"closed-{i}"
-    assert durable_backend.instance_count() == 0
+    assert strict_singleton_durable_backend.instance_count() == 0
 
 
-def test_closed_port_async(durable_backend: DurableTestBackend) -> None:
+def test_closed_port_async(strict_singleton_durable_backend: DurableTestBackend) -> None:
     async def main() -> None:
-        client = AsyncTaskHubGrpcClient(host_address=durable_backend.address)
+        client = AsyncTaskHubGrpcClient(host_address=strict_singleton_durable_backend.address)
         lock = AsyncRedisLease(quick_async_redis(free_port()))
         starter = AsyncSingletonStarter(client, lock=lock, lease_ttl=5)
         recs = await fire_tasks(16, lambda i: starter.start("orch", instance_id=f"closed-{i}"))
@@ -69,30 +71,32 @@ def test_closed_port_async(durable_backend: DurableTestBackend) -> None:
         await client.close()
 
     asyncio.run(main())
-    assert durable_backend.instance_count() == 0
+    assert strict_singleton_durable_backend.instance_count() == 0
 
 
-def test_redis_stopped_async(durable_backend: DurableTestBackend, redis_server: RedisServer) -> None:
+def test_redis_stopped_async(
+    strict_singleton_durable_backend: DurableTestBackend, strict_singleton_private_redis: RedisServer
+) -> None:
     async def main() -> None:
-        client = AsyncTaskHubGrpcClient(host_address=durable_backend.address)
-        lock = AsyncRedisLease(quick_async_redis(redis_server.port))
+        client = AsyncTaskHubGrpcClient(host_address=strict_singleton_durable_backend.address)
+        lock = AsyncRedisLease(quick_async_redis(strict_singleton_private_redis.port))
         async with AsyncSingletonStarter(client, lock=lock, lease_ttl=5) as starter:
-            redis_server.stop()
+            strict_singleton_private_redis.stop()
             recs = await fire_tasks(16, lambda i: starter.start("orch", instance_id=f"down-{i}"))
             assert all(isinstance(r.value, LockUnavailableError) for r in recs)
         await lock.close()
         await client.close()
 
     asyncio.run(main())
-    assert durable_backend.instance_count() == 0
+    assert strict_singleton_durable_backend.instance_count() == 0
 
 
 def test_file_lock_directory_unusable(
-    durable_backend: DurableTestBackend, client: TaskHubGrpcClient, tmp_path: Path
+    strict_singleton_durable_backend: DurableTestBackend, client: TaskHubGrpcClient, tmp_path: Path
 ) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the lock directory should be")
     starter = SingletonStarter(client, lock=FileLease(blocker / "locks"), lease_ttl=5)
     with pytest.raises(LockUnavailableError):
         starter.start("orch", instance_id="x")
-    assert durable_backend.instance_count() == 0
+    assert strict_singleton_durable_backend.instance_count() == 0

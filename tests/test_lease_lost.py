@@ -15,7 +15,7 @@ from durabletask.client import TaskHubGrpcClient
 from strict_singleton import LeaseLostError, SingletonStarter, StartOutcome
 from strict_singleton.lock_backends.redis import RedisLease
 from strict_singleton.testing import DurableTestBackend, RedisServer
-from suite_helpers import FakeClock
+from suite_helpers import FakeClock, poll_until
 
 
 def lock_key(iid: str) -> str:
@@ -23,66 +23,66 @@ def lock_key(iid: str) -> str:
 
 
 def test_status_read_slower_than_ttl(
-    durable_backend: DurableTestBackend, client: TaskHubGrpcClient, redis_server: RedisServer
+    strict_singleton_durable_backend: DurableTestBackend, client: TaskHubGrpcClient, strict_singleton_redis: RedisServer
 ) -> None:
-    r = redis.Redis(port=redis_server.port)
+    r = redis.Redis(port=strict_singleton_redis.port)
     stalled = threading.Event()
 
     def slow_first_read(_iid: str) -> None:
         if not stalled.is_set():
             stalled.set()
-            threading.Event().wait(0.6)  # an injected stall: the read takes 0.6 s; the lease lives 0.3 s
-            # Prove the store really let go: the key is gone before we answer.
-            assert r.exists(lock_key("slow")) == 0
+            # An injected stall: the read lasts until the store has let the 0.3 s lease go.
+            poll_until(lambda: r.exists(lock_key("slow")) == 0, 10, "the lease to expire in Redis")
 
-    durable_backend.read_hook = slow_first_read
+    strict_singleton_durable_backend.read_hook = slow_first_read
     starter = SingletonStarter(client, lock=RedisLease(r), lease_ttl=0.3, schedule_margin=0.05)
     with pytest.raises(LeaseLostError) as info:
         starter.start("orch", instance_id="slow")
     assert info.value.instance_id == "slow"
-    assert durable_backend.instance_count() == 0
-    assert durable_backend.ledger.snapshot().total_created == 0
-    durable_backend.read_hook = None
+    assert strict_singleton_durable_backend.instance_count() == 0
+    assert strict_singleton_durable_backend.ledger.snapshot().total_created == 0
+    strict_singleton_durable_backend.read_hook = None
     assert starter.start("orch", instance_id="slow").outcome is StartOutcome.STARTED
     starter.close()
 
 
 def test_clock_past_deadline_never_renews(
-    durable_backend: DurableTestBackend, client: TaskHubGrpcClient, redis_server: RedisServer
+    strict_singleton_durable_backend: DurableTestBackend, client: TaskHubGrpcClient, strict_singleton_redis: RedisServer
 ) -> None:
-    r = redis.Redis(port=redis_server.port)
+    r = redis.Redis(port=strict_singleton_redis.port)
     clock = FakeClock()
-    durable_backend.read_hook = lambda _iid: clock.advance(31.0)  # the read "took" 31 s of a 30 s lease
+    # the read "took" 31 s of a 30 s lease
+    strict_singleton_durable_backend.read_hook = lambda _iid: clock.advance(31.0)
     starter = SingletonStarter(client, lock=RedisLease(r), lease_ttl=30, clock=clock)
     with pytest.raises(LeaseLostError):
         starter.start("orch", instance_id="late")
-    assert durable_backend.instance_count() == 0
+    assert strict_singleton_durable_backend.instance_count() == 0
     # The key (still really ours in Redis) was released with a token check, not left behind.
     assert r.exists(lock_key("late")) == 0
 
 
 def test_key_deleted_behind_our_back_renewal_notices(
-    durable_backend: DurableTestBackend, client: TaskHubGrpcClient, redis_server: RedisServer
+    strict_singleton_durable_backend: DurableTestBackend, client: TaskHubGrpcClient, strict_singleton_redis: RedisServer
 ) -> None:
-    r = redis.Redis(port=redis_server.port)
+    r = redis.Redis(port=strict_singleton_redis.port)
     clock = FakeClock()
 
     def steal(_iid: str) -> None:
         clock.advance(12.0)  # past a third of the TTL: the starter must renew before scheduling
         r.set(lock_key("stolen"), "someone-else", px=30_000)
 
-    durable_backend.read_hook = steal
+    strict_singleton_durable_backend.read_hook = steal
     starter = SingletonStarter(client, lock=RedisLease(r), lease_ttl=30, clock=clock)
     with pytest.raises(LeaseLostError):
         starter.start("orch", instance_id="stolen")
-    assert durable_backend.instance_count() == 0
+    assert strict_singleton_durable_backend.instance_count() == 0
     assert r.get(lock_key("stolen")) == b"someone-else"  # the other holder's lease is untouched
 
 
 def test_renewal_under_margin_succeeds_and_starts(
-    durable_backend: DurableTestBackend, client: TaskHubGrpcClient, redis_server: RedisServer
+    strict_singleton_durable_backend: DurableTestBackend, client: TaskHubGrpcClient, strict_singleton_redis: RedisServer
 ) -> None:
-    r = redis.Redis(port=redis_server.port)
+    r = redis.Redis(port=strict_singleton_redis.port)
     clock = FakeClock()
     pttl_after: list[int] = []
 
@@ -92,8 +92,8 @@ def test_renewal_under_margin_succeeds_and_starts(
             pttl_after.append(-1)
             r.pexpire(lock_key("renewed"), 5_000)  # the store agrees: 5 s left
 
-    durable_backend.read_hook = slow
+    strict_singleton_durable_backend.read_hook = slow
     starter = SingletonStarter(client, lock=RedisLease(r), lease_ttl=30, clock=clock, background_finish=False)
     result = starter.start("orch", instance_id="renewed")
     assert result.outcome is StartOutcome.STARTED
-    assert durable_backend.ledger.snapshot().created["renewed"] == 1
+    assert strict_singleton_durable_backend.ledger.snapshot().created["renewed"] == 1

@@ -13,13 +13,14 @@ import pytest
 from durabletask.client import TaskHubGrpcClient
 
 from strict_singleton import SingletonStarter
+from strict_singleton._harness.race import RaceConfig, StrategySummary, run_race
+from strict_singleton._harness.strategies import naive_start
 from strict_singleton.cli import exit_status, main
 from strict_singleton.lock_backends import FileLease
 from strict_singleton.testing import RedisServer
+from strict_singleton.testing._process import GuardedPopen, kill_group
 from strict_singleton.testing.azurite import Azurite
 from strict_singleton.testing.plugin import StarterSwarm
-from strict_singleton.testing.race import RaceConfig, StrategySummary, run_race
-from strict_singleton.testing.strategies import naive_start
 
 
 def by_strategy(summaries: list[StrategySummary]) -> dict[str, StrategySummary]:
@@ -51,7 +52,10 @@ def test_processes_are_separate_and_lined_up(tmp_path: Path) -> None:
     assert len(data["starter_pids"]) == 3 and os.getpid() not in data["starter_pids"]
     for row in data["rounds"]:
         assert len(row["pids"]) == 3 and len(row["began"]) == 6
-        assert row["spread_ms"] < 1000  # all six first calls of a round within a second of each other
+    # Lined up per round (one monotonic clock for all processes on Linux): no call of a round
+    # begins before every call of the round before it has returned.
+    for before, after in zip(report.rounds, report.rounds[1:], strict=False):
+        assert min(after.began) >= max(before.ended), (before.round, after.round)
 
 
 def test_reuse_with_a_real_worker_counts_executions(tmp_path: Path) -> None:
@@ -75,21 +79,27 @@ def test_exit_status_fails_when_strict_violates() -> None:
 
 def test_cli_with_no_arguments() -> None:
     """The README's main-job command, exactly as written: no flags, no servers."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "strict_singleton.cli", "race"], capture_output=True, text=True, timeout=120
+    # Guarded: its starter processes die with it whatever happens to this test.
+    proc = GuardedPopen(
+        [sys.executable, "-m", "strict_singleton.cli", "race"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    rows = {
-        line.split()[0]: line.split() for line in proc.stdout.splitlines() if line.startswith(("naive ", "strict "))
-    }
+    try:
+        stdout, stderr = proc.communicate(timeout=100)
+    finally:
+        kill_group(proc)
+    assert proc.returncode == 0, stdout + stderr
+    rows = {line.split()[0]: line.split() for line in stdout.splitlines() if line.startswith(("naive ", "strict "))}
     violating = 6  # column: rounds violating exactly-once
     assert int(rows["naive"][violating]) > 0
     assert int(rows["strict"][violating]) == 0
 
 
-def test_cli_with_redis_json_and_plot(redis_server: RedisServer, tmp_path: Path) -> None:
+def test_cli_with_redis_json_and_plot(strict_singleton_redis: RedisServer, tmp_path: Path) -> None:
     out = io.StringIO()
-    args = ["race", "--lock", redis_server.url, "--rounds", "8", "--starters", "4", "--no-progress"]
+    args = ["race", "--lock", strict_singleton_redis.url, "--rounds", "8", "--starters", "4", "--no-progress"]
     args += ["--json", str(tmp_path / "race.json"), "--plot", str(tmp_path / "race.png")]
     assert main(args, stdout=out, stderr=io.StringIO()) == 0, out.getvalue()
     data = json.loads((tmp_path / "race.json").read_text())
@@ -119,29 +129,42 @@ def test_cli_bad_flags(flags: list[str], message: str, capsys: pytest.CaptureFix
     assert message in capsys.readouterr().err
 
 
-def test_cli_redis_lock_strategy_needs_redis(capsys: pytest.CaptureFixture[str]) -> None:
-    err = io.StringIO()
-    assert main(["race", "--strategies", "redis-lock", "--no-progress"], stderr=err) == 2
+def test_cli_redis_lock_strategy_needs_redis() -> None:
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["race", "--strategies", "redis-lock", "--no-progress"], stdout=out, stderr=err) == 2
     assert "needs a Redis server" in err.getvalue()
+    assert out.getvalue() == ""  # refused before any work
 
 
-@pytest.mark.parametrize("durable_backend", ["overwrite"], indirect=True)
-def test_starter_swarm_fixture(starter_swarm: StarterSwarm, tmp_path: Path) -> None:
-    client = TaskHubGrpcClient(host_address=starter_swarm.backend.address)
+@pytest.mark.parametrize("strict_singleton_durable_backend", ["overwrite"], indirect=True)
+def test_starter_swarm_fixture(strict_singleton_starter_swarm: StarterSwarm, tmp_path: Path) -> None:
+    client = TaskHubGrpcClient(host_address=strict_singleton_starter_swarm.backend.address)
     with SingletonStarter(client, lock=FileLease(tmp_path)) as starter:
-        result = starter_swarm(lambda iid: starter.start("orch", instance_id=iid), instance_id="fixture", n=16)
+        result = strict_singleton_starter_swarm(
+            lambda iid: starter.start("orch", instance_id=iid), instance_id="fixture", n=16
+        )
     assert result.exactly_once and result.outcomes["started"] == 1
-    starter_swarm.backend.latency = 0.002
+    strict_singleton_starter_swarm.backend.latency = 0.002
     naive = [
-        starter_swarm(lambda iid: naive_start(client, "orch", instance_id=iid), instance_id=f"n{i}") for i in range(5)
+        strict_singleton_starter_swarm(lambda iid: naive_start(client, "orch", instance_id=iid), instance_id=f"n{i}")
+        for i in range(5)
     ]
     assert not all(r.exactly_once for r in naive)
     client.close()
 
 
-def test_cli_with_azurite_lock(azurite: Azurite) -> None:
+def test_cli_with_azurite_lock(strict_singleton_azurite: Azurite) -> None:
     out = io.StringIO()
-    args = ["race", "--lock", f"{azurite.url}/locks", "--rounds", "6", "--starters", "4", "--no-progress"]
+    args = [
+        "race",
+        "--lock",
+        f"{strict_singleton_azurite.url}/locks",
+        "--rounds",
+        "6",
+        "--starters",
+        "4",
+        "--no-progress",
+    ]
     assert main(args, stdout=out, stderr=io.StringIO()) == 0, out.getvalue()
     strict = next(line.split() for line in out.getvalue().splitlines() if line.startswith("strict "))
     assert strict[1:4] == ["6", "6", "6"]  # rounds, STARTED reports, instances created

@@ -34,8 +34,8 @@ def wait_for_finish(ctx: task.OrchestrationContext, _: Any) -> Any:
 
 
 @pytest.fixture
-def worker(durable_backend: DurableTestBackend) -> Iterator[TaskHubGrpcWorker]:
-    w = TaskHubGrpcWorker(host_address=durable_backend.address)
+def worker(strict_singleton_durable_backend: DurableTestBackend) -> Iterator[TaskHubGrpcWorker]:
+    w = TaskHubGrpcWorker(host_address=strict_singleton_durable_backend.address)
     w.add_orchestrator(wait_for_finish)
     w.start()
     try:
@@ -69,9 +69,9 @@ def counts(values: list[Any]) -> Counter[StartOutcome]:
 @pytest.mark.parametrize("lock_url", LOCK_KINDS, indirect=True)
 @pytest.mark.parametrize("client_kind", ["grpc", "dts"])
 def test_reuse_after_completion_sync(
-    durable_backend: DurableTestBackend, worker: TaskHubGrpcWorker, lock_url: str, client_kind: str
+    strict_singleton_durable_backend: DurableTestBackend, worker: TaskHubGrpcWorker, lock_url: str, client_kind: str
 ) -> None:
-    client = make_sync_client(client_kind, durable_backend.address)
+    client = make_sync_client(client_kind, strict_singleton_durable_backend.address)
     lock = lock_from_url(lock_url)
     with SingletonStarter(client, lock=lock, lease_ttl=15) as starter:
 
@@ -85,7 +85,7 @@ def test_reuse_after_completion_sync(
         while_running = wave()
         assert while_running[StartOutcome.STARTED] == 0
         assert while_running[StartOutcome.ALREADY_RUNNING] == WAVE
-        assert durable_backend.ledger.snapshot().created[IID] == 1
+        assert strict_singleton_durable_backend.ledger.snapshot().created[IID] == 1
 
         client.raise_orchestration_event(IID, "finish", data="ok")
         state = client.wait_for_orchestration_completion(IID, timeout=10)
@@ -93,7 +93,7 @@ def test_reuse_after_completion_sync(
 
         again = wave()
         assert again[StartOutcome.STARTED] == 1
-        assert durable_backend.ledger.snapshot().created[IID] == 2
+        assert strict_singleton_durable_backend.ledger.snapshot().created[IID] == 2
         new_state = client.get_orchestration_state(IID)
         assert new_state is not None and new_state.runtime_status != OrchestrationStatus.COMPLETED
     lock.close()
@@ -103,10 +103,10 @@ def test_reuse_after_completion_sync(
 @pytest.mark.parametrize("lock_url", LOCK_KINDS, indirect=True)
 @pytest.mark.parametrize("client_kind", ["grpc", "dts"])
 def test_reuse_after_completion_async(
-    durable_backend: DurableTestBackend, worker: TaskHubGrpcWorker, lock_url: str, client_kind: str
+    strict_singleton_durable_backend: DurableTestBackend, worker: TaskHubGrpcWorker, lock_url: str, client_kind: str
 ) -> None:
     async def main() -> None:
-        client = make_async_client(client_kind, durable_backend.address)
+        client = make_async_client(client_kind, strict_singleton_durable_backend.address)
         lock = lock_from_url(lock_url, asynchronous=True)
         async with AsyncSingletonStarter(client, lock=lock, lease_ttl=15) as starter:
 
@@ -123,7 +123,7 @@ def test_reuse_after_completion_async(
             state = await client.wait_for_orchestration_completion(IID, timeout=10)
             assert state is not None and state.runtime_status == OrchestrationStatus.COMPLETED
             assert (await wave())[StartOutcome.STARTED] == 1
-            assert durable_backend.ledger.snapshot().created[IID] == 2
+            assert strict_singleton_durable_backend.ledger.snapshot().created[IID] == 2
         await lock.close()
         await client.close()
 

@@ -15,16 +15,16 @@ import redis
 from durabletask.client import TaskHubGrpcClient
 
 from strict_singleton import BackendError, SingletonStarter, StartOutcome
+from strict_singleton._harness.strategies import UnsafeNoLease
 from strict_singleton.lock_backends.redis import RedisLease
 from strict_singleton.testing import DurableTestBackend, RedisServer
-from strict_singleton.testing.strategies import UnsafeNoLease
 from strict_singleton.testing.swarm import fire_threads
 
 
 def test_reuse_policy_catches_what_a_broken_lock_lets_through(
-    durable_backend: DurableTestBackend, client: TaskHubGrpcClient
+    strict_singleton_durable_backend: DurableTestBackend, client: TaskHubGrpcClient
 ) -> None:
-    durable_backend.latency = 0.002
+    strict_singleton_durable_backend.latency = 0.002
     starter = SingletonStarter(client, lock=UnsafeNoLease(), background_finish=False)
     for r in range(20):
         iid = f"broken-lock-{r}"
@@ -32,25 +32,29 @@ def test_reuse_policy_catches_what_a_broken_lock_lets_through(
         assert not [rec.value for rec in recs if rec.raised]
         counts = Counter(rec.value.outcome for rec in recs)
         assert counts[StartOutcome.STARTED] == 1, counts
-        assert durable_backend.ledger.snapshot().created[iid] == 1
-    assert durable_backend.ledger.snapshot().total_created == 20
+        assert strict_singleton_durable_backend.ledger.snapshot().created[iid] == 1
+    assert strict_singleton_durable_backend.ledger.snapshot().total_created == 20
 
 
 def test_fencing_token_tagged_on_the_instance(
-    durable_backend: DurableTestBackend, client: TaskHubGrpcClient, redis_server: RedisServer
+    strict_singleton_durable_backend: DurableTestBackend, client: TaskHubGrpcClient, strict_singleton_redis: RedisServer
 ) -> None:
-    starter = SingletonStarter(client, lock=RedisLease(redis.Redis(port=redis_server.port)), background_finish=False)
+    starter = SingletonStarter(
+        client, lock=RedisLease(redis.Redis(port=strict_singleton_redis.port)), background_finish=False
+    )
     result = starter.start("orch", instance_id="fenced", tags={"team": "ops"})
     assert result.fencing_token == 1
-    assert durable_backend.ledger.snapshot().tags["fenced"] == [{"team": "ops", "strict_singleton.fencing_token": "1"}]
+    assert strict_singleton_durable_backend.ledger.snapshot().tags["fenced"] == [
+        {"team": "ops", "strict_singleton.fencing_token": "1"}
+    ]
 
 
 def test_backend_down_raises_backend_error_and_frees_the_lease(
-    durable_backend: DurableTestBackend, redis_server: RedisServer, tmp_path: Path
+    strict_singleton_durable_backend: DurableTestBackend, strict_singleton_redis: RedisServer, tmp_path: Path
 ) -> None:
-    r = redis.Redis(port=redis_server.port)
-    durable_backend.stop(grace=0)
-    client = TaskHubGrpcClient(host_address=durable_backend.address)
+    r = redis.Redis(port=strict_singleton_redis.port)
+    strict_singleton_durable_backend.stop(grace=0)
+    client = TaskHubGrpcClient(host_address=strict_singleton_durable_backend.address)
     starter = SingletonStarter(client, lock=RedisLease(r), lease_ttl=30)
     with pytest.raises(BackendError, match="nothing was scheduled"):
         starter.start("orch", instance_id="no-backend")

@@ -1,23 +1,48 @@
 """``strict-singleton race``: watch the singleton race happen, and watch it closed.
 
-A thin layer over :mod:`strict_singleton.testing.race`: parse flags, show progress,
-print the table, write JSON and a plot. Exit status 1 if ``strict`` ever violated
-exactly-once, 2 for bad flags.
+A thin layer over :mod:`strict_singleton._harness.race`: check the extras and the lock
+store, parse flags, show progress, print the table, write JSON and a plot. Lock URLs are
+printed only redacted (no password, no secret query value), everywhere.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from strict_singleton.errors import InvalidArgumentError
+from strict_singleton._harness.race import (
+    RaceConfig,
+    RaceReport,
+    RoundRecord,
+    StrategySummary,
+    run_race,
+    validate_config,
+)
+from strict_singleton._harness.strategies import STRATEGIES, WORKER_LOGGER
+from strict_singleton.errors import InvalidArgumentError, LockUnavailableError
+from strict_singleton.lock_backends._url import extra_for, extra_modules, missing_extra, redact_url, scrub
 from strict_singleton.testing.backend import PROFILES
-from strict_singleton.testing.race import RaceConfig, RaceReport, RoundRecord, StrategySummary, run_race
-from strict_singleton.testing.strategies import STRATEGIES
+
+EXIT_OK = 0
+EXIT_VIOLATION = 1
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3
+EXIT_RACE_FAILED = 4
+
+EXIT_CODES = f"""exit status:
+  {EXIT_OK}  strict started exactly once in every round
+  {EXIT_VIOLATION}  strict violated exactly-once (two STARTED, an overwritten or lost start)
+  {EXIT_USAGE}  bad flags, or a missing extra (the message gives the pip install line)
+  {EXIT_UNAVAILABLE}  the lock store or Durable backend was unavailable: the preflight probe failed,
+     or strict starts raised errors and scheduled nothing (failed closed); the first
+     error is printed
+  {EXIT_RACE_FAILED}  the race itself could not run (a starter process died or timed out)
+"""
 
 COLUMNS = [
     ("strategy", "strategy"),
@@ -62,24 +87,39 @@ def _strategies(text: str) -> tuple[str, ...]:
 
 
 def _lock_url(text: str) -> str:
-    from strict_singleton.testing.locks import lock_from_url
+    from strict_singleton.lock_backends import from_url
 
+    extra = extra_for(text)
+    problem = missing_extra(extra, extra_modules(text, asynchronous=False)) if extra else None
+    if problem:
+        raise argparse.ArgumentTypeError(f"the {text.partition('://')[0]}:// lock {problem}")
     try:
-        lock = lock_from_url(text)  # parse it now: a bad URL is a flag error, not a crash later
+        lock = from_url(text)  # parse it now: a bad URL is a flag error, not a crash later
     except InvalidArgumentError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+    except Exception as exc:  # the client library refused it (e.g. an unknown redis:// option)
+        raise argparse.ArgumentTypeError(scrub(f"bad lock URL {redact_url(text)}: {exc}", text)) from None
     lock.close()
     return text
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="strict-singleton", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="strict-singleton",
+        description=__doc__.splitlines()[0] if __doc__ else None,
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     race = sub.add_parser(
         "race",
         help="fire concurrent starters at one instance ID per round and count what the backend did",
         description="Fire concurrent starters at one fixed instance ID per round, per strategy, "
-        "against Microsoft's in-memory Durable backend over gRPC, and count what happened.",
+        "against Microsoft's in-memory Durable backend over gRPC, and count what happened. "
+        "Before any work it checks the extras the flags need and probes the lock store "
+        "(a few seconds at most), so a missing package or an unreachable store fails at once.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     race.add_argument(
         "--profile", choices=PROFILES, default="overwrite", help="Durable backend behaviour (default: overwrite)"
@@ -88,9 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--lock",
         type=_lock_url,
         default="file",
-        help="lease store for 'strict': file, file:/dir, redis://host:port/db, "
+        help="lease store for 'strict': file, file:/dir, redis://[:password@]host:port/db (rediss:// for TLS), "
         "redlock://host:port,host:port,host:port/db, azblob://container "
-        "($AZURE_STORAGE_CONNECTION_STRING) or azurite://host:port/container",
+        "($AZURE_STORAGE_CONNECTION_STRING) or azurite://host:port/container; printed with passwords redacted",
     )
     race.add_argument("--processes", type=_positive_int, default=2, help="starter processes (default 2)")
     race.add_argument("--starters", type=_positive_int, default=8, help="starters per process (default 8)")
@@ -115,7 +155,14 @@ def build_parser() -> argparse.ArgumentParser:
     race.add_argument("--execute", action="store_true", help="run a real worker and count orchestration executions")
     race.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the full ledger as JSON")
     race.add_argument("--plot", type=Path, default=None, metavar="PATH", help="write a PNG of violations and latency")
-    race.add_argument("--no-progress", action="store_true", help="no progress bar")
+    race.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (it is shown only when stderr is a terminal)"
+    )
+    race.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show the log lines of the race's Durable worker and backend (quiet by default)",
+    )
     return parser
 
 
@@ -163,6 +210,9 @@ def format_table(summaries: list[StrategySummary]) -> str:
     columns = list(COLUMNS)
     if any(s.executions is not None for s in summaries):
         columns.insert(3, ("executions", "executions"))
+    if any(s.failed_closed_rounds for s in summaries):
+        at = [attr for _, attr in columns].index("violating_rounds") + 1
+        columns.insert(at, ("rounds failed closed", "failed_closed_rounds"))
     rows = [[h for h, _ in columns]] + [[str(getattr(s, attr)) for _, attr in columns] for s in summaries]
     widths = [max(len(r[i]) for r in rows) for i in range(len(columns))]
     lines = []
@@ -175,22 +225,40 @@ def format_table(summaries: list[StrategySummary]) -> str:
     return "\n".join(lines)
 
 
+def verdict(summaries: list[StrategySummary]) -> tuple[int, str]:
+    """The exit status and its one-line reason, judged on the ``strict`` strategy only.
+
+    A broken guarantee outranks an outage: a round with two STARTED is a violation even if
+    other rounds failed closed.
+    """
+    strict = [s for s in summaries if s.strategy == "strict"]
+    for s in strict:
+        if s.violating_rounds or s.lost_starts:
+            return EXIT_VIOLATION, (
+                f"FAIL: strict violated exactly-once in {s.violating_rounds} of {s.rounds} rounds "
+                f"({s.lost_starts} lost starts, {s.overlap_violations} rounds with an overwritten instance)"
+            )
+    for s in strict:
+        if s.errors:
+            return EXIT_UNAVAILABLE, (
+                f"UNAVAILABLE: strict failed closed: {s.errors} starts raised errors and scheduled nothing "
+                f"({s.failed_closed_rounds} of {s.rounds} rounds started nothing); no exactly-once violation. "
+                f"First error: {s.first_error}"
+            )
+    return EXIT_OK, "OK: strict started exactly once in every round" if strict else "OK"
+
+
 def exit_status(summaries: list[StrategySummary]) -> int:
-    """1 if 'strict' violated exactly-once (or reported errors) in any round, else 0."""
-    for s in summaries:
-        if s.strategy == "strict" and (s.violating_rounds or s.lost_starts or s.errors):
-            return 1
-    return 0
+    """The exit status :func:`verdict` gives."""
+    return verdict(summaries)[0]
 
 
 def write_plot(report: RaceReport, path: Path) -> None:
-    try:
-        import matplotlib
+    import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise SystemExit("--plot needs matplotlib: pip install 'strict-singleton[plot]'") from exc
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     summaries = report.summaries()
     names = [s.strategy for s in summaries]
     cfg = report.config
@@ -210,7 +278,7 @@ def write_plot(report: RaceReport, path: Path) -> None:
     right.set_title("start latency under contention")
     right.legend()
     fig.suptitle(
-        f"profile={cfg.profile}  lock={cfg.lock_url}  {cfg.processes} processes x {cfg.starters} starters, "
+        f"profile={cfg.profile}  lock={redact_url(cfg.lock_url)}  {cfg.processes} processes x {cfg.starters} starters, "
         f"{cfg.rounds} rounds, latency {cfg.latency * 1000:g} ms"
     )
     fig.tight_layout()
@@ -219,21 +287,86 @@ def write_plot(report: RaceReport, path: Path) -> None:
     plt.close(fig)
 
 
+def missing_extras(args: argparse.Namespace, strategies: Sequence[str]) -> list[str]:
+    """One message per extra the flags need but the install lacks, each with its pip line."""
+    problems = []
+    if args.plot is not None:
+        problem = missing_extra("plot", ("matplotlib",))
+        if problem:
+            problems.append(f"--plot {problem}")
+    if "redis-lock" in strategies and args.lock.startswith(("redis://", "rediss://")):
+        problem = missing_extra("redis")
+        if problem:
+            problems.append(f"the redis-lock strategy {problem}")
+    extra = extra_for(args.lock)
+    if extra and ("strict" in strategies):
+        problem = missing_extra(extra, extra_modules(args.lock, asynchronous=args.api == "asyncio"))
+        if problem:
+            problems.append(f"--lock {redact_url(args.lock)} with --api {args.api} {problem}")
+    return problems
+
+
+# Loggers of the race's own Durable worker and in-memory backend. On the overwrite profile
+# they warn about every replaced instance: expected here, and noise unless asked for.
+HARNESS_LOGGERS = (WORKER_LOGGER, "durabletask.testing.in_memory_backend")
+
+
+def route_harness_logs(err: TextIO, *, verbose: bool) -> None:
+    """Silence the harness's worker and backend logs, or (verbose) show them on ``err``."""
+    for name in HARNESS_LOGGERS:
+        log = logging.getLogger(name)
+        for old in [h for h in log.handlers if getattr(h, "strict_singleton_cli", False)]:
+            log.removeHandler(old)
+        handler: logging.Handler = logging.StreamHandler(err) if verbose else logging.NullHandler()
+        handler.setFormatter(logging.Formatter("[%(name)s] %(levelname)s %(message)s"))
+        handler.strict_singleton_cli = True  # type: ignore[attr-defined]
+        log.addHandler(handler)
+        log.propagate = False
+        log.setLevel(logging.INFO if verbose else logging.WARNING)
+
+
 def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
     out = stdout or sys.stdout
     err = stderr or sys.stderr
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     cfg = config_from_args(args)
+    try:
+        validate_config(cfg)
+    except ValueError as exc:
+        print(f"strict-singleton race: error: {scrub(str(exc), cfg.lock_url)}", file=err)
+        return EXIT_USAGE
+    problems = missing_extras(args, cfg.strategies)
+    for problem in problems:
+        print(f"strict-singleton race: error: {problem}", file=err)
+    if problems:
+        return EXIT_USAGE
+    shown = redact_url(cfg.lock_url)
     print(
-        f"race: profile={cfg.profile} lock={cfg.lock_url} strategies={','.join(cfg.strategies)} "
+        f"race: profile={cfg.profile} lock={shown} strategies={','.join(cfg.strategies)} "
         f"{cfg.processes} processes x {cfg.starters} {cfg.api} starters, {cfg.rounds} rounds, ids={cfg.ids}",
         file=out,
     )
+    if {"strict", "redis-lock"} & set(cfg.strategies):
+        from strict_singleton._harness.preflight import probe_lock_store
+
+        try:
+            for warning in probe_lock_store(cfg.lock_url):
+                print(f"strict-singleton race: warning: {warning}", file=err)
+        except LockUnavailableError as exc:
+            print(f"strict-singleton race: lock store unavailable: {exc.message} [lock={shown}]", file=err)
+            print("UNAVAILABLE: the lock store did not answer the preflight probe; nothing was raced", file=out)
+            return EXIT_UNAVAILABLE
+    route_harness_logs(err, verbose=args.verbose)
+    show_progress = not args.no_progress and err.isatty()
     try:
-        report = run_race(cfg, progress=None if args.no_progress else ProgressBar(err))
+        report = run_race(cfg, progress=ProgressBar(err) if show_progress else None)
     except ValueError as exc:
-        print(f"strict-singleton race: error: {exc}", file=err)
-        return 2
+        print(f"strict-singleton race: error: {scrub(str(exc), cfg.lock_url)}", file=err)
+        return EXIT_USAGE
+    except (RuntimeError, TimeoutError) as exc:
+        print(f"strict-singleton race: the race could not run: {scrub(str(exc), cfg.lock_url)}", file=err)
+        return EXIT_RACE_FAILED
     summaries = report.summaries()
     print(format_table(summaries), file=out)
     print(
@@ -241,6 +374,9 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
         f"max first-call spread in a round: {max((s.max_spread_ms for s in summaries), default=0):.2f} ms",
         file=out,
     )
+    for s in summaries:
+        if s.first_error and s.strategy != "strict":
+            print(f"{s.strategy}: {s.errors} errors; first: {s.first_error}", file=out)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report.to_json(), indent=2))
@@ -248,9 +384,8 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
     if args.plot is not None:
         write_plot(report, args.plot)
         print(f"wrote {args.plot}", file=out)
-    status = exit_status(summaries)
-    if status:
-        print("FAIL: strict violated exactly-once", file=out)
+    status, reason = verdict(summaries)
+    print(reason, file=out)
     return status
 
 

@@ -6,12 +6,13 @@ import json
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from strict_singleton.testing import DurableTestBackend
+from suite_helpers import poll_until
+
+__all__ = ["Gate", "HolderProcess", "poll_until"]
 
 HOLDER = str(Path(__file__).with_name("holder.py"))
 
@@ -67,13 +68,3 @@ class HolderProcess:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(10)
-
-
-def poll_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Bounded polling on a condition (never a bare sleep as synchronisation)."""
-    deadline = time.monotonic() + timeout
-    delay = 0.005
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(delay)
-        delay = min(delay * 2, 0.1)

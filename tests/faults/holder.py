@@ -12,8 +12,8 @@ import sys
 from durabletask.client import TaskHubGrpcClient
 
 from strict_singleton import SingletonStarter, StrictSingletonError
+from strict_singleton._harness.strategies import quiet_logger
 from strict_singleton.testing.locks import lock_from_url
-from strict_singleton.testing.strategies import quiet_logger
 
 
 def main() -> None:

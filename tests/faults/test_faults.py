@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -23,16 +22,16 @@ from faults_helpers import Gate, HolderProcess, poll_until
 from strict_singleton import (
     LeaseLostError,
     LockUnavailableError,
-    ScheduleError,
     SingletonStarter,
     StartOutcome,
 )
+from strict_singleton._harness.strategies import quiet_logger
 from strict_singleton.lock_backends.redis import RedisLease
 from strict_singleton.lock_backends.redlock import RedlockLease
 from strict_singleton.testing import DurableTestBackend, RedisServer
 from strict_singleton.testing.azurite import Azurite
 from strict_singleton.testing.locks import lock_from_url
-from strict_singleton.testing.strategies import quiet_logger
+from suite_helpers import WatchedLock, finishes
 
 PROFILES = pytest.mark.parametrize("overwrite_or_atomic", ["overwrite", "atomic"], indirect=True)
 
@@ -51,7 +50,8 @@ def quick_redis(port: int, **kw: Any) -> redis.Redis:
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
-    return redis.Redis(port=port, socket_connect_timeout=0.5, socket_timeout=1.0, retry=Retry(NoBackoff(), 0), **kw)
+    options: dict[str, Any] = {"socket_connect_timeout": 0.5, "socket_timeout": 1.0, "retry": Retry(NoBackoff(), 0)}
+    return redis.Redis(port=port, **{**options, **kw})
 
 
 # -- 1. holder SIGKILLed after acquiring, before scheduling ------------------------------
@@ -60,23 +60,22 @@ def quick_redis(port: int, **kw: Any) -> redis.Redis:
 @PROFILES
 @pytest.mark.parametrize("kind", ["file", "redis"])
 def test_1_holder_killed_before_scheduling(
-    overwrite_or_atomic: DurableTestBackend, kind: str, redis_server: RedisServer, tmp_path: Path
+    overwrite_or_atomic: DurableTestBackend, kind: str, strict_singleton_redis: RedisServer, tmp_path: Path
 ) -> None:
     """Expected: the next starter proceeds once the lease is free (file: at once, the OS frees it;
     Redis: after the TTL) and starts exactly one instance; the killed holder scheduled nothing."""
     backend = overwrite_or_atomic
-    url = f"file:{tmp_path}" if kind == "file" else redis_server.url
+    url = f"file:{tmp_path}" if kind == "file" else strict_singleton_redis.url
     gate = Gate(backend, "killed")
     holder = HolderProcess(url, backend.address, "killed", ttl=1.0)
     gate.wait_entered()  # it holds the lease and is inside its status read
     holder.kill()
     gate.opened.set()
     client = grpc_client(backend)
-    starter = SingletonStarter(client, lock=lock_from_url(url), lease_ttl=1.0, wait=10)
+    # File: freed by the OS at once, so a starter that does not wait at all gets it.
+    starter = SingletonStarter(client, lock=lock_from_url(url), lease_ttl=1.0, wait=0 if kind == "file" else 10)
     result = starter.start("orch", instance_id="killed")
     assert result.outcome is StartOutcome.STARTED
-    if kind == "file":
-        assert result.waited < 0.5  # freed by the OS at once
     assert_exactly_one(backend, "killed")
     starter.close()
 
@@ -86,15 +85,15 @@ def test_1_holder_killed_before_scheduling(
 
 @PROFILES
 def test_2_holder_frozen_past_ttl_does_not_schedule(
-    overwrite_or_atomic: DurableTestBackend, redis_server: RedisServer
+    overwrite_or_atomic: DurableTestBackend, strict_singleton_redis: RedisServer
 ) -> None:
     """Expected: while the holder is frozen its lease expires and another starter wins; when the
     holder resumes it finds its deadline passed and raises LeaseLostError without scheduling.
     Exactly one instance, nothing overwritten."""
     backend = overwrite_or_atomic
-    r = quick_redis(redis_server.port)
+    r = quick_redis(strict_singleton_redis.port)
     gate = Gate(backend, "frozen")
-    holder = HolderProcess(redis_server.url, backend.address, "frozen", ttl=1.0)
+    holder = HolderProcess(strict_singleton_redis.url, backend.address, "frozen", ttl=1.0)
     gate.wait_entered()
     os.kill(holder.pid, signal.SIGSTOP)
     try:
@@ -104,7 +103,7 @@ def test_2_holder_frozen_past_ttl_does_not_schedule(
         assert starter.start("orch", instance_id="frozen").outcome is StartOutcome.STARTED
     finally:
         os.kill(holder.pid, signal.SIGCONT)
-    assert holder.result() == {"error": "LeaseLostError", "maybe_scheduled": None}
+    assert holder.result() == {"error": "LeaseLostError", "maybe_scheduled": False}
     assert_exactly_one(backend, "frozen")
 
 
@@ -112,32 +111,34 @@ def test_2_holder_frozen_past_ttl_does_not_schedule(
 
 
 @PROFILES
-def test_3_schedule_stall_gets_a_deadline(overwrite_or_atomic: DurableTestBackend, redis_server: RedisServer) -> None:
-    """Expected: the schedule call carries a gRPC deadline equal to the lease's remaining validity;
-    when it stalls past it the caller gets ScheduleError(maybe_scheduled=True, DEADLINE_EXCEEDED),
-    never STARTED; the lease is left to expire (not released) so nobody starts a duplicate while
-    the outcome is unknown. The stalled request does complete server-side: exactly one instance."""
+def test_3_schedule_stall_gets_a_deadline(
+    overwrite_or_atomic: DurableTestBackend, strict_singleton_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Expected: the schedule call carries a gRPC deadline inside the lease's validity; when it
+    stalls past it the starter keeps the lease (renewing it) and watches for its own instance;
+    the stalled request lands server-side, so the call answers STARTED (the truth) and only then
+    releases. Exactly one instance; the next caller is told ALREADY_RUNNING."""
     backend = overwrite_or_atomic
-    r = quick_redis(redis_server.port)
+    r = quick_redis(strict_singleton_redis.port)
     stalled = threading.Event()
 
-    def stall(_iid: str) -> None:
+    def stall(_iid: str) -> None:  # the injected fault: 1.5 s inside the backend, past the 1 s lease
         if not stalled.is_set():
             stalled.set()
-            threading.Event().wait(1.5)  # an injected stall longer than the 1 s lease
+            threading.Event().wait(1.5)
 
     backend.start_hook = stall
-    starter = SingletonStarter(grpc_client(backend), lock=RedisLease(r), lease_ttl=1.0, schedule_margin=0.1)
-    began = time.monotonic()
-    with pytest.raises(ScheduleError) as info:
-        starter.start("orch", instance_id="stalled")
-    assert time.monotonic() - began < 1.4  # the deadline cut the call short
-    assert info.value.maybe_scheduled and info.value.grpc_code == "DEADLINE_EXCEEDED"
-    assert r.pttl("strict-singleton:{stalled}:lock") > 0  # not released early
-    poll_until(lambda: backend.ledger.snapshot().created["stalled"] == 1, 10, "the stalled request to land")
-    poll_until(lambda: r.exists("strict-singleton:{stalled}:lock") == 0, 10, "the lease to expire")
+    lock = WatchedLock(RedisLease(r))
+    starter = SingletonStarter(
+        grpc_client(backend), lock=lock, lease_ttl=1.0, schedule_margin=0.1, ambiguity_timeout=20
+    )
+    with caplog.at_level("INFO", logger="strict_singleton"):
+        result = starter.start("orch", instance_id="stalled")
+    assert result.outcome is StartOutcome.STARTED
+    assert any("DEADLINE_EXCEEDED" in rec.getMessage() for rec in caplog.records), "the deadline never cut the call"
+    assert len(lock.releases) == 1  # released once, after the instance showed up
     after = starter.start("orch", instance_id="stalled")
-    assert after.outcome is StartOutcome.ALREADY_RUNNING  # the truth: it was scheduled
+    assert after.outcome is StartOutcome.ALREADY_RUNNING
     assert_exactly_one(backend, "stalled")
     starter.close()
 
@@ -145,7 +146,9 @@ def test_3_schedule_stall_gets_a_deadline(overwrite_or_atomic: DurableTestBacken
 # -- 4. a stale holder releases or extends a lease now owned by another ---------------------
 
 
-def test_4_stale_holder_is_refused(redis_server: RedisServer, azurite: Azurite, tmp_path: Path) -> None:
+def test_4_stale_holder_is_refused(
+    strict_singleton_redis: RedisServer, strict_singleton_azurite: Azurite, tmp_path: Path
+) -> None:
     """Expected: release and extend by a holder whose lease expired (or was broken) are refused;
     the new owner keeps the lease. For the file lease, a token that does not hold it is refused."""
     from azure.storage.blob import BlobLeaseClient
@@ -153,15 +156,15 @@ def test_4_stale_holder_is_refused(redis_server: RedisServer, azurite: Azurite, 
     from strict_singleton.lock_backends import BlobLease, FileLease
 
     old, new = "0b6b1a3e-5d0c-4ef4-9f5e-1f2d3c4b5a60", "7c8d9e0f-1a2b-4c3d-8e9f-0a1b2c3d4e5f"
-    lease = RedisLease(quick_redis(redis_server.port))
+    lease = RedisLease(quick_redis(strict_singleton_redis.port))
     assert lease.acquire("stale", old, 0.05) is not None
     poll_until(lambda: lease.acquire("stale", new, 10.0) is not None, 5, "the stale lease to expire")
     assert (lease.release("stale", old), lease.extend("stale", old, 10.0)) == (False, False)
     assert lease.extend("stale", new, 10.0) is True
 
-    blob = BlobLease(azurite.container_client("locks"))
+    blob = BlobLease(strict_singleton_azurite.container_client("locks"))
     assert blob.acquire("stale", old, 15) is not None
-    blob_client = azurite.container_client("locks").get_blob_client(blob.blob_name("stale"))
+    blob_client = strict_singleton_azurite.container_client("locks").get_blob_client(blob.blob_name("stale"))
     BlobLeaseClient(blob_client).break_lease(lease_break_period=0)
     assert blob.acquire("stale", new, 15) is not None
     assert (blob.release("stale", old), blob.extend("stale", old, 15)) == (False, False)
@@ -207,10 +210,12 @@ def test_5_redlock_nodes_forget_the_key(
 
 
 @PROFILES
-def test_5_redis_key_deleted_before_renewal(overwrite_or_atomic: DurableTestBackend, redis_server: RedisServer) -> None:
+def test_5_redis_key_deleted_before_renewal(
+    overwrite_or_atomic: DurableTestBackend, strict_singleton_redis: RedisServer
+) -> None:
     """Expected: the lock key is deleted behind the holder's back; the renewal notices; no schedule."""
     backend = overwrite_or_atomic
-    r = quick_redis(redis_server.port)
+    r = quick_redis(strict_singleton_redis.port)
     clock = Clock()
 
     def delete(_iid: str) -> None:
@@ -270,20 +275,28 @@ def swarm_through_an_outage(
 
 
 @PROFILES
-def test_6_redis_killed_mid_swarm(overwrite_or_atomic: DurableTestBackend, redis_server: RedisServer) -> None:
+def test_6_redis_killed_mid_swarm(
+    overwrite_or_atomic: DurableTestBackend, strict_singleton_private_redis: RedisServer
+) -> None:
     """Expected: starts fail closed with LockUnavailableError while Redis is down, zero duplicates,
     every STARTED matches one created instance; after a restart on the same port starts work again."""
-    lock = RedisLease(quick_redis(redis_server.port))
-    swarm_through_an_outage(overwrite_or_atomic, lock, redis_server.stop, redis_server.start, ttl=5)
+    lock = RedisLease(quick_redis(strict_singleton_private_redis.port))
+    swarm_through_an_outage(
+        overwrite_or_atomic, lock, strict_singleton_private_redis.stop, strict_singleton_private_redis.start, ttl=5
+    )
 
 
 @PROFILES
-def test_9_azurite_killed_mid_swarm(overwrite_or_atomic: DurableTestBackend, azurite: Azurite) -> None:
+def test_9_azurite_killed_mid_swarm(
+    overwrite_or_atomic: DurableTestBackend, strict_singleton_private_azurite: Azurite
+) -> None:
     """Expected: as 6, for the Blob lease and the Azurite emulator."""
     from strict_singleton.lock_backends import BlobLease
 
-    lock = BlobLease(azurite.container_client("locks"))
-    swarm_through_an_outage(overwrite_or_atomic, lock, azurite.stop, azurite.start, ttl=15)
+    lock = BlobLease(strict_singleton_private_azurite.container_client("locks"))
+    swarm_through_an_outage(
+        overwrite_or_atomic, lock, strict_singleton_private_azurite.stop, strict_singleton_private_azurite.start, ttl=15
+    )
 
 
 # -- 7. Redis restarted without persistence while a holder is inside --------------------------
@@ -292,7 +305,10 @@ def test_9_azurite_killed_mid_swarm(overwrite_or_atomic: DurableTestBackend, azu
 @pytest.mark.parametrize(("overwrite_or_atomic", "expected_created", "expected_overwritten"),
                          [("atomic", 1, 0), ("overwrite", 2, 1)], indirect=["overwrite_or_atomic"])  # fmt: skip
 def test_7_lock_forgotten_by_a_restart(
-    overwrite_or_atomic: DurableTestBackend, redis_server: RedisServer, expected_created: int, expected_overwritten: int
+    overwrite_or_atomic: DurableTestBackend,
+    strict_singleton_private_redis: RedisServer,
+    expected_created: int,
+    expected_overwritten: int,
 ) -> None:
     """Expected (documented, not claimed safe on every host): the restart forgets the held lease, so a
     second starter gets it and starts the instance. When the first holder resumes, on ``atomic``
@@ -302,7 +318,7 @@ def test_7_lock_forgotten_by_a_restart(
     instances show which lease holder started each). Mitigation: an atomic-dedupe backend, Redis
     persistence, or keeping a restarted node down for one TTL (or Redlock with a majority up)."""
     backend = overwrite_or_atomic
-    r = quick_redis(redis_server.port)
+    r = quick_redis(strict_singleton_private_redis.port)
     gate = Gate(backend, "forgotten", on="start")  # the holder read "none" and is scheduling
     client = grpc_client(backend)
     first = SingletonStarter(client, lock=RedisLease(r), lease_ttl=30, background_finish=False)
@@ -310,10 +326,10 @@ def test_7_lock_forgotten_by_a_restart(
     holder = threading.Thread(target=lambda: results.update(first=first.start("orch", instance_id="forgotten")))
     holder.start()
     gate.wait_entered()
-    redis_server.stop()
-    redis_server.start()  # same port, no persistence: the lease is gone
+    strict_singleton_private_redis.stop()
+    strict_singleton_private_redis.start()  # same port, no persistence: the lease is gone
     second = SingletonStarter(
-        client, lock=RedisLease(quick_redis(redis_server.port)), lease_ttl=30, background_finish=False
+        client, lock=RedisLease(quick_redis(strict_singleton_private_redis.port)), lease_ttl=30, background_finish=False
     )
     assert second.start("orch", instance_id="forgotten").outcome is StartOutcome.STARTED
     gate.opened.set()
@@ -356,7 +372,7 @@ def test_8_redlock_slow_nodes_count_as_down(
     """Expected: nodes frozen (SIGSTOP) beyond the per-node timeout count as down: 2 frozen -> works;
     3 frozen -> fails closed promptly (no waiting on the frozen nodes' sockets)."""
     backend = overwrite_or_atomic
-    clients = [quick_redis(n.port) for n in redis_nodes]
+    clients = [quick_redis(n.port, socket_timeout=120) for n in redis_nodes]
     lock = RedlockLease(clients, node_timeout=0.1)
     starter = SingletonStarter(grpc_client(backend), lock=lock, lease_ttl=5, background_finish=False)
     frozen: list[int] = []
@@ -369,10 +385,13 @@ def test_8_redlock_slow_nodes_count_as_down(
         assert redis_nodes[2].pid is not None
         os.kill(redis_nodes[2].pid, signal.SIGSTOP)
         frozen.append(redis_nodes[2].pid)
-        began = time.monotonic()
-        with pytest.raises(LockUnavailableError, match="too slow"):
-            starter.start("orch", instance_id="three-slow")
-        assert time.monotonic() - began < 1.0
+
+        def three_slow() -> None:
+            with pytest.raises(LockUnavailableError, match="too slow"):
+                starter.start("orch", instance_id="three-slow")
+
+        # Waiting on a frozen node's socket would take its 120 s socket timeout.
+        finishes(three_slow, within=30, what="failing closed with 3 of 5 nodes frozen")
     finally:
         for pid in frozen:
             os.kill(pid, signal.SIGCONT)
@@ -381,20 +400,20 @@ def test_8_redlock_slow_nodes_count_as_down(
 
 
 def test_8_redlock_exactly_once_under_contention(
-    durable_backend: DurableTestBackend, redis_nodes: list[RedisServer]
+    strict_singleton_durable_backend: DurableTestBackend, redis_nodes: list[RedisServer]
 ) -> None:
     """Redlock passes the same race as the other backends: 16 threads x 20 rounds on overwrite."""
     from strict_singleton.testing.swarm import fire_threads
 
-    durable_backend.profile = "overwrite"
+    strict_singleton_durable_backend.profile = "overwrite"
     lock = RedlockLease([quick_redis(n.port) for n in redis_nodes], node_timeout=0.2)
-    with SingletonStarter(grpc_client(durable_backend), lock=lock, lease_ttl=5) as starter:
+    with SingletonStarter(grpc_client(strict_singleton_durable_backend), lock=lock, lease_ttl=5) as starter:
         for r in range(20):
             iid = f"redlock-{r}"
             recs = fire_threads(16, lambda _i, iid=iid: starter.start("orch", instance_id=iid))
             assert not [x.value for x in recs if x.raised]
             assert Counter(x.value.outcome for x in recs)[StartOutcome.STARTED] == 1
-            assert_exactly_one(durable_backend, iid)
+            assert_exactly_one(strict_singleton_durable_backend, iid)
     lock.close()
 
 
@@ -418,7 +437,7 @@ def test_redlock_fencing_tokens_only_grow(redis_nodes: list[RedisServer]) -> Non
 # -- 10. the lock store unreachable from the start -----------------------------------------------
 
 
-def test_10_unreachable_from_the_start(durable_backend: DurableTestBackend, tmp_path: Path) -> None:
+def test_10_unreachable_from_the_start(strict_singleton_durable_backend: DurableTestBackend, tmp_path: Path) -> None:
     """Expected: closed port, wrong password, TLS against a plain server: LockUnavailableError that
     names the store and carries no secret; nothing scheduled."""
     from strict_singleton.lock_backends import BlobLease
@@ -436,7 +455,7 @@ def test_10_unreachable_from_the_start(durable_backend: DurableTestBackend, tmp_
                 dev_connection_string("127.0.0.1", free_port()), container="locks", retry_total=0
             ),
         }
-        client = grpc_client(durable_backend)
+        client = grpc_client(strict_singleton_durable_backend)
         for case, lock in cases.items():
             starter = SingletonStarter(client, lock=lock, lease_ttl=15)
             with pytest.raises(LockUnavailableError) as info:
@@ -444,4 +463,4 @@ def test_10_unreachable_from_the_start(durable_backend: DurableTestBackend, tmp_
             message = str(info.value)
             assert lock.name in message, (case, message)
             assert secret not in message and DEV_KEY not in message, (case, message)
-    assert durable_backend.instance_count() == 0
+    assert strict_singleton_durable_backend.instance_count() == 0

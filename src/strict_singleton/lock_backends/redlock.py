@@ -112,7 +112,7 @@ class RedlockLease(_RedlockBase):
             its client times out, although the quorum decision never waits for it.
         prefix: key prefix, as for :class:`RedisLease`.
         node_timeout: seconds each node gets to answer an acquire, extend or release
-            before it counts as down (default 250 ms).
+            before it counts as down (default 1 s).
         name: display name; defaults to ``redlock[host:port/db,...]``.
     """
 

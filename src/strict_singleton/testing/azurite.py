@@ -3,7 +3,8 @@
 The binary is found in this order: ``$STRICT_SINGLETON_AZURITE``, ``node_modules/.bin/
 azurite-blob`` in the current directory or any parent (the project pins Azurite in
 ``package.json``; ``npm ci`` installs it), then ``azurite-blob`` on PATH. Uses the
-well-known development account ``devstoreaccount1``.
+well-known development account ``devstoreaccount1``. The process is guarded (see
+:mod:`strict_singleton.testing._process`): it dies with the process that started it.
 """
 
 from __future__ import annotations
@@ -83,3 +84,11 @@ class Azurite(ServerProcess):
         from azure.storage.blob import ContainerClient
 
         return ContainerClient.from_connection_string(self.connection_string, container_name=container, **kwargs)
+
+    def delete_all_containers(self) -> None:
+        """Forget every container (and so every blob and lease): a fresh emulator for the next test."""
+        from azure.storage.blob import BlobServiceClient
+
+        with BlobServiceClient.from_connection_string(self.connection_string, retry_total=0) as service:
+            for container in service.list_containers():
+                service.delete_container(container.name)

@@ -19,7 +19,6 @@ instance ID, in a :class:`BackendLedger`:
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 import uuid
@@ -35,16 +34,11 @@ from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import orchestrator_service_pb2_grpc as stubs
 from durabletask.testing import InMemoryOrchestrationBackend
 
+from strict_singleton.testing._process import free_port
+
 Profile = Literal["atomic", "overwrite", "eventual"]
 PROFILES: tuple[Profile, ...] = ("atomic", "overwrite", "eventual")
 DEFAULT_EVENTUAL_DELAY = 0.05
-
-
-def free_port() -> int:
-    """A TCP port that was free on loopback a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -35,10 +35,10 @@ def _run_sync(spec: WorkerSpec, proc_index: int, barrier: Any, results: Any) -> 
     from durabletask.client import TaskHubGrpcClient
 
     from strict_singleton import SingletonStarter
-    from strict_singleton.testing.locks import lock_from_url
+    from strict_singleton.lock_backends import from_url
 
     client = TaskHubGrpcClient(host_address=spec.address)
-    lock = lock_from_url(spec.lock_url, prefix=spec.key_prefix)
+    lock = from_url(spec.lock_url, prefix=spec.key_prefix)
     with SingletonStarter(client, lock=lock, lease_ttl=spec.lease_ttl) as starter:
         for r in range(spec.rounds):
             iid = f"{spec.id_prefix}-{r}"
@@ -59,10 +59,10 @@ async def _run_async(spec: WorkerSpec, proc_index: int, barrier: Any, results: A
     from durabletask.client import AsyncTaskHubGrpcClient
 
     from strict_singleton import AsyncSingletonStarter
-    from strict_singleton.testing.locks import lock_from_url
+    from strict_singleton.lock_backends import from_url
 
     client = AsyncTaskHubGrpcClient(host_address=spec.address)
-    lock = lock_from_url(spec.lock_url, asynchronous=True, prefix=spec.key_prefix)
+    lock = from_url(spec.lock_url, asynchronous=True, prefix=spec.key_prefix)
     loop = asyncio.get_running_loop()
     async with AsyncSingletonStarter(client, lock=lock, lease_ttl=spec.lease_ttl) as starter:
         for r in range(spec.rounds):

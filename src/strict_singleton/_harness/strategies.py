@@ -102,10 +102,27 @@ class AsyncUnsafeNoLease:
         return None
 
 
+WORKER_LOGGER = "strict_singleton.race.worker"
+
+
 def quiet_logger() -> logging.Logger:
     """A logger for harness clients: the SDK logs every start at INFO, which floods the swarm."""
     log = logging.getLogger("strict_singleton.race.durabletask")
     log.setLevel(logging.WARNING)
+    return log
+
+
+def worker_logger() -> logging.Logger:
+    """The logger of the race's own Durable worker and control client: silent unless a
+    handler is attached to it (``strict-singleton race --verbose`` does).
+
+    Its warnings are expected noise here: on the ``overwrite`` profile the worker warns
+    about every instance that was replaced under it, and again when it is stopped.
+    """
+    log = logging.getLogger(WORKER_LOGGER)
+    if not log.handlers:
+        log.addHandler(logging.NullHandler())
+    log.propagate = False
     return log
 
 
@@ -138,7 +155,7 @@ class SyncStrategy:
         from durabletask.client import TaskHubGrpcClient
 
         from strict_singleton import SingletonStarter
-        from strict_singleton.testing.locks import lock_from_url
+        from strict_singleton.lock_backends import from_url
 
         self.name = name
         self._client = TaskHubGrpcClient(host_address=address, logger=quiet_logger())
@@ -164,7 +181,7 @@ class SyncStrategy:
 
             self._start = locked
         elif name in ("strict", "unlocked"):
-            lock: Any = lock_from_url(lock_url) if name == "strict" else UnsafeNoLease()
+            lock: Any = from_url(lock_url) if name == "strict" else UnsafeNoLease()
             starter = SingletonStarter(
                 self._client, lock=lock, lease_ttl=lease_ttl, wait=wait, confirm_visible=confirm_visible
             )
@@ -190,7 +207,7 @@ class AsyncStrategy:
         from durabletask.client import AsyncTaskHubGrpcClient
 
         from strict_singleton import AsyncSingletonStarter
-        from strict_singleton.testing.locks import lock_from_url
+        from strict_singleton.lock_backends import from_url
 
         self.name = name
         self._client = AsyncTaskHubGrpcClient(host_address=address, logger=quiet_logger())
@@ -220,7 +237,7 @@ class AsyncStrategy:
 
             self._start = locked
         elif name in ("strict", "unlocked"):
-            lock: Any = lock_from_url(lock_url, asynchronous=True) if name == "strict" else AsyncUnsafeNoLease()
+            lock: Any = from_url(lock_url, asynchronous=True) if name == "strict" else AsyncUnsafeNoLease()
             starter = AsyncSingletonStarter(
                 self._client, lock=lock, lease_ttl=lease_ttl, wait=wait, confirm_visible=confirm_visible
             )

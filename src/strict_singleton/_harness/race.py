@@ -20,6 +20,13 @@ Definitions (per round):
 * ``overlap``: the round had two instances active at once for one ID (an active one
   was overwritten while it may still have been running).
 * ``violation``: anything but exactly one STARTED report and exactly one instance created.
+* ``duplicate``: more STARTED reports or instances than expected, an active instance
+  overwritten, or a STARTED report without an instance: exactly-once broken for real.
+* ``failed_closed``: a violation that is no duplicate and where callers raised errors:
+  no start happened because the lock store or backend failed, and the callers were told
+  (an outage, not a broken guarantee). Summaries count it apart from violating rounds.
+* ``first_error``: ``"Type: message"`` of the round's first error, secrets of the lock
+  URL scrubbed.
 * ``executions`` (only with ``execute``): activity executions counted by the worker.
   Durable activities run at least once, so a redelivery would count twice; the
   in-memory backend does not redeliver, so here it equals real executions.
@@ -38,8 +45,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from strict_singleton._harness.strategies import ORCHESTRATOR, AsyncStrategy, SyncStrategy, describe, worker_logger
+from strict_singleton.lock_backends._url import redact_url, scrub
 from strict_singleton.testing.backend import DurableTestBackend, Profile
-from strict_singleton.testing.strategies import ORCHESTRATOR, AsyncStrategy, SyncStrategy, describe
 from strict_singleton.testing.swarm import fire_tasks, fire_threads
 
 FINISH_EVENT = "finish_round"
@@ -85,6 +93,7 @@ class RoundRecord:
     latencies_ms: list[float]
     ended: list[float] = field(default_factory=list)
     max_rss_kb: int = 0
+    first_error: str | None = None
 
     @property
     def resolve_ms(self) -> float:
@@ -110,6 +119,24 @@ class RoundRecord:
         return self.started_reports != self.expected or self.created != self.expected
 
     @property
+    def errors(self) -> int:
+        """Callers that raised (``error:*``; a raw ALREADY_EXISTS, ``rejected``, is not counted)."""
+        return sum(n for k, n in self.reports.items() if k.startswith("error:"))
+
+    @property
+    def duplicate(self) -> bool:
+        return (
+            self.started_reports > self.expected
+            or self.created > self.expected
+            or self.overwritten_active > 0
+            or self.started_reports > self.created
+        )
+
+    @property
+    def failed_closed(self) -> bool:
+        return self.violation and not self.duplicate and self.errors > 0
+
+    @property
     def spread_ms(self) -> float:
         return (max(self.began) - min(self.began)) * 1000 if self.began else 0.0
 
@@ -122,12 +149,14 @@ class StrategySummary:
     created: int
     lost_starts: int
     overlap_violations: int
-    violating_rounds: int
+    violating_rounds: int  # rounds that broke exactly-once, not counting failed_closed_rounds
     errors: int
     latency_p50_ms: float
     latency_p99_ms: float
     max_spread_ms: float
     executions: int | None
+    failed_closed_rounds: int = 0
+    first_error: str | None = None
 
 
 @dataclass
@@ -149,11 +178,15 @@ class RaceReport:
                 lost_starts=r.lost_starts,
                 overlap=r.overlap,
                 violation=r.violation,
+                duplicate=r.duplicate,
+                failed_closed=r.failed_closed,
                 spread_ms=round(r.spread_ms, 3),
             )
             rounds.append(row)
+        config = asdict(self.config)
+        config["lock_url"] = redact_url(self.config.lock_url)
         return {
-            "config": asdict(self.config),
+            "config": config,
             "coordinator_pid": self.coordinator_pid,
             "starter_pids": self.pids,
             "summary": [asdict(s) for s in self.summaries()],
@@ -179,12 +212,14 @@ def summarize(strategy: str, rounds: list[RoundRecord]) -> StrategySummary:
         created=sum(r.created for r in rounds),
         lost_starts=sum(r.lost_starts for r in rounds),
         overlap_violations=sum(r.overlap for r in rounds),
-        violating_rounds=sum(r.violation for r in rounds),
+        violating_rounds=sum(r.violation and not r.failed_closed for r in rounds),
         errors=sum(n for r in rounds for k, n in r.reports.items() if k.startswith("error:") or k == "rejected"),
         latency_p50_ms=round(percentile(latencies, 50), 3),
         latency_p99_ms=round(percentile(latencies, 99), 3),
         max_spread_ms=round(max((r.spread_ms for r in rounds), default=0.0), 3),
         executions=sum(executions) if executions else None,
+        failed_closed_rounds=sum(r.failed_closed for r in rounds),
+        first_error=next((r.first_error for r in rounds if r.first_error), None),
     )
 
 
@@ -201,12 +236,18 @@ def _worker_main(cfg: RaceConfig, address: str, barrier: Any, results: Any) -> N
         pass  # the coordinator gave up; it reports why
 
 
-def _row(recs: list[Any]) -> tuple[int, list[str], list[float], list[float], list[float], int]:
+def _row(
+    recs: list[Any], lock_url: str
+) -> tuple[int, list[str], list[float], list[float], list[float], int, str | None]:
     import resource
 
     outcomes: list[str] = []
+    first_error = None
     for rec in recs:  # a starter making several calls returns a list of results
-        outcomes.extend(describe(v) for v in (rec.value if isinstance(rec.value, list) else [rec.value]))
+        for value in rec.value if isinstance(rec.value, list) else [rec.value]:
+            outcomes.append(describe(value))
+            if first_error is None and isinstance(value, BaseException):
+                first_error = scrub(f"{type(value).__name__}: {value}", lock_url)
     return (
         os.getpid(),
         outcomes,
@@ -214,6 +255,7 @@ def _row(recs: list[Any]) -> tuple[int, list[str], list[float], list[float], lis
         [(rec.ended - rec.began) * 1000 / _calls_of(rec) for rec in recs],
         [rec.ended for rec in recs],
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        first_error,
     )
 
 
@@ -249,7 +291,7 @@ def _worker_sync(cfg: RaceConfig, address: str, barrier: Any, results: Any) -> N
                     return strategy.start(iid)
                 return [strategy.start(x) for x in _ids(cfg, iid, i)]
 
-            results.put(_row(fire_threads(cfg.starters, call, timeout=cfg.timeout)))
+            results.put(_row(fire_threads(cfg.starters, call, timeout=cfg.timeout), cfg.lock_url))
         strategy.close()
 
 
@@ -266,7 +308,7 @@ async def _worker_async(cfg: RaceConfig, address: str, barrier: Any, results: An
                     return await strategy.start(iid)
                 return [await strategy.start(x) for x in _ids(cfg, iid, i)]
 
-            results.put(_row(await fire_tasks(cfg.starters, call)))
+            results.put(_row(await fire_tasks(cfg.starters, call), cfg.lock_url))
         await strategy.close()
 
 
@@ -287,8 +329,9 @@ class _ExecutionCounter:
             return self.counts[instance_id]
 
 
-def _validate(cfg: RaceConfig) -> None:
-    from strict_singleton.testing.strategies import STRATEGIES
+def validate_config(cfg: RaceConfig) -> None:
+    """Raise ValueError for a configuration no race can run (checked again by run_race)."""
+    from strict_singleton._harness.strategies import STRATEGIES
 
     if cfg.processes < 1 or cfg.starters < 1 or cfg.rounds < 1 or cfg.calls < 1:
         raise ValueError("processes, starters, rounds and calls must each be at least 1")
@@ -303,7 +346,7 @@ def _validate(cfg: RaceConfig) -> None:
 
 def run_race(cfg: RaceConfig, *, progress: Callable[[RoundRecord, int, int], None] | None = None) -> RaceReport:
     """Run every strategy's rounds against one fresh Durable test backend; return the ledger."""
-    _validate(cfg)
+    validate_config(cfg)
     report = RaceReport(config=cfg)
     backend = DurableTestBackend(profile=cfg.profile, latency=cfg.latency, visibility_delay=cfg.visibility_delay)
     backend.start()
@@ -312,10 +355,8 @@ def run_race(cfg: RaceConfig, *, progress: Callable[[RoundRecord, int, int], Non
     if cfg.execute:
         from durabletask.client import TaskHubGrpcClient
 
-        from strict_singleton.testing.strategies import quiet_logger
-
         worker = _start_worker(backend.address, counter)
-        control = TaskHubGrpcClient(host_address=backend.address, logger=quiet_logger())
+        control = TaskHubGrpcClient(host_address=backend.address, logger=worker_logger())
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(cfg.processes + 1)
     results = ctx.Queue()
@@ -326,7 +367,7 @@ def run_race(cfg: RaceConfig, *, progress: Callable[[RoundRecord, int, int], Non
     for p in procs:
         p.start()
     total = len(cfg.strategies) * cfg.rounds
-    died = _watch(procs, barrier)
+    died, stop_watch = _watch(procs, barrier)
     try:
         for name in cfg.strategies:
             for r in range(cfg.rounds):
@@ -360,6 +401,7 @@ def run_race(cfg: RaceConfig, *, progress: Callable[[RoundRecord, int, int], Non
                     latencies_ms=[x for row in rows for x in row[3]],
                     ended=[e for row in rows for e in row[4]],
                     max_rss_kb=max(row[5] for row in rows),
+                    first_error=next((row[6] for row in rows if row[6]), None),
                     expected=cfg.processes * cfg.starters * cfg.calls if cfg.distinct else 1,
                 )
                 report.rounds.append(record)
@@ -370,6 +412,7 @@ def run_race(cfg: RaceConfig, *, progress: Callable[[RoundRecord, int, int], Non
         for p in procs:
             p.join(cfg.timeout)
     finally:
+        stop_watch()
         barrier.abort()
         for p in procs:
             if p.is_alive():
@@ -387,8 +430,13 @@ def run_race(cfg: RaceConfig, *, progress: Callable[[RoundRecord, int, int], Non
     return report
 
 
-def _watch(procs: list[Any], barrier: Any) -> list[str]:
-    """A watchdog: if a starter process dies, break the barrier so the coordinator fails fast."""
+def _watch(procs: list[Any], barrier: Any) -> tuple[list[str], Callable[[], None]]:
+    """A watchdog: if a starter process dies, break the barrier so the coordinator fails fast.
+
+    Returns the list it appends to and a function that stops it. Stop it before returning:
+    a watchdog still holding the barrier at interpreter exit keeps the barrier's semaphores
+    from being freed, and multiprocessing's resource tracker then warns about them.
+    """
     died: list[str] = []
     stop = threading.Event()
 
@@ -402,8 +450,14 @@ def _watch(procs: list[Any], barrier: Any) -> list[str]:
             if all(p.exitcode == 0 for p in procs):
                 return
 
-    threading.Thread(target=watch, daemon=True, name="race-watchdog").start()
-    return died
+    thread = threading.Thread(target=watch, daemon=True, name="race-watchdog")
+    thread.start()
+
+    def stop_watch() -> None:
+        stop.set()
+        thread.join()
+
+    return died, stop_watch
 
 
 def _get(results: Any, died: list[str], timeout: float) -> Any:
@@ -452,9 +506,7 @@ def _start_worker(address: str, counter: _ExecutionCounter) -> Any:
         return "done"
 
     race_orchestrator.__name__ = ORCHESTRATOR
-    from strict_singleton.testing.strategies import quiet_logger
-
-    worker = TaskHubGrpcWorker(host_address=address, logger=quiet_logger())
+    worker = TaskHubGrpcWorker(host_address=address, logger=worker_logger())
     worker.add_orchestrator(race_orchestrator)
     worker.add_activity(count_execution)
     worker.start()  # type: ignore[no-untyped-call]

@@ -1,0 +1,260 @@
+"""Lock URLs: build a lease backend from one string, and print that string safely.
+
+* ``file`` or ``file:/dir``: :class:`FileLease` (one host);
+* ``redis://[[user]:password@]host:port/db`` (``rediss://`` for TLS): :class:`RedisLease`;
+* ``redlock://host:port,host:port,host:port/db``: :class:`RedlockLease` over those
+  independent masters (at least 3; each node may carry its own ``:password@``);
+* ``azblob://CONTAINER``: :class:`BlobLease` with the connection string from
+  ``$AZURE_STORAGE_CONNECTION_STRING`` (never from the URL, so it stays out of logs);
+* ``azurite://host:port/CONTAINER``: :class:`BlobLease` on the Azurite emulator's
+  development account.
+
+Redis query options (``?socket_timeout=2``, ``?password=...``) go to redis-py's
+``from_url`` unchanged. :func:`redact_url` is the only form of a lock URL that may be
+printed: it hides every password and every query value that is not a known option.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from strict_singleton.errors import InvalidArgumentError
+
+SCHEMES = (
+    "file, file:/dir, redis://host:port/db, redlock://host:port,host:port,host:port/db, "
+    "azblob://container or azurite://host:port/container"
+)
+
+# redis-py URL options that carry no secret; any other query value is redacted.
+_PUBLIC_QUERY_KEYS = frozenset(
+    {
+        "db", "protocol", "socket_timeout", "socket_connect_timeout", "socket_keepalive",
+        "retry_on_timeout", "health_check_interval", "max_connections", "single_connection_client",
+        "decode_responses", "encoding", "ssl_cert_reqs", "ssl_check_hostname", "client_name", "timeout",
+    }
+)  # fmt: skip
+_MASK = "***"
+_MIN_SCRUB = 3  # shorter "secrets" would mangle every message they are scrubbed from
+
+
+# The modules each optional extra brings, as imported by the backends it enables.
+EXTRA_MODULES: dict[str, tuple[str, ...]] = {
+    "redis": ("redis",),
+    "azure": ("azure.storage.blob", "aiohttp"),  # aiohttp: the async Blob client's transport
+}
+
+
+def extra_for(url: str) -> str | None:
+    """The optional extra a lock URL needs (``redis`` or ``azure``), or None for the file lease."""
+    scheme = url.partition("://")[0] if isinstance(url, str) and "://" in url else ""
+    if scheme in ("redis", "rediss", "redlock"):
+        return "redis"
+    if scheme in ("azblob", "azurite"):
+        return "azure"
+    return None
+
+
+def missing_extra(extra: str, modules: tuple[str, ...] | None = None) -> str | None:
+    """None if ``extra``'s modules import, else a message ending in the exact install line."""
+    for module in modules if modules is not None else EXTRA_MODULES[extra]:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            return f"needs the '{extra}' extra ({exc}): pip install 'strict-singleton[{extra}]'"
+    return None
+
+
+def extra_modules(url: str, *, asynchronous: bool) -> tuple[str, ...]:
+    """The modules a lease backend for ``url`` imports (the async Blob client also needs aiohttp)."""
+    extra = extra_for(url)
+    if extra is None:
+        return ()
+    modules = EXTRA_MODULES[extra]
+    return modules if asynchronous or extra != "azure" else modules[:1]
+
+
+def _require_extra(url: str, *, asynchronous: bool) -> None:
+    extra = extra_for(url)
+    problem = missing_extra(extra, extra_modules(url, asynchronous=asynchronous)) if extra else None
+    if problem:
+        raise ImportError(f"the {url.partition('://')[0]}:// lock {problem}")
+
+
+def from_url(url: str, *, asynchronous: bool = False, prefix: str | None = None) -> Any:
+    """A lease backend for ``url`` (see the module docstring); the caller closes it.
+
+    Raises InvalidArgumentError for a malformed or unsupported URL (the message shows the
+    URL redacted), ImportError with the install line when the URL's extra is missing.
+    Builds the client only; nothing connects until the first acquire.
+    """
+    if not isinstance(url, str) or not url:
+        got = "''" if isinstance(url, str) else type(url).__name__  # never echo a value: it may hold a secret
+        raise InvalidArgumentError(f"lock URL must be a non-empty string, got {got}")
+    if prefix is not None and (not isinstance(prefix, str) or not prefix):
+        raise InvalidArgumentError(f"prefix must be a non-empty string or None, got {prefix!r}")
+    kwargs: dict[str, Any] = {"prefix": prefix} if prefix else {}
+    _require_extra(url, asynchronous=asynchronous)
+    if url == "file" or url.startswith("file:"):
+        from strict_singleton.lock_backends.file import AsyncFileLease, FileLease
+
+        directory = url[5:] or None
+        return AsyncFileLease(directory) if asynchronous else FileLease(directory)
+    parts = urlsplit(url)
+    if parts.scheme in ("redis", "rediss"):
+        host_port(parts, url)
+        if asynchronous:
+            import redis.asyncio as aioredis
+
+            from strict_singleton.lock_backends.redis import AsyncRedisLease
+
+            return AsyncRedisLease(aioredis.Redis.from_url(url), **kwargs)
+        import redis
+
+        from strict_singleton.lock_backends.redis import RedisLease
+
+        return RedisLease(redis.Redis.from_url(url), **kwargs)
+    if parts.scheme == "redlock":
+        urls = redlock_node_urls(url)
+        if asynchronous:
+            import redis.asyncio as aioredis
+
+            from strict_singleton.lock_backends.redlock import AsyncRedlockLease
+
+            return AsyncRedlockLease([aioredis.Redis.from_url(u, socket_timeout=2) for u in urls], **kwargs)
+        import redis
+
+        from strict_singleton.lock_backends.redlock import RedlockLease
+
+        return RedlockLease([redis.Redis.from_url(u, socket_timeout=2) for u in urls], **kwargs)
+    if parts.scheme in ("azblob", "azurite"):
+        from strict_singleton.lock_backends.blob import AsyncBlobLease, BlobLease
+
+        conn, container = blob_target(url)
+        cls = AsyncBlobLease if asynchronous else BlobLease
+        return cls.from_connection_string(conn, container=container, retry_total=1, **kwargs)
+    raise InvalidArgumentError(f"unsupported lock URL {redact_url(url)}; use {SCHEMES}")
+
+
+def redlock_node_urls(url: str) -> list[str]:
+    """One ``redis://`` URL per node of a ``redlock://`` URL (each checked for host and port)."""
+    rest = url[len("redlock://") :]
+    hosts, _, db = rest.partition("/")
+    urls = []
+    for node in (h for h in hosts.split(",") if h):
+        parts = urlsplit(f"redis://{node}/{db or 0}")
+        host_port(parts, url)
+        urls.append(parts.geturl())
+    if not urls:
+        raise InvalidArgumentError(f"lock URL needs a host and port for every server: {redact_url(url)}")
+    return urls
+
+
+def blob_target(url: str) -> tuple[str, str]:
+    """(connection string, container) of an ``azblob://`` or ``azurite://`` URL."""
+    parts = urlsplit(url)
+    if parts.scheme == "azblob":
+        container = (parts.netloc + parts.path).strip("/")
+        conn = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
+        if not conn:
+            raise InvalidArgumentError("azblob:// needs $AZURE_STORAGE_CONNECTION_STRING to be set")
+    else:
+        from strict_singleton.testing.azurite import dev_connection_string
+
+        host, port = host_port(parts, url)
+        container = parts.path.strip("/")
+        conn = dev_connection_string(host, port)
+    if not container or "/" in container:
+        raise InvalidArgumentError(f"lock URL needs exactly one container name: {redact_url(url)}")
+    return conn, container
+
+
+def host_port(parts: Any, url: str) -> tuple[str, int]:
+    """The host and port of a parsed lock URL, or a clear error (URL redacted)."""
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidArgumentError(f"bad port in lock URL {redact_url(url)}: {exc}") from None
+    if not parts.hostname or port is None:
+        raise InvalidArgumentError(f"lock URL needs a host and port for every server: {redact_url(url)}")
+    return str(parts.hostname), int(port)
+
+
+def redact_url(url: str) -> str:
+    """``url`` safe to print: passwords and secret query values replaced by ``***``.
+
+    ``redis://:pw@h:1/0`` -> ``redis://:***@h:1/0``; ``redis://user:pw@...`` keeps
+    ``user``; a userinfo without a colon is hidden whole (it may be a password typed
+    without one); every ``redlock://`` node is treated alike; ``?password=pw`` ->
+    ``?password=***`` (only known harmless options such as ``socket_timeout`` keep their
+    values); a fragment is hidden. ``file`` URLs and anything without ``://`` are returned
+    as they are.
+    """
+    if not isinstance(url, str):
+        return repr(type(url))
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    rest, fragment_sep, _ = rest.partition("#")
+    rest, query_sep, query = rest.partition("?")
+    at = rest.rfind("@")
+    slash = rest.find("/", at + 1)
+    authority, path = (rest, "") if slash < 0 else (rest[:slash], rest[slash:])
+    nodes = authority.split(",") if scheme == "redlock" else [authority]
+    redacted = f"{scheme}://" + ",".join(_redact_node(n) for n in nodes) + path
+    if query_sep:
+        redacted += "?" + "&".join(_redact_param(p) for p in query.split("&"))
+    if fragment_sep:
+        redacted += "#" + _MASK
+    return scrub(redacted, url)
+
+
+def scrub(text: str, url: str) -> str:
+    """``text`` with every secret of ``url`` (as written, and percent-decoded) replaced by ``***``.
+
+    For messages that might echo part of a lock URL (driver errors); secrets shorter than
+    three characters are left alone.
+    """
+    for secret in sorted(_secrets(url), key=len, reverse=True):
+        if len(secret) >= _MIN_SCRUB:
+            text = text.replace(secret, _MASK)
+    return text
+
+
+def _redact_node(node: str) -> str:
+    userinfo, at, host = node.rpartition("@")
+    if not at:
+        return node
+    user, colon, _ = userinfo.partition(":")
+    return f"{user}:{_MASK}@{host}" if colon else f"{_MASK}@{host}"
+
+
+def _redact_param(param: str) -> str:
+    key, eq, _ = param.partition("=")
+    if not eq or key.lower() in _PUBLIC_QUERY_KEYS:
+        return param
+    return f"{key}={_MASK}"
+
+
+def _secrets(url: str) -> set[str]:
+    if not isinstance(url, str) or "://" not in url:
+        return set()
+    scheme, _, rest = url.partition("://")
+    rest, _, fragment = rest.partition("#")
+    rest, _, query = rest.partition("?")
+    found = {fragment} if fragment else set()
+    at = rest.rfind("@")
+    slash = rest.find("/", at + 1)
+    authority = rest if slash < 0 else rest[:slash]
+    for node in authority.split(",") if scheme == "redlock" else [authority]:
+        userinfo, sep, _ = node.rpartition("@")
+        if sep:
+            user, colon, password = userinfo.partition(":")
+            found.add(password if colon else user)
+    for param in query.split("&"):
+        key, eq, value = param.partition("=")
+        if eq and value and key.lower() not in _PUBLIC_QUERY_KEYS:
+            found.add(value)
+    return {s for s in found | {unquote(s) for s in found} if s}
