@@ -41,7 +41,7 @@ end
 return 0
 """
 
-DEFAULT_NODE_TIMEOUT = 1.0  # redis-py round trips on busy 2-core machines exceed 250 ms; slower nodes only shorten validity
+DEFAULT_NODE_TIMEOUT = 1.0  # busy 2-core machines exceed 250 ms; a slow node only shortens validity
 
 
 def quorum(n: int) -> int:
