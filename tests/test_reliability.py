@@ -234,15 +234,28 @@ def test_item4_cancelled_while_the_schedule_is_in_flight_watches_for_it(
     backend: DurableTestBackend, redis_srv: RedisServer
 ) -> None:
     iid = "cancel-schedule"
-    backend.start_hook = stall_once(0.8)
+    reached = threading.Event()
+    stall = stall_once(0.8)
+
+    def hook(hook_iid: str) -> None:
+        reached.set()
+        stall(hook_iid)
+
+    backend.start_hook = hook
 
     async def scenario() -> None:
         import redis.asyncio as aioredis
 
         client = AsyncTaskHubGrpcClient(host_address=backend.address)
         starter = AsyncSingletonStarter(client, lock=AsyncRedisLease(aioredis.Redis(port=redis_srv.port)))
-        with pytest.raises(asyncio.TimeoutError):
-            await asyncio.wait_for(starter.start("orch", instance_id=iid), 0.2)
+        task = asyncio.ensure_future(starter.start("orch", instance_id=iid))
+        for _ in range(2000):  # bounded poll: cancel once the schedule has reached the backend
+            if reached.is_set():
+                break
+            await asyncio.sleep(0.005)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
         # the lease is kept while the cancelled request may still land ...
         assert await aioredis.Redis(port=redis_srv.port).exists(lock_key(iid)) == 1
         await starter.aclose()

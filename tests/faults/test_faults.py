@@ -406,7 +406,7 @@ def test_8_redlock_exactly_once_under_contention(
     from strict_singleton.testing.swarm import fire_threads
 
     strict_singleton_durable_backend.profile = "overwrite"
-    lock = RedlockLease([quick_redis(n.port) for n in redis_nodes], node_timeout=0.2)
+    lock = RedlockLease([quick_redis(n.port) for n in redis_nodes], node_timeout=1.0)
     with SingletonStarter(grpc_client(strict_singleton_durable_backend), lock=lock, lease_ttl=5) as starter:
         for r in range(20):
             iid = f"redlock-{r}"
