@@ -120,14 +120,18 @@ def test_3_schedule_stall_gets_a_deadline(
     releases. Exactly one instance; the next caller is told ALREADY_RUNNING."""
     backend = overwrite_or_atomic
     r = quick_redis(strict_singleton_redis.port)
-    stalled = threading.Event()
+    stalled, watching = threading.Event(), threading.Event()
 
-    def stall(_iid: str) -> None:  # the injected fault: 1.5 s inside the backend, past the 1 s lease
+    def stall(_iid: str) -> None:
+        # The injected fault: the request sits in the backend until the starter, its call cut
+        # short by the deadline, has begun watching for its instance (its first status read
+        # after the schedule); only then does it land.
         if not stalled.is_set():
             stalled.set()
-            threading.Event().wait(1.5)
+            watching.wait(30)
 
     backend.start_hook = stall
+    backend.read_hook = lambda _iid: watching.set() if stalled.is_set() else None
     lock = WatchedLock(RedisLease(r))
     starter = SingletonStarter(
         grpc_client(backend), lock=lock, lease_ttl=1.0, schedule_margin=0.1, ambiguity_timeout=20
