@@ -7,22 +7,63 @@
 <StartOutcome.STARTED: 'started'>
 """
 
-from strict_singleton._validation import FENCING_TAG, MAX_INSTANCE_ID_LENGTH, validate_instance_id
-from strict_singleton.async_starter import AsyncSingletonStarter
-from strict_singleton.errors import (
-    BackendError,
-    InvalidArgumentError,
-    InvalidInstanceIdError,
-    LeaseLostError,
-    LockUnavailableError,
-    ScheduleError,
-    StatusReadError,
-    StrictSingletonError,
-)
-from strict_singleton.result import StartOutcome, StartResult
-from strict_singleton.starter import SingletonStarter
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Public names load lazily (PEP 562), so that importing a submodule, such as the pytest
+# plugin ``strict_singleton.testing.plugin`` that pytest loads in every session of a
+# project that installs us, does not pay for durabletask and gRPC.
+_EXPORTS = {
+    "FENCING_TAG": "strict_singleton._validation",
+    "MAX_INSTANCE_ID_LENGTH": "strict_singleton._validation",
+    "validate_instance_id": "strict_singleton._validation",
+    "AsyncSingletonStarter": "strict_singleton.async_starter",
+    "SingletonStarter": "strict_singleton.starter",
+    "StartOutcome": "strict_singleton.result",
+    "StartResult": "strict_singleton.result",
+    "BackendError": "strict_singleton.errors",
+    "InvalidArgumentError": "strict_singleton.errors",
+    "InvalidInstanceIdError": "strict_singleton.errors",
+    "LeaseLostError": "strict_singleton.errors",
+    "LockUnavailableError": "strict_singleton.errors",
+    "ScheduleError": "strict_singleton.errors",
+    "StatusReadError": "strict_singleton.errors",
+    "StrictSingletonError": "strict_singleton.errors",
+}
+
+if TYPE_CHECKING:
+    from strict_singleton._validation import FENCING_TAG, MAX_INSTANCE_ID_LENGTH, validate_instance_id
+    from strict_singleton.async_starter import AsyncSingletonStarter
+    from strict_singleton.errors import (
+        BackendError,
+        InvalidArgumentError,
+        InvalidInstanceIdError,
+        LeaseLostError,
+        LockUnavailableError,
+        ScheduleError,
+        StatusReadError,
+        StrictSingletonError,
+    )
+    from strict_singleton.result import StartOutcome, StartResult
+    from strict_singleton.starter import SingletonStarter
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'strict_singleton' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
 
 __all__ = [
     "FENCING_TAG",
