@@ -1,0 +1,862 @@
+"""A deterministic explorer: the real start flow run through interleavings and faults.
+
+N starters each run the real ``start_flow`` / ``finish_flow`` generators of
+``strict_singleton._flow`` (the very code both starters drive) with the real starter
+configuration, fencing tags and reuse policy, against the in-memory world of
+:mod:`strict_singleton.testing.world` (virtual clock, lock store with TTLs, Durable
+backend with a ledger). A scheduler owns every source of nondeterminism and picks, at
+each step, one of:
+
+* ``A``, ``B``, ... : that starter executes its pending operation (a lock or backend
+  call, a sleep, a wait); the answer reaches it at once.
+* ``sA`` (slow read): A's status read executes now, its answer is withheld; ``rA``
+  delivers it later. Any steps may run in between.
+* ``kA`` (slow read, key lost): as ``sA``, and while the answer is withheld the lock
+  store loses A's key and more than ``confirm_after`` passes (finding 5 of issue 9).
+* ``dA`` (delayed request): A's schedule request passes the send-by check and is sent,
+  but is held inside the backend; A's call ends with DEADLINE_EXCEEDED at its deadline;
+  ``lA`` lands the request later (in the safe configurations, always before
+  ``ambiguity_timeout`` has passed since it was sent).
+* ``xA`` (dropped answer): A's schedule executes but its answer is lost (UNAVAILABLE).
+* ``p`` (pause): the clock jumps past the lease TTL (a process pause, a wall-clock step).
+* ``L`` (lost key): the lock store forgets every key (a restart without persistence).
+* ``gA`` (stall after the check): A's schedule passes the send-by check, then the clock
+  jumps past the TTL before the request leaves (the documented residual window).
+
+Exploration is a depth-first search over these choices with *preemption bounding*
+(CHESS: a schedule may switch away from a runnable starter at most ``preemptions``
+times), a bound on faults, and *state hashing*: a state (the world, every starter's
+history of answers, the clock, the budgets left) reached a second time is not explored
+again, which merges interleavings that commute. Generators cannot be copied, so every
+path is replayed from the start (stateless model checking). A seeded random mode samples
+larger configurations. Every run is a *schedule string* (``"A A dB B lB ..."``) that
+:func:`replay` runs again step by step.
+
+Invariants, checked after every step: at most one STARTED; a STARTED only by a starter
+whose own schedule created an instance (its fencing tag); no active instance overwritten;
+every starter ends with an answer or an error of the library's error tree; at the end,
+after the documented windows, nobody holds the lease (the ID is startable).
+
+Configurations (:data:`CONFIGS`) say which faults are enabled, and are either *safe*
+(0 violations is the claim) or *residual* (a documented window: the explorer must find
+a counterexample). Mutants (:data:`MUTANTS`) break one piece of the flow each and must
+be caught.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from strict_singleton import _flow
+from strict_singleton._validation import FENCING_TAG, StartCall, StarterConfig, build_config
+from strict_singleton.errors import StrictSingletonError
+from strict_singleton.result import StartOutcome
+from strict_singleton.testing.world import Profile, RpcError, World
+
+IID = "singleton"
+NAMES = "ABCDEFGH"
+
+
+@dataclass(frozen=True)
+class Config:
+    """One explored configuration: the world, the starters and the enabled faults."""
+
+    name: str
+    profile: Profile = "overwrite"
+    starters: int = 2
+    faults: frozenset[str] = frozenset()
+    max_faults: int = 2
+    preemptions: int = 2
+    lease_ttl: float = 1.0
+    visibility_lag: float = 0.0
+    visibility_timeout: float = 1.0
+    expiring: bool = True
+    lenient_renew: bool = False  # the store renews an expired, unclaimed lease (as Azure Blob does)
+    late_land: bool = False  # delayed requests may land after ambiguity_timeout
+    safe: bool = True
+    claim: str = ""
+
+    def starter_config(self) -> StarterConfig:
+        return build_config(
+            lease_ttl=self.lease_ttl,
+            confirm_visible=True,
+            background_finish=False,
+            max_instance_id_length=256,
+            fetch_payloads=False,
+            ambiguity_timeout=self.lease_ttl,
+            visibility_timeout=self.visibility_timeout,
+            wait=self.lease_ttl * 2,
+            backend="sim",
+        )
+
+
+SAFE_FAULTS = frozenset({"slow", "slowlose", "delay", "drop", "pause"})
+
+CONFIGS: dict[str, Config] = {
+    c.name: c
+    for c in [
+        Config(
+            "overwrite",
+            faults=SAFE_FAULTS,
+            claim="rows 1-3, 11-16: no lock-store loss; pauses anywhere but while a request is in flight",
+        ),
+        Config("atomic", profile="atomic", faults=SAFE_FAULTS, claim="as overwrite, on a host that dedupes"),
+        Config(
+            "eventual",
+            visibility_lag=0.3,
+            faults=frozenset({"slow", "slowlose", "delay", "drop"}),
+            claim="an overwriting host whose status reads lag (below visibility_timeout); no pauses in the hold",
+        ),
+        Config(
+            "eventual-long-lag",
+            visibility_lag=1.5,
+            visibility_timeout=3.0,
+            faults=frozenset({"slow", "delay"}),
+            max_faults=1,
+            claim="status reads lag longer than the lease (below visibility_timeout): the hold renews",
+        ),
+        Config(
+            "file",
+            expiring=False,
+            faults=frozenset({"slow", "delay", "drop", "pause"}),
+            claim="a lease that never expires (the file lease): bounded holds",
+        ),
+        Config(
+            "residual-store-loss",
+            faults=frozenset({"lose"}),
+            max_faults=1,
+            safe=False,
+            claim="row 7 / residual window: the lock store forgets a held lease (overwrite host)",
+        ),
+        Config(
+            "residual-late-land",
+            faults=frozenset({"delay"}),
+            max_faults=1,
+            late_land=True,
+            safe=False,
+            claim="residual window: a request executes after ambiguity_timeout",
+        ),
+        Config(
+            "residual-stall-after-check",
+            faults=frozenset({"stall"}),
+            max_faults=1,
+            safe=False,
+            claim="residual window: a pause between the send-by check and the request leaving",
+        ),
+        Config(
+            "residual-pause-in-hold",
+            visibility_lag=2.0,
+            visibility_timeout=5.0,
+            faults=frozenset({"pause"}),
+            max_faults=1,
+            safe=False,
+            claim="residual window: a pause past the lease during the visibility hold",
+        ),
+    ]
+}
+
+
+# -- mutants -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    description: str
+    config: str  # the safe configuration that must catch it
+    patch: Callable[[], contextlib.AbstractContextManager[Any]]
+    world: dict[str, Any] = field(default_factory=dict)
+    starter: dict[str, Any] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """The flow logs warnings a real deployment wants; thousands of simulated runs do not."""
+    log = logging.getLogger("strict_singleton")
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+@contextlib.contextmanager
+def _patched(target: Any, name: str, value: Any) -> Iterator[None]:
+    old = getattr(target, name)
+    setattr(target, name, value)
+    try:
+        yield
+    finally:
+        setattr(target, name, old)
+
+
+def _no_patch() -> contextlib.AbstractContextManager[Any]:
+    return contextlib.nullcontext()
+
+
+def _keep_without_confirmation() -> contextlib.AbstractContextManager[Any]:
+    real = _flow._keep
+
+    def keep(ctx: Any, lease: Any, *, confirm: bool) -> Any:
+        if confirm:
+            return (yield from _nothing())
+        return (yield from real(ctx, lease, confirm=confirm))
+
+    return _patched(_flow, "_keep", keep)
+
+
+def _nothing() -> Iterator[Any]:
+    return None
+    yield  # pragma: no cover - makes this a generator
+
+
+def _release_on_ambiguity() -> contextlib.AbstractContextManager[Any]:
+    def watch(ctx: Any, lease: Any) -> Any:
+        return (yield from _nothing()) or (None, None)
+
+    return _patched(_flow, "_watch", watch)
+
+
+def _renew_after_expiry() -> contextlib.AbstractContextManager[Any]:
+    real_remaining = _flow.LeaseClock.remaining
+
+    def remaining(self: Any, now: float) -> float | None:
+        value = real_remaining(self, now)
+        return value if value is None or value > 0 else 1e-9  # "still valid": renew it anyway
+
+    return _patched(_flow.LeaseClock, "remaining", remaining)
+
+
+MUTANTS: dict[str, Mutant] = {
+    m.name: m
+    for m in [
+        Mutant("no-lease", "the store grants every acquire", "overwrite", _no_patch, world={"no_lease": True}),
+        Mutant(
+            "no-validity-check",
+            "no confirmation before scheduling and the driver ignores send-by (issue 9 items 2, 5 reverted)",
+            "overwrite",
+            _keep_without_confirmation,
+            world={"ignore_send_by": True},
+        ),
+        Mutant(
+            "no-confirmation",
+            "no confirmation after a slow read (issue 9 item 5 reverted)",
+            "overwrite",
+            _keep_without_confirmation,
+        ),
+        Mutant(
+            "no-visibility-hold",
+            "release as soon as the schedule returns",
+            "eventual",
+            _no_patch,
+            starter={"confirm_visible": False},
+        ),
+        Mutant(
+            "no-reuse-policy",
+            "requests may replace active instances (terminate-and-replace)",
+            "atomic",
+            _no_patch,
+            world={"replace_active": True, "no_lease": True},
+        ),
+        Mutant(
+            "release-on-ambiguous-failure",
+            "release at once after DEADLINE_EXCEEDED (issue 9 item 1 reverted)",
+            "overwrite",
+            _release_on_ambiguity,
+        ),
+        Mutant(
+            "renew-after-expiry",
+            "renew a lease whose deadline passed (on a store that allows it, as Blob does)",
+            "overwrite",
+            _renew_after_expiry,
+            world={"lenient_renew": True},
+        ),
+        Mutant(
+            "queued-finish",
+            "the visibility hold waits in a queue past the TTL before it starts (issue 9 item 6 reverted)",
+            "eventual-long-lag",
+            _no_patch,
+            world={"queued_finish": True},
+        ),
+    ]
+}
+
+
+# -- one run ---------------------------------------------------------------------------
+
+
+class Violation(AssertionError):
+    pass
+
+
+@dataclass
+class _Starter:
+    name: str
+    gen: Any
+    token: str
+    op: Any = None
+    phase: str = "start"  # start -> finish -> done
+    withheld: Any = None  # ("answer", value) | ("raise", exc)
+    result: Any = None
+    error: BaseException | None = None
+    history: list[str] = field(default_factory=list)
+    fencing: int | None = None
+    finish_after: float | None = None
+    sent: bool = False  # a schedule request was sent
+    wake_at: float | None = None  # blocked in a sleep, a wait or a call until then
+    wake_reply: Any = None
+    waiting_release: bool = False  # a WaitRelease: also woken when the lease is free
+
+    @property
+    def done(self) -> bool:
+        return self.phase == "done"
+
+
+class _Run:
+    """One schedule, step by step, with the invariants checked after each."""
+
+    def __init__(self, cfg: Config, *, mutant: Mutant | None = None) -> None:
+        self.cfg = cfg
+        self.mutant = mutant
+        opts = dict(mutant.world) if mutant else {}
+        self.world = World(profile=cfg.profile, expiring=cfg.expiring, visibility_lag=cfg.visibility_lag)
+        self.world.op_cost = 0.0
+        self.lenient = cfg.lenient_renew or opts.get("lenient_renew", False)
+        self.no_lease = opts.get("no_lease", False)
+        self.ignore_send_by = opts.get("ignore_send_by", False)
+        self.replace_active = opts.get("replace_active", False)
+        self.queued_finish = opts.get("queued_finish", False)
+        starter_cfg = cfg.starter_config()
+        if mutant and mutant.starter:
+            starter_cfg = replace(starter_cfg, **mutant.starter)
+        self.scfg = starter_cfg
+        self.starters = [self._new(NAMES[i]) for i in range(cfg.starters)]
+        self.queued: dict[str, tuple[float, dict[str, str]]] = {}  # name -> (latest land time, tags)
+        self.trace: list[str] = []
+        self.faults = 0
+        self.preemptions = 0
+        self.last: str | None = None
+        for s in self.starters:
+            self._advance(s, ("answer", None), first=True)
+
+    def _new(self, name: str) -> _Starter:
+        call = StartCall(instance_id=IID, orchestrator="orch", input=None, tags={}, version=None, start_at=None)
+        gen = _flow.start_flow(
+            call, self.scfg, token=name, backend="sim", clock=self.world.clock, wall_clock=self.world.clock.wall
+        )
+        return _Starter(name=name, gen=gen, token=name)
+
+    # -- stepping a starter's generator ---------------------------------------------
+
+    def _advance(self, s: _Starter, reply: tuple[str, Any], *, first: bool = False) -> None:
+        try:
+            if first:
+                s.op = next(s.gen)
+            elif reply[0] == "raise":
+                s.history.append(f"!{type(reply[1]).__name__}")
+                s.op = s.gen.throw(reply[1])
+            else:
+                s.history.append(_short(reply[1]))
+                s.op = s.gen.send(reply[1])
+        except StopIteration as stop:
+            self._ended(s, stop.value)
+        except StrictSingletonError as exc:
+            s.error, s.phase, s.op = exc, "done", None
+        except Exception as exc:  # not a documented error: a violation of its own
+            s.error, s.phase, s.op = exc, "done", None
+            raise Violation(f"{s.name} raised an undocumented {type(exc).__name__}: {exc}") from exc
+
+    def _ended(self, s: _Starter, value: Any) -> None:
+        if s.phase == "start":
+            s.result = value.result
+            s.fencing = value.result.fencing_token
+            if value.hold is not None:
+                call = StartCall(instance_id=IID, orchestrator="orch", input=None, tags={}, version=None, start_at=None)
+                s.gen = _flow.finish_flow(call, self.scfg, value.hold, clock=self.world.clock)
+                s.phase = "finish"
+                if self.queued_finish:
+                    s.finish_after = self.world.clock() + self.cfg.lease_ttl * 1.5
+                s.op = next(s.gen)
+                return
+        s.phase, s.op = "done", None
+
+    # -- what may happen next -------------------------------------------------------------
+
+    def runnable(self, s: _Starter) -> bool:
+        if s.done or s.withheld is not None or s.wake_at is not None:
+            return False
+        return not (s.finish_after is not None and self.world.clock() < s.finish_after)
+
+    def _next_event(self) -> float | None:
+        """When time must next pass to: a wake-up, a queued finish, a request due to land."""
+        times = [s.wake_at for s in self.starters if s.wake_at is not None]
+        times += [s.finish_after for s in self.starters if s.finish_after is not None and not s.done]
+        times += [latest for latest, _tags in self.queued.values() if latest < 1e11]
+        lease = self.world.store.leases.get(IID)
+        if lease is not None and lease.expires_at is not None and any(s.waiting_release for s in self.starters):
+            times.append(lease.expires_at)  # a waiter learns of an expiry (stores poll or notify)
+        return min(times) if times else None
+
+    def _wake(self) -> None:
+        """Deliver the answers of starters whose sleep, wait or call has ended."""
+        for s in self.starters:
+            if s.finish_after is not None and self.world.clock() >= s.finish_after:
+                s.finish_after = None  # the queued finish may start now
+            if s.wake_at is None:
+                continue
+            free = s.waiting_release and self.world.store.holder(IID) is None
+            if self.world.clock() >= s.wake_at or free:
+                reply, s.wake_at, s.wake_reply, s.waiting_release = s.wake_reply, None, None, False
+                self._advance(s, reply)
+
+    def choices(self) -> list[str]:
+        out: list[str] = []
+        fault_ok = self.faults < self.cfg.max_faults
+        faults = self.cfg.faults
+        for s in self.starters:
+            if s.withheld is not None and s.name not in self.queued:
+                out.append("r" + s.name)
+            if not self.runnable(s):
+                continue
+            out.append(s.name)
+            if not fault_ok:
+                continue
+            if isinstance(s.op, _flow.Read):
+                # a read slower than the lease during the hold on a lagging host: documented window
+                in_hold = self.cfg.safe and self.cfg.visibility_lag > 0 and s.phase == "finish"
+                if "slow" in faults and not in_hold:
+                    out.append("s" + s.name)
+                # its own lease, read before scheduling (later losses are documented windows)
+                if "slowlose" in faults and not s.sent and self.world.store.holder(IID) == s.token:
+                    out.append("k" + s.name)
+            if isinstance(s.op, _flow.Schedule):
+                for code, fault in (("d", "delay"), ("x", "drop"), ("g", "stall")):
+                    if fault in faults:
+                        out.append(code + s.name)
+        for name in self.queued:
+            out.append("l" + name)
+        if fault_ok and "pause" in faults and self._pause_allowed():
+            out.append("p")
+        if fault_ok and "lose" in faults:
+            out.append("L")
+        if not any(self.runnable(s) for s in self.starters) and self._next_event() is not None:
+            out.append("t")  # nobody can act now: time passes to the next event
+        return out
+
+    def _pause_allowed(self) -> bool:
+        if self.cfg.safe and self.queued:
+            return False  # a request in flight: the send-reserve window (documented)
+        # the visibility hold on a lagging host: documented window
+        return not (self.cfg.safe and self.cfg.visibility_lag > 0 and any(s.phase == "finish" for s in self.starters))
+
+    def default(self, options: list[str]) -> str:
+        """No preemption, no fault: the last starter keeps going, else the first runnable."""
+        if self.last is not None and self.last in options:
+            return self.last
+        plain = [o for o in options if o in NAMES or o.startswith("r") or o.startswith("l") or o == "t"]
+        return plain[0] if plain else options[0]
+
+    def cost(self, choice: str, options: list[str]) -> tuple[int, int]:
+        """(preemptions, faults) this choice spends."""
+        fault = 1 if choice[0] in "skdxgpL" else 0
+        preempt = 0
+        if choice in NAMES and self.last is not None and self.last != choice and self.last in options:
+            preempt = 1
+        return preempt, fault
+
+    # -- taking a step ---------------------------------------------------------------------
+
+    def step(self, choice: str) -> None:
+        options = self.choices()
+        if choice not in options:
+            raise ValueError(f"step {len(self.trace) + 1}: {choice!r} is not possible here (possible: {options})")
+        preempt, fault = self.cost(choice, options)
+        self.preemptions += preempt
+        self.faults += fault
+        self.trace.append(f"{choice}@{self.world.clock() - 1000.0:.3f}")
+        w = self.world
+        self._land_within(self._duration(choice))
+        if choice == "p":
+            w.clock.advance(self.cfg.lease_ttl * 1.5)
+        elif choice == "t":
+            target = self._next_event()
+            assert target is not None
+            w.clock.advance(target - w.clock())
+        elif choice == "L":
+            w.store.leases.clear()
+        elif choice[0] == "l":
+            self._land(choice[1:])
+        elif choice[0] == "r":
+            s = self._by(choice[1:])
+            reply, s.withheld = s.withheld, None
+            self._advance(s, reply)
+        else:
+            s = self._by(choice[-1])
+            self.last = s.name if choice in NAMES else self.last
+            self._execute(s, choice[0] if len(choice) == 2 else "")
+        self._land_due()
+        self._wake()
+        self.check()
+
+    def _duration(self, choice: str) -> float:
+        """The most virtual time this step can let pass."""
+        if choice == "p" or choice[0] == "g":
+            return self.cfg.lease_ttl * 1.5
+        if choice[0] == "k":
+            return self.scfg.confirm_after * 2
+        if choice == "t":
+            target = self._next_event()
+            return 0.0 if target is None else max(0.0, target - self.world.clock())
+        return 0.0
+
+    def _by(self, name: str) -> _Starter:
+        return next(s for s in self.starters if s.name == name)
+
+    def _execute(self, s: _Starter, fault: str) -> None:
+        op, w = s.op, self.world
+        if isinstance(op, _flow.Acquire) and self.no_lease:
+            w.store.fences[IID] = w.store.fences.get(IID, 0) + 1
+            from strict_singleton.lock_backends.base import Grant
+
+            self._advance(s, ("answer", Grant(fencing_token=w.store.fences[IID], valid_for=op.ttl)))
+            return
+        if isinstance(op, (_flow.Extend, _flow.Release)) and self.no_lease:
+            self._advance(s, ("answer", True))
+            return
+        if isinstance(op, _flow.Extend) and self.lenient and w.store.holder(op.instance_id) is None:
+            w.store.acquire(op.instance_id, op.token, op.ttl)  # Blob: renew after expiry, nobody else holding
+            self._advance(s, ("answer", True))
+            return
+        if isinstance(op, _flow.Schedule):
+            self._schedule(s, op, fault)
+            return
+        if isinstance(op, (_flow.Sleep, _flow.WaitRelease)):
+            wait = op.seconds if isinstance(op, _flow.Sleep) else op.timeout
+            s.wake_at, s.wake_reply = w.clock() + wait, ("answer", None)
+            s.waiting_release = isinstance(op, _flow.WaitRelease)
+            return
+        if fault in ("s", "k"):
+            try:
+                reply: tuple[str, Any] = ("answer", w.answer(op))
+            except Exception as exc:
+                reply = ("raise", exc)
+            s.withheld = reply
+            if fault == "k":
+                w.store.lose(IID)
+                w.clock.advance(self.scfg.confirm_after * 2)
+            return
+        try:
+            reply = ("answer", w.answer(op))
+        except Exception as exc:
+            reply = ("raise", exc)
+        self._advance(s, reply)
+
+    def _schedule(self, s: _Starter, op: _flow.Schedule, fault: str) -> None:
+        w = self.world
+        if op.send_by is not None and w.clock() >= op.send_by and not self.ignore_send_by:
+            self._advance(s, ("raise", _flow.NotSent("send-by time passed")))
+            return
+        s.sent = True
+        if fault == "g":  # frozen after the check: the request leaves (and A resumes) only later
+            w.clock.advance(self.cfg.lease_ttl * 1.5)
+            self.queued[s.name] = (1e12, dict(op.tags))
+            s.withheld = ("answer", IID)
+            return
+        if fault == "d":
+            latest = w.clock() + (1e9 if self.cfg.late_land else self.scfg.ambiguity_timeout * 0.9)
+            self.queued[s.name] = (latest, dict(op.tags))
+            if op.send_by is None:  # no deadline: the call returns once the request has landed
+                s.wake_at, s.wake_reply = latest, ("answer", IID)
+            else:  # the caller's wait ends at its deadline
+                s.wake_at, s.wake_reply = max(op.send_by, w.clock()), ("raise", RpcError("DEADLINE_EXCEEDED"))
+            return
+        try:
+            value: Any = self._create(op.tags)
+        except RpcError as exc:
+            self._advance(s, ("raise", exc))
+            return
+        self._advance(s, ("raise", RpcError("UNAVAILABLE")) if fault == "x" else ("answer", value))
+
+    def _create(self, tags: dict[str, str]) -> str:
+        backend = self.world.backend
+        if self.replace_active and backend.profile == "atomic":
+            backend.profile = "overwrite"
+            try:
+                return backend.schedule(IID, tags)
+            finally:
+                backend.profile = "atomic"
+        return backend.schedule(IID, tags)
+
+    def _land(self, name: str) -> None:
+        _latest, tags = self.queued.pop(name)
+        with contextlib.suppress(RpcError):
+            self._create(tags)
+
+    def _land_within(self, seconds: float) -> None:
+        """Requests due to land within the next ``seconds`` land at their due time, first."""
+        for name, (latest, _tags) in sorted(self.queued.items(), key=lambda kv: kv[1][0]):
+            if latest <= self.world.clock() + seconds:
+                self.world.clock.advance(latest - self.world.clock())
+                self._land(name)
+
+    def _land_due(self) -> None:
+        # A delayed request lands by its latest time (in safe configurations, within the window).
+        for name, (latest, _tags) in list(self.queued.items()):
+            if self.world.clock() >= latest:
+                self._land(name)
+
+    # -- invariants -------------------------------------------------------------------------
+
+    def check(self) -> None:
+        backend = self.world.backend
+        started = [s for s in self.starters if s.result is not None and s.result.outcome is StartOutcome.STARTED]
+        if len(started) > 1:
+            raise Violation(f"{len(started)} starters report STARTED: {[s.name for s in started]}")
+        created_tags = {c.fencing_token for c in backend.creates}
+        for s in started:
+            if str(s.fencing) not in created_tags:
+                raise Violation(f"{s.name} reports STARTED but no instance carries its fencing token {s.fencing}")
+        overwritten = [c for c in backend.creates if c.overwrote_active]
+        if overwritten:
+            raise Violation(
+                f"an active instance was overwritten by the request with fencing token {overwritten[0].fencing_token}"
+            )
+
+    def finish(self) -> None:
+        """After every starter ended: every queued request lands, time passes beyond the windows."""
+        for name in list(self.queued):
+            self._land(name)
+        self.check()
+        for s in self.starters:
+            if s.result is None and s.error is None:
+                raise Violation(f"{s.name} never got an answer")
+        self.world.clock.advance(self.cfg.lease_ttl * 2)
+        if self.world.store.holder(IID) is not None and not self.no_lease:
+            raise Violation(f"the lease is still held by {self.world.store.holder(IID)} after every starter ended")
+
+    def finished(self) -> bool:
+        return all(s.done for s in self.starters)
+
+    def fingerprint(self) -> Any:
+        w = self.world
+        return (
+            round(w.clock(), 6),
+            tuple(sorted((k, v.token, v.expires_at) for k, v in w.store.leases.items())),
+            tuple((c.fencing_token, c.overwrote_active) for c in w.backend.creates),
+            tuple(sorted(self.queued)),
+            tuple(
+                (s.name, s.phase, tuple(s.history), s.withheld is not None, s.wake_at, s.finish_after, s.sent)
+                for s in self.starters
+            ),
+            tuple(sorted((k, v[0]) for k, v in self.queued.items())),
+            self.last,
+            self.faults,
+            self.preemptions,
+        )
+
+
+def _short(value: Any) -> str:
+    if value is None or isinstance(value, (bool, str)):
+        return repr(value)
+    if hasattr(value, "fencing_token"):
+        return f"grant{value.fencing_token}"
+    if hasattr(value, "created_at"):
+        return f"state{value.created_at}/{value.runtime_status}"
+    return type(value).__name__
+
+
+# -- exploring -----------------------------------------------------------------------------
+
+
+@dataclass
+class Report:
+    config: str
+    mutant: str | None
+    schedules: int = 0
+    states: int = 0
+    violation: str | None = None
+    schedule: str | None = None
+    steps: list[str] = field(default_factory=list)
+    truncated: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.violation is None
+
+
+MAX_STEPS = 400
+
+
+def _run_schedule(cfg: Config, mutant: Mutant | None, choices: list[str]) -> _Run:
+    run = _Run(cfg, mutant=mutant)
+    for choice in choices:
+        run.step(choice)
+    return run
+
+
+def explore(
+    config: Config | str,
+    *,
+    mutant: Mutant | str | None = None,
+    max_schedules: int = 20_000,
+) -> Report:
+    """Depth-first search within the configuration's bounds; stops at the first violation."""
+    cfg = CONFIGS[config] if isinstance(config, str) else config
+    mut = MUTANTS[mutant] if isinstance(mutant, str) else mutant
+    report = Report(config=cfg.name, mutant=mut.name if mut else None)
+    seen: set[Any] = set()
+    stack: list[list[str]] = [[]]
+    with _quiet(), mut.patch() if mut else contextlib.nullcontext():
+        while stack:
+            if report.schedules >= max_schedules:
+                report.truncated = True
+                break
+            prefix = stack.pop()
+            path = list(prefix)
+            try:
+                run = _run_schedule(cfg, mut, prefix)
+                while not run.finished():
+                    options = run.choices()
+                    if not options or len(path) > MAX_STEPS:
+                        raise Violation(f"no progress possible after {len(path)} steps (a starter is stuck)")
+                    pick = run.default(options)
+                    for alt in options:
+                        if alt == pick:
+                            continue
+                        p, f = run.cost(alt, options)
+                        if run.preemptions + p > cfg.preemptions or run.faults + f > cfg.max_faults:
+                            continue
+                        stack.append([*path, alt])
+                    path.append(pick)
+                    run.step(pick)
+                    fp = run.fingerprint()
+                    if fp in seen:
+                        break
+                    seen.add(fp)
+                else:
+                    run.finish()
+                report.schedules += 1
+            except Violation as exc:
+                report.schedules += 1
+                report.violation = str(exc)
+                report.schedule = " ".join(path)
+                break
+    report.states = len(seen)
+    if report.schedule is not None:
+        report.steps = describe(cfg, mut, report.schedule.split())
+    return report
+
+
+def random_walks(
+    config: Config | str, *, mutant: Mutant | str | None = None, seed: int = 0, walks: int = 2000
+) -> Report:
+    """Seeded random schedules (faults up to the configuration's bound), for larger settings."""
+    cfg = CONFIGS[config] if isinstance(config, str) else config
+    mut = MUTANTS[mutant] if isinstance(mutant, str) else mutant
+    rng = random.Random(seed)
+    report = Report(config=cfg.name, mutant=mut.name if mut else None)
+    with _quiet(), mut.patch() if mut else contextlib.nullcontext():
+        for _ in range(walks):
+            run = _Run(cfg, mutant=mut)
+            try:
+                while not run.finished():
+                    options = [o for o in run.choices() if run.faults + run.cost(o, run.choices())[1] <= cfg.max_faults]
+                    if not options or len(run.trace) > MAX_STEPS:
+                        raise Violation("no progress possible (a starter is stuck)")
+                    run.step(rng.choice(options))
+                run.finish()
+                report.schedules += 1
+            except Violation as exc:
+                report.schedules += 1
+                report.violation = str(exc)
+                report.schedule = " ".join(t.split("@")[0] for t in run.trace)
+                break
+    if report.schedule is not None:
+        report.steps = describe(cfg, mut, report.schedule.split())
+    return report
+
+
+def replay(config: Config | str, schedule: str, *, mutant: Mutant | str | None = None) -> _Run:
+    """Run one schedule string again; raises :class:`Violation` where the original failed."""
+    cfg = CONFIGS[config] if isinstance(config, str) else config
+    mut = MUTANTS[mutant] if isinstance(mutant, str) else mutant
+    with _quiet(), mut.patch() if mut else contextlib.nullcontext():
+        run = _run_schedule(cfg, mut, schedule.split())
+        if run.finished():
+            run.finish()
+    return run
+
+
+def describe(cfg: Config, mutant: Mutant | None, choices: list[str]) -> list[str]:
+    """The schedule step by step: virtual time, the choice, and what each starter did."""
+    lines: list[str] = []
+    with _quiet(), mutant.patch() if mutant else contextlib.nullcontext():
+        run = _Run(cfg, mutant=mutant)
+        for choice in choices:
+            before = {s.name: s.op for s in run.starters}
+            t = run.world.clock() - 1000.0
+            try:
+                run.step(choice)
+            except Violation as exc:
+                lines.append(f"t={t:7.3f}  {choice:<4} {_what(choice, before)}")
+                lines.append(f"           VIOLATION: {exc}")
+                return lines
+            lines.append(f"t={t:7.3f}  {choice:<4} {_what(choice, before)}")
+        if run.finished():
+            try:
+                run.finish()
+            except Violation as exc:
+                lines.append(f"           at the end: VIOLATION: {exc}")
+    return lines
+
+
+_FAULT_WORDS = {
+    "s": "slow read: executes now, answer withheld",
+    "k": "slow read during which the lock store loses the key",
+    "d": "schedule request held in the backend; caller gets DEADLINE_EXCEEDED",
+    "x": "schedule executes, its answer is lost (UNAVAILABLE)",
+    "g": "paused after the send-by check, request leaves past the lease",
+    "r": "the withheld answer arrives",
+    "l": "the held request lands in the backend",
+}
+
+
+def _what(choice: str, before: dict[str, Any]) -> str:
+    if choice == "p":
+        return "pause: the clock jumps past the lease TTL"
+    if choice == "L":
+        return "the lock store forgets every key"
+    if choice == "t":
+        return "time passes"
+    if choice in before:
+        return f"{choice}: {_op_text(before[choice])}"
+    name = choice[1:]
+    return f"{name}: {_FAULT_WORDS[choice[0]]} ({_op_text(before.get(name))})"
+
+
+def _op_text(op: Any) -> str:
+    if op is None:
+        return "-"
+    if isinstance(op, _flow.Schedule):
+        return f"Schedule(fencing={op.tags.get(FENCING_TAG)})"
+    return type(op).__name__
+
+
+__all__ = [
+    "CONFIGS",
+    "MUTANTS",
+    "Config",
+    "Mutant",
+    "Report",
+    "Violation",
+    "describe",
+    "explore",
+    "random_walks",
+    "replay",
+]
