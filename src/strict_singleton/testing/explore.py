@@ -205,20 +205,21 @@ def _keep_without_confirmation() -> contextlib.AbstractContextManager[Any]:
 
     def keep(ctx: Any, lease: Any, *, confirm: bool) -> Any:
         if confirm:
-            return (yield from _nothing())
+            yield from _nothing()
+            return None
         return (yield from real(ctx, lease, confirm=confirm))
 
     return _patched(_flow, "_keep", keep)
 
 
 def _nothing() -> Iterator[Any]:
-    return None
-    yield  # pragma: no cover - makes this a generator
+    yield from ()
 
 
 def _release_on_ambiguity() -> contextlib.AbstractContextManager[Any]:
     def watch(ctx: Any, lease: Any) -> Any:
-        return (yield from _nothing()) or (None, None)
+        yield from _nothing()
+        return None, None
 
     return _patched(_flow, "_watch", watch)
 
