@@ -163,7 +163,54 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="show the log lines of the race's Durable worker and backend (quiet by default)",
     )
+    explore = sub.add_parser(
+        "explore",
+        help="run the real start flow through bounded interleavings and faults (exit 1 if a claim fails)",
+        description="Run the real start flow (the generators both starters drive) through every "
+        "interleaving and fault within bounds on a virtual clock, check the invariants after every "
+        "step, and print the bounds, the counts, and any counterexample step by step. Safe "
+        "configurations must show 0 violations; residual ones (docs/guarantees.md) must show their "
+        "counterexample; every mutant must be caught.",
+    )
+    explore.add_argument("--config", action="append", help="a configuration (repeatable; default: all)")
+    explore.add_argument("--mutant", action="append", help="a mutant (repeatable; default: all)")
+    explore.add_argument("--no-mutants", action="store_true", help="skip the mutants")
+    explore.add_argument("--walks", type=_positive_int, default=300, help="random 3-starter schedules per config")
+    explore.add_argument("--seed", type=int, default=0, help="seed of the random schedules")
+    explore.add_argument("--max-schedules", type=_positive_int, default=100_000, help="search bound per config")
+    explore.add_argument("--replay", help="replay one schedule string (with --config, and --mutant if any)")
+    explore.add_argument("--list", action="store_true", help="list configurations and mutants")
     return parser
+
+
+def run_explore(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from strict_singleton.testing import explore as ex
+
+    for kind, names, table in (("config", args.config, ex.CONFIGS), ("mutant", args.mutant, ex.MUTANTS)):
+        for name in names or []:
+            if name not in table:
+                print(
+                    f"strict-singleton explore: error: unknown {kind} {name!r}; choose from {sorted(table)}", file=err
+                )
+                return EXIT_USAGE
+    if args.list:
+        for cfg in ex.CONFIGS.values():
+            print(f"config {cfg.name:28} {'safe' if cfg.safe else 'residual'}: {cfg.claim}", file=out)
+        for mut in ex.MUTANTS.values():
+            print(f"mutant {mut.name:28} {mut.description} (caught in {mut.config})", file=out)
+        return 0
+    if args.replay is not None:
+        if not args.config or len(args.config) != 1:
+            print("strict-singleton explore: error: --replay needs exactly one --config", file=err)
+            return EXIT_USAGE
+        mutant = ex.MUTANTS[args.mutant[0]] if args.mutant else None
+        lines = ex.describe(ex.CONFIGS[args.config[0]], mutant, args.replay.split())
+        print("\n".join(lines), file=out)
+        return 1 if any("VIOLATION" in line for line in lines) else 0
+    mutants = [] if args.no_mutants else args.mutant
+    return ex.run_all(
+        out, configs=args.config, mutants=mutants, walks=args.walks, seed=args.seed, max_schedules=args.max_schedules
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> RaceConfig:
@@ -330,6 +377,8 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
     err = stderr or sys.stderr
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "explore":
+        return run_explore(args, out, err)
     cfg = config_from_args(args)
     try:
         validate_config(cfg)

@@ -18,6 +18,7 @@ each step, one of:
   ``lA`` lands the request later (in the safe configurations, always before
   ``ambiguity_timeout`` has passed since it was sent).
 * ``xA`` (dropped answer): A's schedule executes but its answer is lost (UNAVAILABLE).
+* ``uA`` (unsent): A's schedule never reaches the backend, yet A sees UNAVAILABLE.
 * ``p`` (pause): the clock jumps past the lease TTL (a process pause, a wall-clock step).
 * ``L`` (lost key): the lock store forgets every key (a restart without persistence).
 * ``gA`` (stall after the check): A's schedule passes the send-by check, then the clock
@@ -95,7 +96,7 @@ class Config:
         )
 
 
-SAFE_FAULTS = frozenset({"slow", "slowlose", "delay", "drop", "pause"})
+SAFE_FAULTS = frozenset({"slow", "slowlose", "delay", "drop", "unsent", "pause"})
 
 CONFIGS: dict[str, Config] = {
     c.name: c
@@ -234,6 +235,14 @@ def _renew_after_expiry() -> contextlib.AbstractContextManager[Any]:
     return _patched(_flow.LeaseClock, "remaining", remaining)
 
 
+def _claim_unconfirmed() -> contextlib.AbstractContextManager[Any]:
+    def confirm(ctx: Any, lease: Any) -> Any:
+        yield from _nothing()
+        return None
+
+    return _patched(_flow, "_confirm", confirm)
+
+
 MUTANTS: dict[str, Mutant] = {
     m.name: m
     for m in [
@@ -277,6 +286,12 @@ MUTANTS: dict[str, Mutant] = {
             "overwrite",
             _renew_after_expiry,
             world={"lenient_renew": True},
+        ),
+        Mutant(
+            "claim-unconfirmed",
+            "after an ambiguous failure, claim an instance without confirming the lease (the review's F1)",
+            "overwrite",
+            _claim_unconfirmed,
         ),
         Mutant(
             "queued-finish",
@@ -437,7 +452,7 @@ class _Run:
                 if "slowlose" in faults and not s.sent and self.world.store.holder(IID) == s.token:
                     out.append("k" + s.name)
             if isinstance(s.op, _flow.Schedule):
-                for code, fault in (("d", "delay"), ("x", "drop"), ("g", "stall")):
+                for code, fault in (("d", "delay"), ("x", "drop"), ("u", "unsent"), ("g", "stall")):
                     if fault in faults:
                         out.append(code + s.name)
         for name in self.queued:
@@ -465,7 +480,7 @@ class _Run:
 
     def cost(self, choice: str, options: list[str]) -> tuple[int, int]:
         """(preemptions, faults) this choice spends."""
-        fault = 1 if choice[0] in "skdxgpL" else 0
+        fault = 1 if choice[0] in "skdxugpL" else 0
         preempt = 0
         if choice in NAMES and self.last is not None and self.last != choice and self.last in options:
             preempt = 1
@@ -562,6 +577,9 @@ class _Run:
         w = self.world
         if op.send_by is not None and w.clock() >= op.send_by and not self.ignore_send_by:
             self._advance(s, ("raise", _flow.NotSent("send-by time passed")))
+            return
+        if fault == "u":  # the connection failed before the request left: ambiguous to the caller
+            self._advance(s, ("raise", RpcError("UNAVAILABLE")))
             return
         s.sent = True
         if fault == "g":  # frozen after the check: the request leaves (and A resumes) only later
@@ -822,6 +840,7 @@ _FAULT_WORDS = {
     "k": "slow read during which the lock store loses the key",
     "d": "schedule request held in the backend; caller gets DEADLINE_EXCEEDED",
     "x": "schedule executes, its answer is lost (UNAVAILABLE)",
+    "u": "schedule never reaches the backend; caller gets UNAVAILABLE",
     "g": "paused after the send-by check, request leaves past the lease",
     "r": "the withheld answer arrives",
     "l": "the held request lands in the backend",
@@ -861,3 +880,81 @@ __all__ = [
     "random_walks",
     "replay",
 ]
+
+
+# -- the command --------------------------------------------------------------------------
+
+
+def run_all(
+    out: Any,
+    *,
+    configs: list[str] | None = None,
+    mutants: list[str] | None = None,
+    walks: int = 300,
+    seed: int = 0,
+    max_schedules: int = 100_000,
+) -> int:
+    """What ``strict-singleton explore`` does. Returns the exit status (0: every claim held).
+
+    For every configuration: an exhaustive search within its bounds (2 starters), then
+    ``walks`` seeded random schedules with 3 starters. Safe configurations must show no
+    violation; residual ones must show their documented counterexample; every mutant must
+    be caught in the configuration named for it.
+    """
+    import time
+
+    failures = 0
+    chosen = configs or list(CONFIGS)
+    for name in chosen:
+        cfg = CONFIGS[name]
+        began = time.monotonic()
+        found = explore(cfg, max_schedules=max_schedules)
+        wide = replace(cfg, name=cfg.name, starters=3)
+        sampled = random_walks(wide, seed=seed, walks=walks) if found.ok else None
+        violation = found if not found.ok else sampled if sampled is not None and not sampled.ok else None
+        bounds = (
+            f"{cfg.starters} starters, <= {cfg.preemptions} preemptions, <= {cfg.max_faults} faults of "
+            f"{{{', '.join(sorted(cfg.faults))}}}, profile {cfg.profile}"
+            + (f", visibility lag {cfg.visibility_lag:g}s" if cfg.visibility_lag else "")
+            + ("" if cfg.expiring else ", lease without expiry")
+        )
+        walked = f"; {sampled.schedules} random 3-starter schedules (seed {seed})" if sampled else ""
+        elapsed = time.monotonic() - began
+        head = f"{'safe' if cfg.safe else 'residual':8} {name:28}"
+        detail = f"{found.schedules} schedules, {found.states} distinct states{walked}; {bounds}; {elapsed:.1f}s"
+        if found.truncated:
+            detail += " (TRUNCATED: raise --max-schedules)"
+        if cfg.safe and violation is None and not found.truncated:
+            print(f"{head} ok: 0 violations. {detail}", file=out)
+        elif cfg.safe:
+            failures += 1
+            print(f"{head} VIOLATION: {violation.violation if violation else 'search truncated'}. {detail}", file=out)
+            if violation is not None:
+                _print_counterexample(out, cfg.name, None, violation)
+        elif violation is not None:
+            print(f"{head} counterexample found, as documented: {violation.violation}. {detail}", file=out)
+            _print_counterexample(out, cfg.name, None, violation)
+        else:
+            failures += 1
+            print(f"{head} NOT FOUND: the documented window was not reproduced. {detail}", file=out)
+    for name in mutants if mutants is not None else list(MUTANTS):
+        mut = MUTANTS[name]
+        found = explore(mut.config, mutant=mut, max_schedules=max_schedules)
+        if found.ok:
+            failures += 1
+            print(f"mutant   {name:28} SURVIVED in {mut.config} ({found.schedules} schedules)", file=out)
+        else:
+            print(
+                f"mutant   {name:28} killed in {mut.config} after {found.schedules} schedules: {found.violation}\n"
+                f"         by: {found.schedule}",
+                file=out,
+            )
+    print("explore: " + ("every claim held" if failures == 0 else f"{failures} claim(s) failed"), file=out)
+    return 0 if failures == 0 else 1
+
+
+def _print_counterexample(out: Any, config: str, mutant: str | None, report: Report) -> None:
+    for line in report.steps:
+        print(f"         {line}", file=out)
+    flag = f" --mutant {mutant}" if mutant else ""
+    print(f"         replay: strict-singleton explore --config {config}{flag} --replay '{report.schedule}'", file=out)
