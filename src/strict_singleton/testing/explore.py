@@ -21,6 +21,7 @@ each step, one of:
 * ``uA`` (unsent): A's schedule never reaches the backend, yet A sees UNAVAILABLE.
 * ``p`` (pause): the clock jumps past the lease TTL (a process pause, a wall-clock step).
 * ``L`` (lost key): the lock store forgets every key (a restart without persistence).
+* ``cA`` (crash): A's process dies with its schedule request queued in the backend.
 * ``gA`` (stall after the check): A's schedule passes the send-by check, then the clock
   jumps past the TTL before the request leaves (the documented residual window).
 
@@ -76,6 +77,7 @@ class Config:
     lease_ttl: float = 1.0
     visibility_lag: float = 0.0
     visibility_timeout: float = 1.0
+    ambiguity_timeout: float = 1.0
     expiring: bool = True
     lenient_renew: bool = False  # the store renews an expired, unclaimed lease (as Azure Blob does)
     late_land: bool = False  # delayed requests may land after ambiguity_timeout
@@ -89,7 +91,7 @@ class Config:
             background_finish=False,
             max_instance_id_length=256,
             fetch_payloads=False,
-            ambiguity_timeout=self.lease_ttl,
+            ambiguity_timeout=self.ambiguity_timeout,
             visibility_timeout=self.visibility_timeout,
             wait=self.lease_ttl * 2,
             backend="sim",
@@ -148,6 +150,30 @@ CONFIGS: dict[str, Config] = {
             max_faults=1,
             safe=False,
             claim="residual window: a pause between the send-by check and the request leaving",
+        ),
+        Config(
+            "residual-pause-in-flight",
+            ambiguity_timeout=3.0,
+            faults=frozenset({"delay", "pause"}),
+            max_faults=2,
+            safe=False,
+            claim="residual window: a pause past the send reserve while a timed-out request is still in flight",
+        ),
+        Config(
+            "residual-crash-in-flight",
+            faults=frozenset({"crash"}),
+            max_faults=1,
+            safe=False,
+            claim="residual window: the starter dies while its request is queued in the backend",
+        ),
+        Config(
+            "residual-visibility-timeout",
+            visibility_lag=2.0,
+            visibility_timeout=0.5,
+            faults=frozenset(),
+            max_faults=0,
+            safe=False,
+            claim="residual window: a new instance shows in reads later than visibility_timeout",
         ),
         Config(
             "residual-pause-in-hold",
@@ -325,6 +351,7 @@ class _Starter:
     fencing: int | None = None
     finish_after: float | None = None
     sent: bool = False  # a schedule request was sent
+    crashed: bool = False  # the process died (answers nothing; its lease is orphaned)
     wake_at: float | None = None  # blocked in a sleep, a wait or a call until then
     wake_reply: Any = None
     waiting_release: bool = False  # a WaitRelease: also woken when the lease is free
@@ -452,7 +479,7 @@ class _Run:
                 if "slowlose" in faults and not s.sent and self.world.store.holder(IID) == s.token:
                     out.append("k" + s.name)
             if isinstance(s.op, _flow.Schedule):
-                for code, fault in (("d", "delay"), ("x", "drop"), ("u", "unsent"), ("g", "stall")):
+                for code, fault in (("d", "delay"), ("x", "drop"), ("u", "unsent"), ("g", "stall"), ("c", "crash")):
                     if fault in faults:
                         out.append(code + s.name)
         for name in self.queued:
@@ -480,7 +507,7 @@ class _Run:
 
     def cost(self, choice: str, options: list[str]) -> tuple[int, int]:
         """(preemptions, faults) this choice spends."""
-        fault = 1 if choice[0] in "skdxugpL" else 0
+        fault = 1 if choice[0] in "skdxugcpL" else 0
         preempt = 0
         if choice in NAMES and self.last is not None and self.last != choice and self.last in options:
             preempt = 1
@@ -587,6 +614,10 @@ class _Run:
             self.queued[s.name] = (1e12, dict(op.tags))
             s.withheld = ("answer", IID)
             return
+        if fault == "c":  # the process dies with its request queued in the backend; the lease is orphaned
+            self.queued[s.name] = (1e12, dict(op.tags))
+            s.phase, s.op, s.crashed = "done", None, True
+            return
         if fault == "d":
             latest = w.clock() + (1e9 if self.cfg.late_land else self.scfg.ambiguity_timeout * 0.9)
             self.queued[s.name] = (latest, dict(op.tags))
@@ -653,7 +684,7 @@ class _Run:
             self._land(name)
         self.check()
         for s in self.starters:
-            if s.result is None and s.error is None:
+            if s.result is None and s.error is None and not s.crashed:
                 raise Violation(f"{s.name} never got an answer")
         self.world.clock.advance(self.cfg.lease_ttl * 2)
         if self.world.store.holder(IID) is not None and not self.no_lease:
@@ -841,6 +872,7 @@ _FAULT_WORDS = {
     "d": "schedule request held in the backend; caller gets DEADLINE_EXCEEDED",
     "x": "schedule executes, its answer is lost (UNAVAILABLE)",
     "u": "schedule never reaches the backend; caller gets UNAVAILABLE",
+    "c": "the process dies, its request queued in the backend",
     "g": "paused after the send-by check, request leaves past the lease",
     "r": "the withheld answer arrives",
     "l": "the held request lands in the backend",
