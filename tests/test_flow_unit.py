@@ -530,7 +530,7 @@ def test_abandoned_while_scheduling_watches_then_releases() -> None:
 
 def test_abandoned_while_watching_goes_on_watching_within_the_same_window() -> None:
     world = World()
-    flow = start(world, config(lease_ttl=1.0, ambiguity_timeout=2.0))
+    flow = start(world, config(lease_ttl=1.0, ambiguity_timeout=2.0, visibility_timeout=0.5))
     op = next(flow)
     while not isinstance(op, _flow.Schedule):
         op = flow.send(world.answer(op))
@@ -541,7 +541,7 @@ def test_abandoned_while_watching_goes_on_watching_within_the_same_window() -> N
     log: list[_flow.Op] = []
     with pytest.raises(_flow.Abandoned):
         drive_thrown(flow, world, log)
-    assert world.clock() - began < 2.0 + 0.5 and kinds(log)[-1] == "Release"
+    assert world.clock() - began < 2.0 + 0.5 + 0.5 and kinds(log)[-1] == "Release"
 
 
 def test_abandoned_while_releasing_releases_again() -> None:
@@ -765,3 +765,18 @@ def test_finish_retries_an_abandoned_release() -> None:
 
 def test_reuse_policy_lists_only_terminal_statuses() -> None:
     assert list(_flow.reuse_policy().replaceableStatus) == list(_flow.REPLACEABLE_STATUSES)
+
+
+def test_watch_covers_a_late_execution_that_is_then_slow_to_show() -> None:
+    """Found by the explorer's review: executed late in the window, visible only after it."""
+    world = World(visibility_lag=1.5)
+    cfg = config(lease_ttl=1.0, ambiguity_timeout=1.0, visibility_timeout=3.0)
+
+    def delayed(op: Any) -> Any:
+        world.backend.schedule_later(op.call.instance_id, op.tags, 0.9)
+        raise RpcError("DEADLINE_EXCEEDED")
+
+    result = run_start(world, cfg, when(_flow.Schedule, delayed))
+    assert result.result.outcome is StartOutcome.STARTED  # held until it showed, not released blind
+    assert run_start(world, cfg, token="B").result.outcome is StartOutcome.ALREADY_RUNNING
+    assert world.backend.overwritten(IID) == 0

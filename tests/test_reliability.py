@@ -107,7 +107,12 @@ def test_item1_request_that_never_lands_raises_maybe_scheduled_and_frees_the_id(
 
     backend.start_hook = refuse
     r = rclient(redis_srv)
-    a = SingletonStarter(TaskHubGrpcClient(host_address=backend.address), lock=RedisLease(r), ambiguity_timeout=0.3)
+    a = SingletonStarter(
+        TaskHubGrpcClient(host_address=backend.address),
+        lock=RedisLease(r),
+        ambiguity_timeout=0.3,
+        visibility_timeout=0.2,
+    )
     with pytest.raises(ScheduleError) as info:
         a.start("orch", instance_id=iid)
     assert info.value.maybe_scheduled and info.value.grpc_code == "UNKNOWN"
@@ -170,7 +175,9 @@ def test_item3_file_lease_is_free_again_after_an_ambiguous_error(backend: Durabl
     iid = "wedge"
     backend.start_hook = lambda _iid: (_ for _ in ()).throw(RuntimeError("hiccup"))
     lock = FileLease(tmp_path)
-    a = SingletonStarter(TaskHubGrpcClient(host_address=backend.address), lock=lock, ambiguity_timeout=0.2)
+    a = SingletonStarter(
+        TaskHubGrpcClient(host_address=backend.address), lock=lock, ambiguity_timeout=0.2, visibility_timeout=0.2
+    )
     with pytest.raises(ScheduleError):
         a.start("orch", instance_id=iid)
     backend.start_hook = None

@@ -386,7 +386,11 @@ def _watch(ctx: _Ctx, lease: LeaseClock) -> Generator[Op, Any, tuple[Orchestrati
     p = ctx.progress
     assert p.sent_at is not None
     if p.watch_until is None:
-        p.watch_until = ctx.clock() + ctx.cfg.ambiguity_timeout
+        # A request that executes late in the window may then take up to visibility_timeout
+        # to show in reads (a lagging host): watch that long too, or a later caller could
+        # read a stale "no instance" after we let go (found by the explorer's review).
+        lag = ctx.cfg.visibility_timeout if ctx.cfg.confirm_visible else 0.0
+        p.watch_until = ctx.clock() + ctx.cfg.ambiguity_timeout + lag
     delay = 0.002
     while True:
         reason = yield from _keep(ctx, lease, confirm=False)

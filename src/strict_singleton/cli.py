@@ -204,7 +204,11 @@ def run_explore(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             print("strict-singleton explore: error: --replay needs exactly one --config", file=err)
             return EXIT_USAGE
         mutant = ex.MUTANTS[args.mutant[0]] if args.mutant else None
-        lines = ex.describe(ex.CONFIGS[args.config[0]], mutant, args.replay.split())
+        try:
+            lines = ex.describe(ex.CONFIGS[args.config[0]], mutant, args.replay.split())
+        except ValueError as exc:  # a schedule the current flow cannot follow
+            print(f"strict-singleton explore: error: {exc}", file=err)
+            return EXIT_USAGE
         print("\n".join(lines), file=out)
         return 1 if any("VIOLATION" in line for line in lines) else 0
     mutants = [] if args.no_mutants else args.mutant

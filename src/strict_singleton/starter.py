@@ -59,7 +59,8 @@ class SingletonStarter(StarterBase):
         ambiguity_timeout: after an ambiguous schedule failure (deadline exceeded,
             connection lost), how long to keep the lease and watch for the instance
             before raising ``ScheduleError(maybe_scheduled=True)`` (default
-            ``max(lease_ttl, 30)``).
+            ``max(lease_ttl, 30)``); with ``confirm_visible`` the watch lasts
+            ``visibility_timeout`` longer, for a late execution on a lagging host.
         confirm_after: confirm the lease with the store (a token-checked extend)
             before scheduling when more than this many seconds passed since the store
             last confirmed it (default 0.1; 0 confirms always, one more round trip).

@@ -93,7 +93,7 @@ class Config:
             fetch_payloads=False,
             ambiguity_timeout=self.ambiguity_timeout,
             visibility_timeout=self.visibility_timeout,
-            wait=self.lease_ttl * 2,
+            wait=self.lease_ttl * 2 + self.ambiguity_timeout + self.visibility_timeout,  # outwaits any hold
             backend="sim",
         )
 
@@ -402,10 +402,10 @@ class _Run:
             if first:
                 s.op = next(s.gen)
             elif reply[0] == "raise":
-                s.history.append(f"!{type(reply[1]).__name__}")
+                s.history.append(f"!{type(reply[1]).__name__}@{self.world.clock():.6f}")
                 s.op = s.gen.throw(reply[1])
             else:
-                s.history.append(_short(reply[1]))
+                s.history.append(f"{_short(reply[1])}@{self.world.clock():.6f}")
                 s.op = s.gen.send(reply[1])
         except StopIteration as stop:
             self._ended(s, stop.value)
@@ -528,9 +528,9 @@ class _Run:
         if choice == "p":
             w.clock.advance(self.cfg.lease_ttl * 1.5)
         elif choice == "t":
-            target = self._next_event()
-            assert target is not None
-            w.clock.advance(target - w.clock())
+            target = self._next_event()  # None: the only event was a landing, done just above
+            if target is not None:
+                w.clock.advance(target - w.clock())
         elif choice == "L":
             w.store.leases.clear()
         elif choice[0] == "l":
@@ -704,7 +704,15 @@ class _Run:
                 (s.name, s.phase, tuple(s.history), s.withheld is not None, s.wake_at, s.finish_after, s.sent)
                 for s in self.starters
             ),
-            tuple(sorted((k, v[0]) for k, v in self.queued.items())),
+            tuple(sorted((k, v[0], tuple(sorted(v[1].items()))) for k, v in self.queued.items())),
+            tuple(repr(s.op) for s in self.starters),
+            tuple(
+                (s.withheld is not None and _short(s.withheld[1]), s.wake_reply is not None, s.waiting_release)
+                for s in self.starters
+            ),
+            tuple(sorted((k, v[0]) for k, v in w.backend._lagging.items())),
+            tuple((i.created_at, i.status) for i in w.backend.instances.values()),
+            tuple(sorted(w.store.fences.items())),
             self.last,
             self.faults,
             self.preemptions,
