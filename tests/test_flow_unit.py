@@ -175,15 +175,20 @@ def test_waiter_gets_the_lease_after_an_empty_release_and_starts() -> None:
     world = World()
     world.store.acquire(IID, "other", 10.0)
     released = when(_flow.WaitRelease, lambda op: world.store.release(IID, "other") and None)
-    result = run_full(world, config(wait=1.0), intercept=released)
-    assert result.result.outcome is StartOutcome.STARTED and result.result.waited >= 0
+    log: list[_flow.Op] = []
+    result = run_full(world, config(wait=1.0), intercept=released, log=log)
+    assert result.result.outcome is StartOutcome.STARTED
+    assert kinds(log)[:4] == ["Acquire", "WaitRelease", "Read", "Acquire"]  # waited, woke, read, took it
 
 
 def test_waiter_gives_up_busy_when_the_holder_keeps_it() -> None:
     world = World()
     world.store.acquire(IID, "other", 100.0)
-    result = run_start(world, config(wait=0.5))
-    assert result.result.outcome is StartOutcome.BUSY and result.result.waited > 0
+    log: list[_flow.Op] = []
+    result = run_start(world, config(wait=0.5), log=log)
+    assert result.result.outcome is StartOutcome.BUSY
+    # on the injected clock the waits add up to exactly `wait`: FIRST_WAIT, then the rest
+    assert [op.timeout for op in log if isinstance(op, _flow.WaitRelease)] == pytest.approx([_flow.FIRST_WAIT, 0.45])
 
 
 # -- failures before scheduling ------------------------------------------------------------
