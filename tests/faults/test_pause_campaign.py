@@ -33,8 +33,6 @@ violations outside that window, reports the residual count, prints a one-line su
 ``STRICT_SINGLETON_CAMPAIGN_SEED`` / ``STRICT_SINGLETON_CAMPAIGN_TRIALS`` (>= 100) replay
 or lengthen a run.
 
-Self-contained (stdlib, redis, durabletask and strict_singleton only) so that it can be
-copied onto older trees of the library to show that it fails there.
 """
 
 from __future__ import annotations
@@ -50,7 +48,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -310,27 +308,6 @@ class PauseInjector:
 # -- the campaign -------------------------------------------------------------------------
 
 
-@pytest.fixture
-def overwrite_backend() -> Iterator[DurableTestBackend]:
-    backend = DurableTestBackend(profile="overwrite")
-    backend.start()
-    try:
-        yield backend
-    finally:
-        backend.read_hook = None
-        backend.start_hook = None
-        backend.stop(grace=0)
-
-
-@pytest.fixture
-def private_redis() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def _answer_of(message: dict[str, Any]) -> str:
     return str(message.get("outcome") or message.get("error") or message)
 
@@ -449,22 +426,27 @@ def _summary(trials: list[Trial], seed: int, wall: float) -> dict[str, Any]:
 @pytest.mark.slow
 @pytest.mark.redis
 @pytest.mark.timeout(600)
+@pytest.mark.parametrize("overwrite_or_atomic", ["overwrite"], indirect=True)
 def test_pause_campaign_overwrite_redis(
-    overwrite_backend: DurableTestBackend, private_redis: RedisServer, tmp_path: Path
+    overwrite_or_atomic: DurableTestBackend, strict_singleton_private_redis: RedisServer, tmp_path: Path
 ) -> None:
     """>= 100 trials of a SIGSTOPped starter racing a second one: 0 violations outside the residual window."""
+    backend = overwrite_or_atomic
     seed = int(os.environ.get("STRICT_SINGLETON_CAMPAIGN_SEED") or random.SystemRandom().randrange(2**32))
     rng = random.Random(seed)
     began = time.monotonic()
     trials: list[Trial] = []
-    r = redis.Redis(port=private_redis.port, socket_timeout=10, socket_connect_timeout=10)
-    b_client = TaskHubGrpcClient(host_address=overwrite_backend.address)
+    r = redis.Redis(port=strict_singleton_private_redis.port, socket_timeout=10, socket_connect_timeout=10)
+    b_client = TaskHubGrpcClient(host_address=backend.address)
     b_starter = SingletonStarter(
-        b_client, lock=RedisLease(redis.Redis(port=private_redis.port)), lease_ttl=LEASE_TTL, background_finish=False
+        b_client,
+        lock=RedisLease(redis.Redis(port=strict_singleton_private_redis.port)),
+        lease_ttl=LEASE_TTL,
+        background_finish=False,
     )
-    child = Child(private_redis.port, overwrite_backend.address, tmp_path / "pause_starter.stderr")
+    child = Child(strict_singleton_private_redis.port, backend.address, tmp_path / "pause_starter.stderr")
     try:
-        injector = PauseInjector(overwrite_backend, child)
+        injector = PauseInjector(backend, child)
         paused_index = 0
         for n in range(TRIALS):
             if n % CONTROL_EVERY == CONTROL_EVERY - 1:
@@ -479,14 +461,14 @@ def test_pause_campaign_overwrite_redis(
         child.proc.wait(ANSWER_TIMEOUT)
     finally:
         child.reap()
-        overwrite_backend.read_hook = None
-        overwrite_backend.start_hook = None
+        backend.read_hook = None
+        backend.start_hook = None
         b_starter.close()
         b_client.close()
         r.close()
 
     # The ledger is read once at the end, when every request of every trial has landed.
-    snap = overwrite_backend.ledger.snapshot()
+    snap = backend.ledger.snapshot()
     for t in trials:
         t.created = snap.created[t.iid]
         t.overwritten_active = snap.overwritten_active[t.iid]
