@@ -111,8 +111,8 @@ class ScheduleError(BackendError):
     Attributes:
         maybe_scheduled: ``True`` when the failure is ambiguous (deadline exceeded,
             connection lost, cancelled) *and* the instance did not show up while the
-            starter watched for it for ``ambiguity_timeout`` seconds, holding the
-            lease: the backend may still create it (a request queued in the backend
+            starter watched for it for ``ambiguity_timeout`` seconds (plus
+            ``visibility_timeout`` with the visibility hold), holding the lease: the backend may still create it (a request queued in the backend
             can execute later). ``False``: nothing was scheduled.
         grpc_code: the gRPC status code name, when the failure came from gRPC.
     """
