@@ -112,8 +112,9 @@ class ScheduleError(BackendError):
         maybe_scheduled: ``True`` when the failure is ambiguous (deadline exceeded,
             connection lost, cancelled) *and* the instance did not show up while the
             starter watched for it for ``ambiguity_timeout`` seconds (plus
-            ``visibility_timeout`` with the visibility hold), holding the lease: the backend may still create it (a request queued in the backend
-            can execute later). ``False``: nothing was scheduled.
+            ``visibility_timeout`` with the visibility hold), holding the lease:
+            the backend may still create it (a request queued in the backend can
+            execute later). ``False``: nothing was scheduled.
         grpc_code: the gRPC status code name, when the failure came from gRPC.
     """
 
