@@ -15,7 +15,7 @@ from strict_singleton import _deadline, _flow
 from strict_singleton._flow import reuse_policy
 from strict_singleton._validation import StartCall, StarterConfig, build_call, build_config, check_input, converter_of
 from strict_singleton.errors import InvalidArgumentError
-from strict_singleton.lock_backends.base import LeaseBackend
+from strict_singleton.lock_backends.base import LeaseBackend, supports_records
 
 # The methods of the lease protocol, taken from the Protocol itself (not written twice).
 _log = logging.getLogger("strict_singleton")
@@ -85,6 +85,12 @@ class StarterBase:
             **options,
         )
         lock.validate_ttl(self._config.lease_ttl)
+        if supports_records(lock):
+            if inspect.iscoroutinefunction(lock.release_with_record) != self._is_async:
+                raise InvalidArgumentError(
+                    f"{type(lock).__name__}.release_with_record must be {kind} like its acquire", backend=backend_name
+                )
+            self._config = dataclasses.replace(self._config, start_records=True)
         self._client = client
         self._lock = lock
         self._backend_name: str = backend_name
@@ -146,7 +152,9 @@ class StarterBase:
         )
 
     def _finish_flow(self, call: StartCall, hold: _flow.Hold) -> _flow.FinishFlow:
-        return _flow.finish_flow(call, self._config, hold, clock=self._clock, backend=self._backend_name)
+        return _flow.finish_flow(
+            call, self._config, hold, clock=self._clock, wall_clock=self._wall_clock, backend=self._backend_name
+        )
 
     def _timeout(self, op: _flow.Schedule) -> float | None:
         """Seconds the RPC may take, read immediately before sending; raises NotSent when none."""
@@ -167,6 +175,8 @@ class StarterBase:
             return self._lock.extend, (op.instance_id, op.token, op.ttl), {}
         if isinstance(op, _flow.Release):
             return self._lock.release, (op.instance_id, op.token), {}
+        if isinstance(op, _flow.ReleaseRecording):
+            return self._lock.release_with_record, (op.instance_id, op.token, op.record, op.ttl), {}
         if isinstance(op, _flow.WaitRelease):
             return self._lock.wait_for_release, (op.instance_id, op.timeout), {}
         if isinstance(op, _flow.Sleep):

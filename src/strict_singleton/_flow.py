@@ -34,9 +34,16 @@ Safety argument, step by step:
    token-checked) while we watch for *our* instance for ``ambiguity_timeout``; if it
    appears the answer is STARTED, else ``ScheduleError(maybe_scheduled=True)``, and
    only then is the lease released.
-7. After a successful schedule the lease is held (renewed) until the new instance is
-   visible to a status read, at most ``visibility_timeout``, so no later caller reads
-   a stale "no instance". Every path ends in a token-checked release: no hold is
+7. After a successful schedule no later caller may act on a stale "no instance" read
+   (hosts whose status index lags). With a lock store that keeps *start records*
+   (every shipped backend), the lease is released at once together with a record of
+   the start (its send time and the instance it replaced), kept for
+   ``visibility_timeout``; the next holder whose status read does not show that start
+   yet keeps the lease and re-reads until it does (at most ``visibility_timeout``)
+   before deciding anything. So the visibility wait is paid only by a caller that
+   really comes inside the lag window. Without records, or if storing the record
+   failed, the lease is held (renewed) until the new instance is visible, at most
+   ``visibility_timeout``. Every path ends in a token-checked release: no hold is
    unbounded, including on leases that never expire (the file lease).
 8. If the caller abandons the call (async cancellation, KeyboardInterrupt), the driver
    throws :class:`Abandoned` in and runs the rest where the interruption cannot reach:
@@ -44,8 +51,9 @@ Safety argument, step by step:
    in step 6 first.
 
 "Our instance" is recognised by its creation time: an instance that was not there
-before (or replaced the one read in step 3) and was created no earlier than
-``clock_skew`` seconds before we sent the request. durabletask's ``GetInstance``
+before (or replaced the one read in step 3, so it was created later) and was created
+no earlier than ``clock_skew`` seconds before we sent the request. A start record is
+"shown" by a read by the same test. durabletask's ``GetInstance``
 omits tags, so the fencing tag cannot serve as evidence on that path.
 """
 
@@ -55,7 +63,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 
 from durabletask.client import OrchestrationState, OrchestrationStatus
@@ -64,7 +72,7 @@ from durabletask.internal import orchestrator_service_pb2 as pb
 from strict_singleton._drift import drift
 from strict_singleton._validation import FENCING_TAG, StartCall, StarterConfig
 from strict_singleton.errors import LeaseLostError, LockUnavailableError, ScheduleError, StatusReadError
-from strict_singleton.lock_backends.base import Grant
+from strict_singleton.lock_backends.base import Grant, StartRecord
 from strict_singleton.result import StartOutcome, StartResult
 
 _log = logging.getLogger("strict_singleton")
@@ -95,20 +103,45 @@ def _utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
 
 
-def is_ours(
-    state: OrchestrationState | None, previous: OrchestrationState | None, sent_at: datetime, skew: float
-) -> bool:
-    """Whether a status read shows an instance our schedule request created.
+def epoch_us(moment: datetime) -> int:
+    """Integer microseconds since the Unix epoch (exact; naive datetimes are UTC)."""
+    delta = _utc(moment) - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
-    It must differ from the one read under the lease before scheduling (a new one, or
-    a replacement with another creation time) and have been created no earlier than
-    ``skew`` seconds before we sent the request (``sent_at``, our wall clock).
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def shows_start(state: OrchestrationState | None, previous_us: int | None, sent_us: int, skew: float) -> bool:
+    """Whether a status read shows the instance a start sent at ``sent_us`` created.
+
+    It must be newer than the instance read under the lease before that start
+    (``previous_us``: its creation time, ``None`` if there was none; a replacement is
+    always created later) and created no earlier than ``skew`` seconds before the
+    request was sent (the starter's wall clock).
     """
     if state is None or state.created_at is None:
         return False
-    if previous is not None and state.created_at == previous.created_at:
+    created = epoch_us(state.created_at)
+    if previous_us is not None and created <= previous_us:
         return False
-    return _utc(state.created_at) >= _utc(sent_at) - timedelta(seconds=skew)
+    return created >= sent_us - round(skew * 1_000_000)
+
+
+def is_ours(
+    state: OrchestrationState | None, previous: OrchestrationState | None, sent_at: datetime, skew: float
+) -> bool:
+    """Whether a status read shows an instance our schedule request created (see :func:`shows_start`)."""
+    return shows_start(state, created_us(previous), epoch_us(sent_at), skew)
+
+
+def created_us(state: OrchestrationState | None) -> int | None:
+    return None if state is None or state.created_at is None else epoch_us(state.created_at)
+
+
+def shows_record(state: OrchestrationState | None, record: StartRecord, skew: float) -> bool:
+    """Whether a status read already shows the start ``record`` describes."""
+    return shows_start(state, record.previous_created_us, record.sent_at_us, skew)
 
 
 # gRPC codes after which the backend may or may not have created the instance.
@@ -156,6 +189,16 @@ class Release:
 
 
 @dataclass(frozen=True, slots=True)
+class ReleaseRecording:
+    """-> bool: free the lease if ``token`` still holds it, leaving ``record`` for ``ttl`` seconds."""
+
+    instance_id: str
+    token: str
+    record: StartRecord
+    ttl: float
+
+
+@dataclass(frozen=True, slots=True)
 class WaitRelease:
     """-> None: wait up to ``timeout`` seconds for the holder's release."""
 
@@ -193,7 +236,7 @@ class Sleep:
     seconds: float
 
 
-Op = Acquire | Extend | Release | WaitRelease | Read | Schedule | Sleep
+Op = Acquire | Extend | Release | ReleaseRecording | WaitRelease | Read | Schedule | Sleep
 
 
 class NotSent(Exception):
@@ -240,6 +283,7 @@ class Hold:
     previous: OrchestrationState | None
     sent_at: datetime
     token: str
+    fencing_token: int = 0
 
 
 @dataclass(slots=True)
@@ -413,9 +457,71 @@ def _watch(ctx: _Ctx, lease: LeaseClock) -> Generator[Op, Any, tuple[Orchestrati
         delay = min(delay * 2, MAX_POLL)
 
 
+def _release_recording(ctx: _Ctx, hold: Hold, wall_clock: Callable[[], datetime] | None) -> Generator[Op, Any, bool]:
+    """Release leaving a start record: True when done (released, or the lease was no longer ours)."""
+    now = epoch_us((wall_clock or ctx.wall_clock)())
+    record = StartRecord(
+        fencing_token=hold.fencing_token,
+        sent_at_us=epoch_us(hold.sent_at),
+        previous_created_us=created_us(hold.previous),
+        expires_at_us=now + round(ctx.cfg.visibility_timeout * 1_000_000),
+    )
+    op = ReleaseRecording(ctx.iid, ctx.token, record, ctx.cfg.visibility_timeout)
+    for _attempt in range(2):  # an abandoned release is tried once more (token-checked)
+        try:
+            released = yield op
+        except Abandoned:
+            continue
+        except LockUnavailableError as exc:
+            _log.warning("could not leave a start record for %r (%s); holding the lease until visible", ctx.iid, exc)
+            return False
+        if not released:
+            _log.warning("lost the lease for %r before releasing it with its start record", ctx.iid)
+        ctx.progress.may_hold = False
+        return True
+    return False
+
+
 def _pause(ctx: _Ctx, delay: float, left: float) -> float:
     """A poll interval short enough that the lease is renewed in time."""
     return max(0.0, min(delay, left, ctx.cfg.renew_after / 2))
+
+
+def _await_record(
+    ctx: _Ctx, lease: LeaseClock, record: StartRecord, state: OrchestrationState | None
+) -> Generator[Op, Any, OrchestrationState | None]:
+    """The previous holder left a start record: act only on a read that shows that start.
+
+    A read that does not show it is stale (a lagging status index): keep the lease and
+    read again until it does, at most until the record expires (``visibility_timeout``
+    after it was written, allowing ``clock_skew``) and never longer than our own
+    ``visibility_timeout``. Raises ``LeaseLostError`` if the lease cannot be kept.
+    """
+    cfg = ctx.cfg
+    skew_us = round(cfg.clock_skew * 1_000_000)
+    left = (record.expires_at_us + skew_us - epoch_us(ctx.wall_clock())) / 1_000_000
+    left = min(left, cfg.visibility_timeout)
+    if shows_record(state, record, cfg.clock_skew) or left <= 0:
+        return state
+    until = ctx.clock() + left
+    delay = 0.002
+    while True:
+        yield Sleep(_pause(ctx, delay, until - ctx.clock()))
+        delay = min(delay * 2, MAX_POLL)
+        reason = yield from _keep(ctx, lease, confirm=False)
+        if reason is not None:
+            raise ctx.lost(f"{reason} while waiting for an earlier start to show; nothing was scheduled")
+        state = yield from _read(ctx)
+        if shows_record(state, record, cfg.clock_skew):
+            return state
+        if ctx.clock() >= until:
+            _log.warning(
+                "the start of %r recorded by the previous holder (fencing token %d) is still not visible; "
+                "going on with the latest read (visibility_timeout)",
+                ctx.iid,
+                record.fencing_token,
+            )
+            return state
 
 
 def start_flow(
@@ -489,7 +595,10 @@ def _start(ctx: _Ctx) -> Flow:
 
     lease = p.lease = LeaseClock(granted_at=granted_at, valid_for=grant.valid_for)
     try:
-        state = p.previous = yield from _read(ctx)
+        state = yield from _read(ctx)
+        if grant.last_start is not None:
+            state = yield from _await_record(ctx, lease, grant.last_start, state)
+        p.previous = state
         if is_active(state):
             yield from _release(ctx)
             return ctx.done(StartOutcome.ALREADY_RUNNING, state, grant.fencing_token)
@@ -539,23 +648,34 @@ def _start(ctx: _Ctx) -> Flow:
         raise ScheduleError(
             detail, instance_id=call.instance_id, backend=ctx.backend, maybe_scheduled=ambiguous, grpc_code=code
         ) from exc
-    hold = Hold(lease=lease, previous=state, sent_at=p.sent_at, token=ctx.token)
+    hold = Hold(lease=lease, previous=state, sent_at=p.sent_at, token=ctx.token, fencing_token=grant.fencing_token)
     p.sent_at = None
     return ctx.done(StartOutcome.STARTED, None, grant.fencing_token, hold)
 
 
 def finish_flow(
-    call: StartCall, cfg: StarterConfig, hold: Hold, *, clock: Callable[[], float], backend: str = ""
+    call: StartCall,
+    cfg: StarterConfig,
+    hold: Hold,
+    *,
+    clock: Callable[[], float],
+    wall_clock: Callable[[], datetime] | None = None,
+    backend: str = "",
 ) -> FinishFlow:
-    """Step 7: hold the lease (renewing it) until the new instance is visible, then release it.
+    """Step 7: release with a start record; else hold the lease until the new instance is visible.
 
-    Bounded on every backend: after ``visibility_timeout`` the lease is released even
+    With ``cfg.start_records`` the lease is released at once, leaving a record of the
+    start for ``visibility_timeout``. If the store could not take it (unavailable),
+    or without records, the lease is held (renewed) until a read shows the instance,
+    then released. Bounded on every backend: after ``visibility_timeout`` the lease is released even
     if the instance never showed (logged as a warning), and a lease that could not be
     kept is released too (token-checked, so harmless if it is someone else's now).
     :class:`Abandoned` thrown in at any point is absorbed: the flow goes on.
     """
     ctx = _Ctx(call=call, cfg=cfg, token=hold.token, backend=backend, clock=clock, wall_clock=lambda: hold.sent_at)
     ctx.progress.may_hold = True
+    if cfg.confirm_visible and cfg.start_records and (yield from _release_recording(ctx, hold, wall_clock)):
+        return
     if cfg.confirm_visible:
         until = clock() + cfg.visibility_timeout
         delay = 0.002

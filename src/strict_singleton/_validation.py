@@ -91,6 +91,7 @@ class StarterConfig:
     ambiguity_timeout: float = 30.0
     confirm_after: float = 0.1
     clock_skew: float = 5.0
+    start_records: bool = False  # the lock store keeps start records (set from the lock, not an option)
 
     @property
     def renew_after(self) -> float:

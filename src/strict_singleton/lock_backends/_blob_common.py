@@ -7,12 +7,13 @@ import re
 from typing import Any
 
 from strict_singleton.errors import InvalidArgumentError, LockUnavailableError
-from strict_singleton.lock_backends.base import require_positive_ttl
+from strict_singleton.lock_backends.base import StartRecord, require_positive_ttl
 
 DEFAULT_PREFIX = "strict-singleton/"
 MIN_LEASE_SECONDS = 15
 MAX_LEASE_SECONDS = 60
 FENCE_METADATA_KEY = "strictsingletonfence"
+START_METADATA_KEY = "strictsingletonstart"  # the last start record (see release_with_record)
 # Blob names may be 1,024 characters; leave room for the prefix and the folder.
 MAX_ENCODED_LENGTH = 900
 _SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-")
@@ -123,3 +124,25 @@ def parse_fence(metadata: dict[str, str] | None) -> int:
         return int((metadata or {}).get(FENCE_METADATA_KEY, "0"))
     except ValueError:
         return 0
+
+
+def parse_start(metadata: dict[str, str] | None) -> StartRecord | None:
+    return StartRecord.decode((metadata or {}).get(START_METADATA_KEY))
+
+
+def acquired_metadata(metadata: dict[str, str] | None) -> tuple[int, StartRecord | None, dict[str, str]]:
+    """(new fencing token, the stored start record, the metadata to write back) after an acquire.
+
+    Setting metadata replaces all of it, so the start record is written back unchanged.
+    """
+    fence = parse_fence(metadata) + 1
+    kept = {FENCE_METADATA_KEY: str(fence)}
+    start = (metadata or {}).get(START_METADATA_KEY)
+    if start:
+        kept[START_METADATA_KEY] = start
+    return fence, parse_start(metadata), kept
+
+
+def recorded_metadata(record: StartRecord) -> dict[str, str]:
+    """The metadata a holder writes before releasing: its fencing token and its start record."""
+    return {FENCE_METADATA_KEY: str(record.fencing_token), START_METADATA_KEY: record.encode()}

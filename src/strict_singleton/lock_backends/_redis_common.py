@@ -10,7 +10,7 @@ import threading
 from typing import Any
 
 from strict_singleton.errors import InvalidArgumentError, LockUnavailableError
-from strict_singleton.lock_backends.base import require_positive_ttl, validate_prefix
+from strict_singleton.lock_backends.base import StartRecord, require_positive_ttl, validate_prefix
 
 try:
     from redis.exceptions import ConnectionError as RedisConnectionError
@@ -26,15 +26,41 @@ _log = logging.getLogger("strict_singleton.redis")
 
 DEFAULT_PREFIX = "strict-singleton:"
 
-# KEYS[1] = lock key, KEYS[2] = fencing counter key; ARGV[1] = owner token, ARGV[2] = TTL in ms.
-# Returns the new fencing token (>= 1) when the lease was taken, 0 when someone else holds it.
-# SET NX and INCR run in one script so a token is only ever issued to the holder.
+# KEYS[1] = lock key, KEYS[2] = fencing counter key, KEYS[3] = start record key;
+# ARGV[1] = owner token, ARGV[2] = TTL in ms.
+# Returns {new fencing token (>= 1), start record or nil} when the lease was taken,
+# {0} when someone else holds it. SET NX and INCR run in one script so a token is only
+# ever issued to the holder; the record comes back in the same round trip.
 ACQUIRE_SCRIPT = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return redis.call('INCR', KEYS[2])
+  return {redis.call('INCR', KEYS[2]), redis.call('GET', KEYS[3])}
+end
+return {0}
+"""
+
+# KEYS[1] = lock key, KEYS[2] = start record key; ARGV[1] = owner token,
+# ARGV[2] = release channel, ARGV[3] = start record, ARGV[4] = its TTL in ms.
+# Only if the token still owns the lock: deletes it, stores the record with its TTL and
+# wakes waiters, in one atomic step. Returns 1 or 0.
+RELEASE_RECORDING_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
+  redis.call('PUBLISH', ARGV[2], '1')
+  return 1
 end
 return 0
 """
+
+
+def parse_acquire(reply: Any) -> tuple[int, StartRecord | None]:
+    """(fencing token or 0, start record) from an ``ACQUIRE_SCRIPT`` reply."""
+    if not isinstance(reply, (list, tuple)) or not reply:
+        raise ValueError(f"unexpected acquire reply {reply!r}")
+    fence = int(reply[0])
+    record = StartRecord.decode(reply[1]) if fence > 0 and len(reply) > 1 else None
+    return fence, record
+
 
 # KEYS[1] = lock key; ARGV[1] = owner token, ARGV[2] = release channel.
 # Deletes the key only if the token still owns it, then wakes waiters. Returns 1 or 0.
@@ -79,6 +105,7 @@ class RedisKeys:
           {prefix}{<instance_id>}:lock      the owner token
           {prefix}{<instance_id>}:fence     the fencing counter (kept forever: it must only grow)
           {prefix}{<instance_id>}:released  the pub/sub release channel
+          {prefix}{<instance_id>}:start     the last start record (expires)
 
       These names are unchanged from earlier releases, so processes of different
       releases lock the same key for the same ID.
@@ -111,6 +138,13 @@ class RedisKeys:
 
     def channel(self, instance_id: str) -> str:
         return self._name(instance_id, "released")
+
+    def start(self, instance_id: str) -> str:
+        """The start record left by the last holder that started an instance (expires)."""
+        return self._name(instance_id, "start")
+
+    def acquire_keys(self, instance_id: str) -> list[str]:
+        return [self.lock(instance_id), self.fence(instance_id), self.start(instance_id)]
 
     def channel_patterns(self) -> list[str]:
         """Glob patterns that match the release channel of every ID (plain and digest form)."""

@@ -20,6 +20,20 @@ Contract, per instance ID:
 * ``validate_ttl(ttl)``: raises ``InvalidArgumentError`` for a TTL the store
   cannot honour (checked when the starter is built, before any lease).
 * ``close()``: frees the backend's own resources (not the caller's clients).
+
+Optional, for stores that can keep a *start record* (every backend shipped here):
+
+* ``release_with_record(instance_id, token, record, ttl)``: like ``release``, and in
+  the same atomic step (or, on Blob, under the still-held lease just before it) leaves
+  ``record`` next to the lease for ``ttl`` seconds, replacing an older one. Returns
+  ``False`` (and stores nothing) when ``token`` did not hold the lease.
+* ``acquire`` then returns the newest unexpired record in ``Grant.last_start``.
+
+The record tells the next holder "a start was sent at this time; if your status read
+does not show it yet, your read is stale": the starter waits for the instance to show
+instead of holding every lease until it does (``docs/guarantees.md``). A backend
+without ``release_with_record`` still works: the starter then holds the lease after a
+start until the instance is visible, as before.
 """
 
 from __future__ import annotations
@@ -29,6 +43,61 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from strict_singleton.errors import InvalidArgumentError
+
+_RECORD_VERSION = "ssr1"
+
+
+@dataclass(frozen=True, slots=True)
+class StartRecord:
+    """What a holder leaves behind when it lets go after a successful schedule call.
+
+    Times are integer microseconds since the Unix epoch (exact in every store).
+
+    Attributes:
+        fencing_token: the fencing token of the start.
+        sent_at_us: the starter's wall clock just before it sent the schedule request.
+        previous_created_us: creation time of the instance the starter read under the
+            lease before scheduling (the one a terminal-only reuse policy may replace),
+            ``None`` if there was none.
+        expires_at_us: the starter's wall clock plus the record's TTL; stores with key
+            expiry (Redis) also drop it themselves; others (file, Blob) keep it and
+            readers ignore it once expired (allowing for clock skew).
+    """
+
+    fencing_token: int
+    sent_at_us: int
+    previous_created_us: int | None
+    expires_at_us: int
+
+    def encode(self) -> str:
+        previous = "" if self.previous_created_us is None else str(self.previous_created_us)
+        return f"{_RECORD_VERSION}:{self.fencing_token}:{self.sent_at_us}:{previous}:{self.expires_at_us}"
+
+    @classmethod
+    def decode(cls, text: str | bytes | None) -> StartRecord | None:
+        """The record in ``text``, or ``None`` for nothing, an older format or garbage."""
+        if isinstance(text, bytes):
+            text = text.decode("ascii", "replace")
+        if not text:
+            return None
+        parts = text.strip().split(":")
+        if len(parts) != 5 or parts[0] != _RECORD_VERSION:
+            return None
+        try:
+            return cls(
+                fencing_token=int(parts[1]),
+                sent_at_us=int(parts[2]),
+                previous_created_us=int(parts[3]) if parts[3] else None,
+                expires_at_us=int(parts[4]),
+            )
+        except ValueError:
+            return None
+
+
+def newest(records: list[StartRecord | None]) -> StartRecord | None:
+    """The record with the highest fencing token (several stores answered: Redlock)."""
+    present = [r for r in records if r is not None]
+    return max(present, key=lambda r: r.fencing_token) if present else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,10 +110,15 @@ class Grant:
         valid_for: seconds the lease is valid for, counted from just before the
             acquire request was sent; ``None`` when the lease never expires while
             the holder lives (the file lease: the OS frees it when the holder dies).
+        last_start: the start record the previous holder left (see
+            ``release_with_record``), ``None`` if none is stored. Stores without key
+            expiry (file, Blob) may return an expired one: readers check
+            ``expires_at_us``.
     """
 
     fencing_token: int
     valid_for: float | None
+    last_start: StartRecord | None = None
 
 
 @runtime_checkable
@@ -104,4 +178,18 @@ def validate_prefix(prefix: str, *, backend: str) -> str:
     return prefix
 
 
-__all__ = ["AsyncLeaseBackend", "Grant", "LeaseBackend", "require_positive_ttl", "validate_prefix"]
+def supports_records(lock: object) -> bool:
+    """Whether ``lock`` can keep start records (has a callable ``release_with_record``)."""
+    return callable(getattr(lock, "release_with_record", None))
+
+
+__all__ = [
+    "AsyncLeaseBackend",
+    "Grant",
+    "LeaseBackend",
+    "StartRecord",
+    "newest",
+    "require_positive_ttl",
+    "supports_records",
+    "validate_prefix",
+]

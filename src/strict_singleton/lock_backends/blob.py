@@ -29,19 +29,19 @@ from strict_singleton.errors import InvalidArgumentError
 from strict_singleton.lock_backends._blob_common import (
     CROSS_PROCESS_POLL,
     DEFAULT_PREFIX,
-    FENCE_METADATA_KEY,
     HELD,
     NOT_OURS,
+    acquired_metadata,
     describe_container,
     encode_instance_id,
     error_code,
     lease_seconds,
-    parse_fence,
+    recorded_metadata,
     unavailable,
     validate_prefix,
 )
 from strict_singleton.lock_backends._wakeups import RELEASES, wait_async, wait_sync
-from strict_singleton.lock_backends.base import Grant
+from strict_singleton.lock_backends.base import Grant, StartRecord
 
 try:
     from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
@@ -165,13 +165,13 @@ class BlobLease(_BlobLeaseBase):
                     raise self._unavailable(exc, instance_id, "acquiring the lease") from None
                 self._create(blob, instance_id, container_missing=error_code(exc) == "ContainerNotFound")
         try:
-            fence = parse_fence(blob.get_blob_properties(lease=token).metadata) + 1
-            blob.set_blob_metadata({FENCE_METADATA_KEY: str(fence)}, lease=token)
+            fence, record, metadata = acquired_metadata(blob.get_blob_properties(lease=token).metadata)
+            blob.set_blob_metadata(metadata, lease=token)
         except AzureError as exc:
             with contextlib.suppress(AzureError):
                 lease.release()
             raise self._unavailable(exc, instance_id, "writing the fencing token") from None
-        return Grant(fencing_token=fence, valid_for=float(seconds))
+        return Grant(fencing_token=fence, valid_for=float(seconds), last_start=record)
 
     def extend(self, instance_id: str, token: str, ttl: float) -> bool:
         blob = self._container.get_blob_client(self.blob_name(instance_id))
@@ -192,6 +192,22 @@ class BlobLease(_BlobLeaseBase):
                 return False
             raise self._unavailable(exc, instance_id, "releasing the lease") from None
         RELEASES.notify(self._naming.wake_key(instance_id))
+        return True
+
+    def release_with_record(self, instance_id: str, token: str, record: StartRecord, ttl: float) -> bool:
+        """Write ``record`` into the blob's metadata under our lease, then release it.
+
+        Blob storage keeps metadata until it is replaced: readers ignore the record
+        once ``record.expires_at_us`` passed (allowing for clock skew).
+        """
+        blob = self._container.get_blob_client(self.blob_name(instance_id))
+        try:
+            blob.set_blob_metadata(recorded_metadata(record), lease=token)
+        except AzureError as exc:
+            if lease_gone(exc):
+                return False
+            raise self._unavailable(exc, instance_id, "writing the start record") from None
+        self.release(instance_id, token)
         return True
 
     def wait_for_release(self, instance_id: str, timeout: float) -> None:
@@ -241,13 +257,13 @@ class AsyncBlobLease(_BlobLeaseBase):
                 await self._create(blob, instance_id, container_missing=error_code(exc) == "ContainerNotFound")
         try:
             props = await blob.get_blob_properties(lease=token)
-            fence = parse_fence(props.metadata) + 1
-            await blob.set_blob_metadata({FENCE_METADATA_KEY: str(fence)}, lease=token)
+            fence, record, metadata = acquired_metadata(props.metadata)
+            await blob.set_blob_metadata(metadata, lease=token)
         except AzureError as exc:
             with contextlib.suppress(AzureError):
                 await lease.release()
             raise self._unavailable(exc, instance_id, "writing the fencing token") from None
-        return Grant(fencing_token=fence, valid_for=float(seconds))
+        return Grant(fencing_token=fence, valid_for=float(seconds), last_start=record)
 
     async def extend(self, instance_id: str, token: str, ttl: float) -> bool:
         blob = self._container.get_blob_client(self.blob_name(instance_id))
@@ -268,6 +284,22 @@ class AsyncBlobLease(_BlobLeaseBase):
                 return False
             raise self._unavailable(exc, instance_id, "releasing the lease") from None
         RELEASES.notify(self._naming.wake_key(instance_id))
+        return True
+
+    async def release_with_record(self, instance_id: str, token: str, record: StartRecord, ttl: float) -> bool:
+        """Write ``record`` into the blob's metadata under our lease, then release it.
+
+        Blob storage keeps metadata until it is replaced: readers ignore the record
+        once ``record.expires_at_us`` passed (allowing for clock skew).
+        """
+        blob = self._container.get_blob_client(self.blob_name(instance_id))
+        try:
+            await blob.set_blob_metadata(recorded_metadata(record), lease=token)
+        except AzureError as exc:
+            if lease_gone(exc):
+                return False
+            raise self._unavailable(exc, instance_id, "writing the start record") from None
+        await self.release(instance_id, token)
         return True
 
     async def wait_for_release(self, instance_id: str, timeout: float) -> None:

@@ -25,8 +25,9 @@ for one ID and both start):
 Files: ``<directory>/<sha256(instance_id)[:40]>.lock``. The lock is filelock's
 descriptor-level primitive (``flock`` on Unix, ``LockFileEx`` on Windows) on a
 descriptor we own, and the fencing counter lives in the lock file itself: a
-fixed-width 20-digit number written under the lock in one small ``write``. It survives
-process crashes, not the loss of the directory.
+fixed-width 20-digit number written under the lock in one small ``write``, followed by
+the last start record (``release_with_record``), written under the lock just before
+it is released. They survive process crashes, not the loss of the directory.
 
 Nothing in the directory may redirect a write (POSIX). Lock files are opened with
 ``O_NOFOLLOW`` relative to a descriptor of the directory, which is itself opened with
@@ -61,7 +62,7 @@ from filelock import lock_descriptor, unlock_descriptor
 
 from strict_singleton.errors import InvalidArgumentError, LockUnavailableError
 from strict_singleton.lock_backends._wakeups import RELEASES, wait_async, wait_sync
-from strict_singleton.lock_backends.base import Grant, require_positive_ttl
+from strict_singleton.lock_backends.base import Grant, StartRecord, require_positive_ttl
 
 ENV_DIRECTORY = "STRICT_SINGLETON_LOCK_DIR"
 if os.name == "nt":  # pragma: no cover - exercised on Windows only
@@ -284,14 +285,14 @@ class FileLease:
             if not lock_descriptor(fd, blocking=False):
                 os.close(fd)
                 return None
-            fence = _read_fence(fd) + 1
-            _write_fence(fd, fence)
+            fence, record = _read_state(fd)
+            _write_fence(fd, fence + 1)
         except OSError as exc:
             os.close(fd)  # closing the descriptor also drops the lock
             raise self._unavailable(exc, instance_id) from exc
         with self._held_lock:
             self._held[(instance_id, token)] = fd
-        return Grant(fencing_token=fence, valid_for=None)
+        return Grant(fencing_token=fence + 1, valid_for=None, last_start=record)
 
     def extend(self, instance_id: str, token: str, ttl: float) -> bool:
         # An OS lock does not expire; it is ours for as long as we hold the descriptor.
@@ -311,6 +312,22 @@ class FileLease:
             os.close(fd)
         RELEASES.notify(str(self.lock_path(instance_id)))
         return True
+
+    def release_with_record(self, instance_id: str, token: str, record: StartRecord, ttl: float) -> bool:
+        """Write ``record`` into the lock file while still holding it, then release.
+
+        The file keeps it until the next record replaces it; readers ignore it once
+        ``record.expires_at_us`` passed (this host's wall clock wrote and reads it).
+        """
+        with self._held_lock:
+            fd = self._held.get((instance_id, token))
+        if fd is None:
+            return False
+        try:
+            _write_record(fd, record)
+        except OSError as exc:
+            raise self._unavailable(exc, instance_id) from exc
+        return self.release(instance_id, token)
 
     def wait_for_release(self, instance_id: str, timeout: float) -> None:
         for pause in self.pauses(instance_id, timeout):
@@ -368,12 +385,28 @@ class FileLease:
 
 
 _FENCE_WIDTH = 20
+# After the counter: the last start record, padded with spaces to a fixed width.
+_RECORD_WIDTH = 100
 
 
-def _read_fence(fd: int) -> int:
+def _read_state(fd: int) -> tuple[int, StartRecord | None]:
+    """(fencing counter, start record) from the lock file, in one ``read``."""
+    data = os.pread(fd, _FENCE_WIDTH + _RECORD_WIDTH, 0) if hasattr(os, "pread") else _read_from_start(fd)
+    fence = data[:_FENCE_WIDTH].strip()
+    return (int(fence) if fence.isdigit() else 0), StartRecord.decode(data[_FENCE_WIDTH:].strip() or None)
+
+
+def _read_from_start(fd: int) -> bytes:  # pragma: no cover - Windows has no pread
     os.lseek(fd, 0, os.SEEK_SET)
-    data = os.read(fd, _FENCE_WIDTH).strip()
-    return int(data) if data.isdigit() else 0
+    return os.read(fd, _FENCE_WIDTH + _RECORD_WIDTH)
+
+
+def _write_record(fd: int, record: StartRecord) -> None:
+    text = record.encode().encode("ascii")
+    if len(text) > _RECORD_WIDTH:  # pragma: no cover - 5 integers always fit
+        raise OSError(f"start record too long ({len(text)} bytes)")
+    os.lseek(fd, _FENCE_WIDTH, os.SEEK_SET)
+    os.write(fd, text.ljust(_RECORD_WIDTH))
 
 
 def _write_fence(fd: int, value: int) -> None:
@@ -413,6 +446,9 @@ class AsyncFileLease:
 
     async def release(self, instance_id: str, token: str) -> bool:
         return self._sync.release(instance_id, token)
+
+    async def release_with_record(self, instance_id: str, token: str, record: StartRecord, ttl: float) -> bool:
+        return self._sync.release_with_record(instance_id, token, record, ttl)
 
     async def wait_for_release(self, instance_id: str, timeout: float) -> None:
         for pause in self._sync.pauses(instance_id, timeout):

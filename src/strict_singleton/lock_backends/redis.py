@@ -40,17 +40,19 @@ from strict_singleton.lock_backends._redis_common import (
     DEFAULT_PREFIX,
     EXTEND_SCRIPT,
     REDIS_ERRORS,
+    RELEASE_RECORDING_SCRIPT,
     RELEASE_SCRIPT,
     EvictionCheck,
     RedisKeys,
     describe_client,
+    parse_acquire,
     quiet_wait,
     ttl_ms,
     unavailable,
     validate_redis_ttl,
 )
 from strict_singleton.lock_backends._wakeups import ReleaseBoard
-from strict_singleton.lock_backends.base import Grant
+from strict_singleton.lock_backends.base import Grant, StartRecord
 
 if TYPE_CHECKING:
     import redis as redis_sync
@@ -69,6 +71,7 @@ class _RedisLeaseBase:
         self._keys = RedisKeys(prefix, self._name)
         self._acquire = client.register_script(ACQUIRE_SCRIPT)
         self._release = client.register_script(RELEASE_SCRIPT)
+        self._release_recording = client.register_script(RELEASE_RECORDING_SCRIPT)
         self._extend = client.register_script(EXTEND_SCRIPT)
         self._live = False  # the release listener is subscribed
         self._waiters = ReleaseBoard()  # keyed by instance ID; the listener notifies
@@ -105,12 +108,12 @@ class RedisLease(_RedisLeaseBase):
     def acquire(self, instance_id: str, token: str, ttl: float) -> Grant | None:
         if self._eviction.take():
             self._check_policy()
-        keys = [self._keys.lock(instance_id), self._keys.fence(instance_id)]
         try:
-            fence = int(self._acquire(keys=keys, args=[token, ttl_ms(ttl)]))
+            reply = self._acquire(keys=self._keys.acquire_keys(instance_id), args=[token, ttl_ms(ttl)])
         except REDIS_ERRORS as exc:
             raise unavailable(exc, instance_id=instance_id, backend=self._name) from exc
-        return Grant(fencing_token=fence, valid_for=ttl) if fence > 0 else None
+        fence, record = parse_acquire(reply)
+        return Grant(fencing_token=fence, valid_for=ttl, last_start=record) if fence > 0 else None
 
     def extend(self, instance_id: str, token: str, ttl: float) -> bool:
         try:
@@ -122,6 +125,14 @@ class RedisLease(_RedisLeaseBase):
         args = [token, self._keys.channel(instance_id)]
         try:
             return bool(self._release(keys=[self._keys.lock(instance_id)], args=args))
+        except REDIS_ERRORS as exc:
+            raise unavailable(exc, instance_id=instance_id, backend=self._name) from exc
+
+    def release_with_record(self, instance_id: str, token: str, record: StartRecord, ttl: float) -> bool:
+        keys = [self._keys.lock(instance_id), self._keys.start(instance_id)]
+        args = [token, self._keys.channel(instance_id), record.encode(), ttl_ms(ttl)]
+        try:
+            return bool(self._release_recording(keys=keys, args=args))
         except REDIS_ERRORS as exc:
             raise unavailable(exc, instance_id=instance_id, backend=self._name) from exc
 
@@ -208,12 +219,12 @@ class AsyncRedisLease(_RedisLeaseBase):
     async def acquire(self, instance_id: str, token: str, ttl: float) -> Grant | None:
         if self._eviction.take():
             await self._check_policy()
-        keys = [self._keys.lock(instance_id), self._keys.fence(instance_id)]
         try:
-            fence = int(await self._acquire(keys=keys, args=[token, ttl_ms(ttl)]))
+            reply = await self._acquire(keys=self._keys.acquire_keys(instance_id), args=[token, ttl_ms(ttl)])
         except REDIS_ERRORS as exc:
             raise unavailable(exc, instance_id=instance_id, backend=self._name) from exc
-        return Grant(fencing_token=fence, valid_for=ttl) if fence > 0 else None
+        fence, record = parse_acquire(reply)
+        return Grant(fencing_token=fence, valid_for=ttl, last_start=record) if fence > 0 else None
 
     async def extend(self, instance_id: str, token: str, ttl: float) -> bool:
         try:
@@ -225,6 +236,14 @@ class AsyncRedisLease(_RedisLeaseBase):
         args = [token, self._keys.channel(instance_id)]
         try:
             return bool(await self._release(keys=[self._keys.lock(instance_id)], args=args))
+        except REDIS_ERRORS as exc:
+            raise unavailable(exc, instance_id=instance_id, backend=self._name) from exc
+
+    async def release_with_record(self, instance_id: str, token: str, record: StartRecord, ttl: float) -> bool:
+        keys = [self._keys.lock(instance_id), self._keys.start(instance_id)]
+        args = [token, self._keys.channel(instance_id), record.encode(), ttl_ms(ttl)]
+        try:
+            return bool(await self._release_recording(keys=keys, args=args))
         except REDIS_ERRORS as exc:
             raise unavailable(exc, instance_id=instance_id, backend=self._name) from exc
 

@@ -26,9 +26,11 @@ from strict_singleton.lock_backends._redis_common import (
     ACQUIRE_SCRIPT,
     DEFAULT_PREFIX,
     EXTEND_SCRIPT,
+    RELEASE_RECORDING_SCRIPT,
     RELEASE_SCRIPT,
     EvictionCheck,
     RedisKeys,
+    parse_acquire,
     ttl_ms,
     validate_redis_ttl,
 )
@@ -43,7 +45,7 @@ from strict_singleton.lock_backends._redlock_common import (
     validity,
 )
 from strict_singleton.lock_backends._wakeups import RELEASES, wait_async, wait_sync
-from strict_singleton.lock_backends.base import Grant
+from strict_singleton.lock_backends.base import Grant, StartRecord, newest
 from strict_singleton.lock_backends.redis import AsyncRedisLease, RedisLease
 
 POLL = 0.02  # waiters in other processes re-check this often (no pub/sub across a quorum)
@@ -70,6 +72,7 @@ class _RedlockBase:
             {
                 "acquire": c.register_script(ACQUIRE_SCRIPT),
                 "release": c.register_script(RELEASE_SCRIPT),
+                "release_recording": c.register_script(RELEASE_RECORDING_SCRIPT),
                 "extend": c.register_script(EXTEND_SCRIPT),
                 "fence": c.register_script(RAISE_FENCE_SCRIPT),
             }
@@ -143,16 +146,16 @@ class RedlockLease(_RedlockBase):
             nodes = self._nodes
             read = self._fan_out(lambda i: nodes[i].config_get("maxmemory-policy") if i in due else None, self._timeout)
             self._policy_answers(due, read)
-        keys = [self._keys.lock(instance_id), self._keys.fence(instance_id)]
+        keys = self._keys.acquire_keys(instance_id)
         started = time.monotonic()
-        results = self._fan_out(
-            lambda i: self._scripts[i]["acquire"](keys=keys, args=[token, ttl_ms(ttl)]), self._timeout
+        results = _parsed(
+            self._fan_out(lambda i: self._scripts[i]["acquire"](keys=keys, args=[token, ttl_ms(ttl)]), self._timeout)
         )
         answers = _answers(results)
         verdict = answers.decide(len(self._nodes))
         if verdict == "granted":
             fence = max(answers.fences)
-            granted = [i for i, (ok, v) in enumerate(results) if ok and int(v) > 0]
+            granted = [i for i, (ok, v) in enumerate(results) if ok and v[0] > 0]
             raised = self._fan_out(
                 lambda i: self._scripts[i]["fence"](keys=keys, args=[token, fence]) if i in granted else 0,
                 self._timeout,
@@ -160,7 +163,7 @@ class RedlockLease(_RedlockBase):
             confirmed = sum(1 for ok, v in raised if ok and int(v) == 1)
             left = validity(ttl, time.monotonic() - started)
             if confirmed >= quorum(len(self._nodes)) and left > 0:
-                return Grant(fencing_token=fence, valid_for=left)
+                return Grant(fencing_token=fence, valid_for=left, last_start=_last_start(results))
             verdict = "held"  # too slow or lost nodes meanwhile: give it all back
         self.release(instance_id, token)
         if verdict == "unavailable":
@@ -182,6 +185,14 @@ class RedlockLease(_RedlockBase):
         if released:
             RELEASES.notify(f"{self._name}|{instance_id}")
         return released
+
+    def release_with_record(self, instance_id: str, token: str, record: StartRecord, ttl: float) -> bool:
+        keys = [self._keys.lock(instance_id), self._keys.start(instance_id)]
+        args = [token, self._keys.channel(instance_id), record.encode(), ttl_ms(ttl)]
+        results = self._fan_out(lambda i: self._scripts[i]["release_recording"](keys=keys, args=args), self._timeout)
+        stored = _recorded(results, len(self._nodes), instance_id=instance_id, backend=self._name)
+        RELEASES.notify(f"{self._name}|{instance_id}")
+        return stored
 
     def wait_for_release(self, instance_id: str, timeout: float) -> None:
         try:
@@ -218,14 +229,16 @@ class AsyncRedlockLease(_RedlockBase):
                 return await self._nodes[i].config_get("maxmemory-policy") if i in due else None
 
             self._policy_answers(due, await self._fan_out(read_policy))
-        keys = [self._keys.lock(instance_id), self._keys.fence(instance_id)]
+        keys = self._keys.acquire_keys(instance_id)
         started = time.monotonic()
-        results = await self._fan_out(lambda i: self._scripts[i]["acquire"](keys=keys, args=[token, ttl_ms(ttl)]))
+        results = _parsed(
+            await self._fan_out(lambda i: self._scripts[i]["acquire"](keys=keys, args=[token, ttl_ms(ttl)]))
+        )
         answers = _answers(results)
         verdict = answers.decide(len(self._nodes))
         if verdict == "granted":
             fence = max(answers.fences)
-            granted = {i for i, (ok, v) in enumerate(results) if ok and int(v) > 0}
+            granted = {i for i, (ok, v) in enumerate(results) if ok and v[0] > 0}
 
             async def raise_fence(i: int) -> Any:
                 return await self._scripts[i]["fence"](keys=keys, args=[token, fence]) if i in granted else 0
@@ -234,7 +247,7 @@ class AsyncRedlockLease(_RedlockBase):
             confirmed = sum(1 for ok, v in raised if ok and int(v) == 1)
             left = validity(ttl, time.monotonic() - started)
             if confirmed >= quorum(len(self._nodes)) and left > 0:
-                return Grant(fencing_token=fence, valid_for=left)
+                return Grant(fencing_token=fence, valid_for=left, last_start=_last_start(results))
             verdict = "held"
         await self.release(instance_id, token)
         if verdict == "unavailable":
@@ -255,6 +268,14 @@ class AsyncRedlockLease(_RedlockBase):
             RELEASES.notify(f"{self._name}|{instance_id}")
         return released
 
+    async def release_with_record(self, instance_id: str, token: str, record: StartRecord, ttl: float) -> bool:
+        keys = [self._keys.lock(instance_id), self._keys.start(instance_id)]
+        args = [token, self._keys.channel(instance_id), record.encode(), ttl_ms(ttl)]
+        results = await self._fan_out(lambda i: self._scripts[i]["release_recording"](keys=keys, args=args))
+        stored = _recorded(results, len(self._nodes), instance_id=instance_id, backend=self._name)
+        RELEASES.notify(f"{self._name}|{instance_id}")
+        return stored
+
     async def wait_for_release(self, instance_id: str, timeout: float) -> None:
         try:
             await self._listener.wait_for_release(instance_id, timeout)
@@ -265,6 +286,20 @@ class AsyncRedlockLease(_RedlockBase):
         await self._listener.close()
 
 
+def _parsed(results: list[tuple[bool, Any]]) -> list[tuple[bool, Any]]:
+    """Acquire replies as (ok, (fence, record)); errors and replies that do not parse stay errors."""
+    out: list[tuple[bool, Any]] = []
+    for ok, value in results:
+        if not ok:
+            out.append((False, value))
+            continue
+        try:
+            out.append((True, parse_acquire(value)))
+        except (TypeError, ValueError) as exc:
+            out.append((False, exc))
+    return out
+
+
 def _answers(results: list[tuple[bool, Any]]) -> NodeAnswers:
     fences: list[int] = []
     held = 0
@@ -272,11 +307,36 @@ def _answers(results: list[tuple[bool, Any]]) -> NodeAnswers:
     for i, (ok, value) in enumerate(results):
         if not ok:
             down.append(f"node {i}: {type(value).__name__}: {value}")
-        elif int(value) > 0:
-            fences.append(int(value))
+        elif value[0] > 0:
+            fences.append(value[0])
         else:
             held += 1
     return NodeAnswers(fences=fences, held=held, down=down)
+
+
+def _last_start(results: list[tuple[bool, Any]]) -> StartRecord | None:
+    """The newest record among the granting nodes: any later majority overlaps the one that stored it."""
+    return newest([value[1] for ok, value in results if ok and value[0] > 0])
+
+
+def _recorded(results: list[tuple[bool, Any]], n: int, *, instance_id: str, backend: str) -> bool:
+    """Whether a majority released and stored the record; raises if the nodes that erred leave it open.
+
+    The record must sit on a majority so that every later majority, whose acquire
+    returns the newest record among its nodes, includes a node that has it.
+    """
+    stored = sum(1 for ok, v in results if ok and int(v) == 1)
+    if stored >= quorum(n):
+        return True
+    down = [f"node {i}: {type(v).__name__}: {v}" for i, (ok, v) in enumerate(results) if not ok]
+    if stored + len(down) >= quorum(n):
+        raise LockUnavailableError(
+            f"start record stored on {stored} of {n} Redlock nodes (a majority of {quorum(n)} is needed): "
+            + "; ".join(down),
+            instance_id=instance_id,
+            backend=backend,
+        )
+    return False
 
 
 __all__ = ["AsyncRedlockLease", "RedlockLease"]

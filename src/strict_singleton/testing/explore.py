@@ -81,10 +81,14 @@ class Config:
     expiring: bool = True
     lenient_renew: bool = False  # the store renews an expired, unclaimed lease (as Azure Blob does)
     late_land: bool = False  # delayed requests may land after ambiguity_timeout
+    records: bool = True  # the store keeps start records (every shipped backend); False: the visibility hold
     safe: bool = True
     claim: str = ""
 
     def starter_config(self) -> StarterConfig:
+        return replace(self._built(), start_records=self.records)
+
+    def _built(self) -> StarterConfig:
         return build_config(
             lease_ttl=self.lease_ttl,
             confirm_visible=True,
@@ -112,8 +116,16 @@ CONFIGS: dict[str, Config] = {
         Config(
             "eventual",
             visibility_lag=0.3,
+            faults=SAFE_FAULTS,
+            claim="an overwriting host whose status reads lag (below visibility_timeout), with start records; "
+            "no pause between the schedule's answer and the recording release",
+        ),
+        Config(
+            "eventual-no-records",
+            visibility_lag=0.3,
+            records=False,
             faults=frozenset({"slow", "slowlose", "delay", "drop"}),
-            claim="an overwriting host whose status reads lag (below visibility_timeout); no pauses in the hold",
+            claim="as eventual, with a store that keeps no start records: the lease is held until visible",
         ),
         Config(
             "eventual-long-lag",
@@ -269,6 +281,14 @@ def _claim_unconfirmed() -> contextlib.AbstractContextManager[Any]:
     return _patched(_flow, "_confirm", confirm)
 
 
+def _ignore_start_record() -> contextlib.AbstractContextManager[Any]:
+    def await_record(ctx: Any, lease: Any, record: Any, state: Any) -> Any:
+        yield from _nothing()
+        return state
+
+    return _patched(_flow, "_await_record", await_record)
+
+
 MUTANTS: dict[str, Mutant] = {
     m.name: m
     for m in [
@@ -292,6 +312,12 @@ MUTANTS: dict[str, Mutant] = {
             "eventual",
             _no_patch,
             starter={"confirm_visible": False},
+        ),
+        Mutant(
+            "ignore-start-record",
+            "the next holder acts on a read that does not show the recorded start yet (issue 12)",
+            "eventual",
+            _ignore_start_record,
         ),
         Mutant(
             "no-reuse-policy",
@@ -368,7 +394,9 @@ class _Run:
         self.cfg = cfg
         self.mutant = mutant
         opts = dict(mutant.world) if mutant else {}
-        self.world = World(profile=cfg.profile, expiring=cfg.expiring, visibility_lag=cfg.visibility_lag)
+        self.world = World(
+            profile=cfg.profile, expiring=cfg.expiring, visibility_lag=cfg.visibility_lag, records=cfg.records
+        )
         self.world.op_cost = 0.0
         self.lenient = cfg.lenient_renew or opts.get("lenient_renew", False)
         self.no_lease = opts.get("no_lease", False)
@@ -421,7 +449,9 @@ class _Run:
             s.fencing = value.result.fencing_token
             if value.hold is not None:
                 call = StartCall(instance_id=IID, orchestrator="orch", input=None, tags={}, version=None, start_at=None)
-                s.gen = _flow.finish_flow(call, self.scfg, value.hold, clock=self.world.clock)
+                s.gen = _flow.finish_flow(
+                    call, self.scfg, value.hold, clock=self.world.clock, wall_clock=self.world.clock.wall
+                )
                 s.phase = "finish"
                 if self.queued_finish:
                     s.finish_after = self.world.clock() + self.cfg.lease_ttl * 1.5

@@ -32,7 +32,7 @@ from durabletask.client import OrchestrationState, OrchestrationStatus
 from strict_singleton import _flow
 from strict_singleton._validation import FENCING_TAG
 from strict_singleton.errors import LockUnavailableError
-from strict_singleton.lock_backends.base import Grant
+from strict_singleton.lock_backends.base import Grant, StartRecord
 
 Profile = Literal["atomic", "overwrite", "eventual"]
 _TERMINAL = {OrchestrationStatus.COMPLETED, OrchestrationStatus.FAILED, OrchestrationStatus.TERMINATED}
@@ -66,13 +66,19 @@ class _Lease:
 
 
 class SimLockStore:
-    """Leases per instance ID on a virtual clock; ``expiring=False`` models the file lease."""
+    """Leases per instance ID on a virtual clock; ``expiring=False`` models the file lease.
 
-    def __init__(self, clock: VirtualClock, *, expiring: bool = True) -> None:
+    ``records=True`` keeps start records (``release_with_record``) with a TTL, returned
+    by the next acquire, as every shipped backend does.
+    """
+
+    def __init__(self, clock: VirtualClock, *, expiring: bool = True, records: bool = True) -> None:
         self.clock = clock
         self.expiring = expiring
+        self.records = records
         self.leases: dict[str, _Lease] = {}
         self.fences: dict[str, int] = {}
+        self.starts: dict[str, tuple[StartRecord, float]] = {}  # instance ID -> (record, expiry)
         self.down = False
         self.calls = 0
 
@@ -96,7 +102,26 @@ class SimLockStore:
             return None
         self.leases[instance_id] = _Lease(token, self.clock() + ttl if self.expiring else None)
         self.fences[instance_id] = self.fences.get(instance_id, 0) + 1
-        return Grant(fencing_token=self.fences[instance_id], valid_for=ttl if self.expiring else None)
+        return Grant(
+            fencing_token=self.fences[instance_id],
+            valid_for=ttl if self.expiring else None,
+            last_start=self.last_start(instance_id),
+        )
+
+    def last_start(self, instance_id: str) -> StartRecord | None:
+        kept = self.starts.get(instance_id)
+        if kept is None or self.clock() >= kept[1]:
+            self.starts.pop(instance_id, None)
+            return None
+        return kept[0]
+
+    def release_with_record(self, instance_id: str, token: str, record: StartRecord, ttl: float) -> bool:
+        self._check(instance_id)
+        if self.holder(instance_id) != token:
+            return False
+        del self.leases[instance_id]
+        self.starts[instance_id] = (record, self.clock() + ttl)
+        return True
 
     def extend(self, instance_id: str, token: str, ttl: float) -> bool:
         self._check(instance_id)
@@ -216,9 +241,16 @@ class SimBackend:
 class World:
     """A clock, a lock store and a backend that answer flow operations."""
 
-    def __init__(self, *, profile: Profile = "overwrite", expiring: bool = True, visibility_lag: float = 0.0) -> None:
+    def __init__(
+        self,
+        *,
+        profile: Profile = "overwrite",
+        expiring: bool = True,
+        visibility_lag: float = 0.0,
+        records: bool = True,
+    ) -> None:
         self.clock = VirtualClock()
-        self.store = SimLockStore(self.clock, expiring=expiring)
+        self.store = SimLockStore(self.clock, expiring=expiring, records=records)
         self.backend = SimBackend(self.clock, profile=profile, visibility_lag=visibility_lag)
         self.op_cost = 0.001  # virtual seconds each lock or backend operation takes
 
@@ -240,6 +272,10 @@ class World:
             return self.store.extend(op.instance_id, op.token, op.ttl)
         if isinstance(op, _flow.Release):
             return self.store.release(op.instance_id, op.token)
+        if isinstance(op, _flow.ReleaseRecording):
+            if not self.store.records:
+                raise AssertionError("this store keeps no start records")
+            return self.store.release_with_record(op.instance_id, op.token, op.record, op.ttl)
         if isinstance(op, _flow.Read):
             return self.backend.read(op.instance_id)
         if isinstance(op, _flow.Schedule):
