@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from redis.crc import key_slot
 
 from strict_singleton.lock_backends import AsyncFileLease, FileLease, Grant
+from strict_singleton.lock_backends.base import StartRecord
 from strict_singleton.lock_backends.blob import AsyncBlobLease, BlobLease
 from strict_singleton.lock_backends.redis import AsyncRedisLease, RedisLease
 from strict_singleton.testing import RedisServer
@@ -121,6 +122,63 @@ def test_fencing_tokens_only_grow(lease: Any) -> None:
         seen.append(grant.fencing_token)
         lease.release("job", token(f"t{i}"))
     assert seen == sorted(seen) and len(set(seen)) == 5
+
+
+def _record(fence: int, *, sent: int = 1_700_000_000_000_000, ttl_us: int = 60_000_000) -> StartRecord:
+    return StartRecord(fencing_token=fence, sent_at_us=sent, previous_created_us=sent - 5, expires_at_us=sent + ttl_us)
+
+
+def test_start_record_is_returned_by_the_next_acquire(lease: Any) -> None:
+    first = lease.acquire("job", token("token-a"), 15.0)
+    assert first is not None and first.last_start is None  # nothing recorded yet
+    record = _record(first.fencing_token)
+    assert lease.release_with_record("job", token("token-a"), record, 60.0) is True
+    second = lease.acquire("job", token("token-b"), 15.0)  # released: free at once
+    assert second is not None and second.last_start == record
+    assert second.fencing_token > first.fencing_token
+    assert lease.release("job", token("token-b")) is True  # a plain release keeps the record
+    third = lease.acquire("job", token("token-c"), 15.0)
+    assert third is not None and third.last_start == record
+    newer = _record(third.fencing_token, sent=1_700_000_001_000_000)
+    assert lease.release_with_record("job", token("token-c"), newer, 60.0) is True
+    fourth = lease.acquire("job", token("token-d"), 15.0)
+    assert fourth is not None and fourth.last_start == newer  # replaced, never merged
+
+
+def test_release_with_record_is_token_checked(lease: Any) -> None:
+    grant = lease.acquire("job", token("token-a"), 15.0)
+    assert grant is not None
+    assert lease.release_with_record("job", token("token-b"), _record(99), 60.0) is False
+    assert lease.acquire("job", token("token-c"), 15.0) is None  # still token-a's
+    assert lease.release("job", token("token-a")) is True
+    after = lease.acquire("job", token("token-c"), 15.0)
+    assert after is not None and after.last_start is None  # the refused record was not stored
+
+
+def test_start_records_are_per_instance_id(lease: Any) -> None:
+    grant = lease.acquire("job", token("token-a"), 15.0)
+    assert grant is not None
+    assert lease.release_with_record("job", token("token-a"), _record(grant.fencing_token), 60.0) is True
+    other = lease.acquire("other-job", token("token-b"), 15.0)
+    assert other is not None and other.last_start is None
+
+
+@pytest.mark.parametrize("kind", ["redis", "redlock"])
+def test_redis_start_record_expires_with_its_ttl(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    lease = sync_backend(kind, tmp_path, request)
+    try:
+        grant = lease.acquire("job", token("token-a"), 15.0)
+        assert lease.release_with_record("job", token("token-a"), _record(grant.fencing_token), 0.05) is True
+
+        def record_gone() -> bool:
+            again = lease.acquire("job", token("token-b"), 15.0)
+            assert again is not None
+            lease.release("job", token("token-b"))
+            return again.last_start is None
+
+        poll_until(record_gone, 30, "the start record to expire")
+    finally:
+        lease.close()
 
 
 def test_wait_for_release_returns_when_free(lease: Any) -> None:
