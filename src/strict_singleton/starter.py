@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from strict_singleton import _flow
 from strict_singleton._base import StarterBase, StarterOptions
+from strict_singleton._finishers import Finishers
 from strict_singleton._telemetry import observe_start
 from strict_singleton._validation import StartCall
 from strict_singleton.lock_backends.base import LeaseBackend
@@ -52,10 +52,11 @@ class SingletonStarter(StarterBase):
             default ``lease_ttl / 3``. The schedule RPC's deadline is the lease's
             deadline minus ``max(schedule_margin / 2, lease_ttl / 20)``, kept back to
             renew the lease after a timeout.
-        visibility_timeout: how long to hold the lease after scheduling until the new
-            instance shows in a status read (default ``max(lease_ttl, 30)``); then
-            it is released. The hold is off the caller's path and normally ends at
-            the first read that shows the instance.
+        visibility_timeout: the longest a new instance may take to show in status
+            reads (default ``max(lease_ttl, 30)``): how long a start record is kept,
+            and the longest a later caller waits for the recorded start to show (or,
+            without records, the lease is held after scheduling). Set it above your
+            host's status-index lag.
         ambiguity_timeout: after an ambiguous schedule failure (deadline exceeded,
             connection lost), how long to keep the lease and watch for the instance
             before raising ``ScheduleError(maybe_scheduled=True)`` (default
@@ -66,11 +67,17 @@ class SingletonStarter(StarterBase):
             last confirmed it (default 0.1; 0 confirms always, one more round trip).
         clock_skew: seconds the backend's clock may differ from ours when telling
             our instance by its creation time (default 5).
-        confirm_visible: hold the lease until the new instance is visible (default on;
-            turn off only for backends whose reads are strongly consistent).
-        background_finish: confirm visibility and release in a background thread
-            (one per start, started at once: a held lease never waits in a queue),
-            so the caller gets its answer as soon as the schedule call returns.
+        confirm_visible: make sure no later caller acts on a status read that does not
+            show our new instance yet (default on; turn off only for backends whose
+            reads are strongly consistent). With a lock that keeps start records
+            (every shipped backend) this costs nothing in the common case: the lease
+            is released at once with a record of the start, and only a caller whose
+            read does not show it waits for it. Other locks hold the lease until the
+            instance is visible (at most ``visibility_timeout``).
+        background_finish: release the lease (with its start record) after the
+            caller has its answer, on a background worker that is free at once (an
+            idle one, else a new one: a held lease never waits in a queue), so the
+            caller gets its answer as soon as the schedule call returns.
             :meth:`close` waits for pending finishes.
         max_instance_id_length: longest accepted instance ID (default 256).
         fetch_payloads: fetch inputs and outputs in status reads (for ``existing``).
@@ -96,8 +103,7 @@ class SingletonStarter(StarterBase):
 
             lock = FileLease()
         super().__init__(client, lock=lock, **options)
-        self._threads: set[threading.Thread] = set()
-        self._threads_lock = threading.Lock()
+        self._finishers = Finishers(self._run_in_background, name="strict-singleton-finish")
         self._closed = False
 
     def start(
@@ -127,15 +133,9 @@ class SingletonStarter(StarterBase):
             return obs.record(outcome.result)
 
     def close(self) -> None:
-        """Wait for pending background finishes (visibility checks and releases)."""
+        """Wait for pending background finishes (releases, and visibility checks where needed)."""
         self._closed = True
-        while True:
-            with self._threads_lock:
-                pending = list(self._threads)
-            if not pending:
-                return
-            for thread in pending:
-                thread.join()
+        self._finishers.wait()
 
     def __enter__(self) -> SingletonStarter:
         return self
@@ -153,22 +153,16 @@ class SingletonStarter(StarterBase):
             self._in_background(flow, None)
 
     def _in_background(self, flow: Any, error: BaseException | None) -> None:
-        """Drive ``flow`` to its end on a thread of its own (never queued behind others)."""
+        """Drive ``flow`` to its end on a worker that is free now (never queued behind others)."""
+        self._finishers.submit((flow, error))
 
-        def run() -> None:
-            try:
-                self._drive(flow, error, abandoned=error is not None)
-            except BaseException as exc:  # the caller is gone: log, never raise into nowhere
-                if not isinstance(exc, _flow.Abandoned):
-                    _log.warning("background clean-up failed: %r", exc)
-            finally:
-                with self._threads_lock:
-                    self._threads.discard(thread)
-
-        thread = threading.Thread(target=run, name="strict-singleton-finish")
-        with self._threads_lock:
-            self._threads.add(thread)
-        thread.start()
+    def _run_in_background(self, item: tuple[Any, BaseException | None]) -> None:
+        flow, error = item
+        try:
+            self._drive(flow, error, abandoned=error is not None)
+        except BaseException as exc:  # the caller is gone: log, never raise into nowhere
+            if not isinstance(exc, _flow.Abandoned):
+                _log.warning("background clean-up failed: %r", exc)
 
     def _drive(self, flow: Any, error: BaseException | None = None, *, abandoned: bool = False) -> Any:
         send: Any = None
