@@ -194,7 +194,8 @@ CONFIGS: dict[str, Config] = {
             faults=frozenset({"pause"}),
             max_faults=1,
             safe=False,
-            claim="residual window: a pause past the lease during the visibility hold",
+            claim="residual window: a pause past the lease between the schedule's answer and the release "
+            "that leaves the start record",
         ),
     ]
 }
@@ -347,7 +348,7 @@ MUTANTS: dict[str, Mutant] = {
         ),
         Mutant(
             "queued-finish",
-            "the visibility hold waits in a queue past the TTL before it starts (issue 9 item 6 reverted)",
+            "the finish (recording release or visibility hold) waits in a queue past the TTL (issue 9 item 6 reverted)",
             "eventual-long-lag",
             _no_patch,
             world={"queued_finish": True},
@@ -562,7 +563,8 @@ class _Run:
             if target is not None:
                 w.clock.advance(target - w.clock())
         elif choice == "L":
-            w.store.leases.clear()
+            w.store.leases.clear()  # the store forgets everything (a restart without persistence)
+            w.store.starts.clear()
         elif choice[0] == "l":
             self._land(choice[1:])
         elif choice[0] == "r":
