@@ -91,3 +91,77 @@ def test_stop_lets_idle_workers_go_and_later_items_still_run() -> None:
     poll_until(lambda: finishers._workers == 0, 30, "the worker to take its stop")
     finishers.submit(2)
     finishes(finishers.wait, within=60, what="a finish after stop")
+
+
+def test_a_stop_during_a_submit_cannot_strand_the_item() -> None:
+    """Attack review F6: stop() (interpreter shutdown) between submit's claim of an idle worker
+    and its hand-over once queued the workers' stops first: the item never ran."""
+    ran: list[str] = []
+    finishers = Finishers(ran.append, name="test-finish-race")
+    finishers.submit("warm-up")
+    finishers.wait()  # one idle worker now
+    real = finishers._queue
+
+    class StopsJustBeforeThePut:
+        armed = True
+
+        def get(self, *a: Any, **k: Any) -> Any:
+            return real.get(*a, **k)
+
+        def put(self, item: Any) -> None:
+            if self.armed and item == "finish":
+                self.armed = False
+                threading.Thread(target=finishers.stop).start()  # blocks on the lock submit holds
+            real.put(item)
+
+    finishers._queue = StopsJustBeforeThePut()  # type: ignore[assignment]
+    finishers.submit("finish")
+    finishes(finishers.wait, within=60, what="the item submitted as stop() came")
+    assert ran == ["warm-up", "finish"]
+
+
+def test_a_forked_child_starts_its_own_workers(tmp_path: Any) -> None:
+    """Attack review F5: the parent's idle worker does not exist in a forked child."""
+    import os
+
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork here")
+    ran: list[str] = []
+    finishers = Finishers(ran.append, name="test-finish-fork")
+    finishers.submit("parent")
+    finishers.wait()  # an idle worker in the parent
+    marker = tmp_path / "child-ran"
+    pid = os.fork()
+    if pid == 0:  # the child: its finish must run, and wait() must return
+        code = 1
+        try:
+            finishers.submit("child")
+            done = threading.Event()
+            threading.Thread(target=lambda: (finishers.wait(), done.set()), daemon=True).start()
+            if done.wait(30) and ran[-1] == "child":
+                marker.write_text("ok")
+                code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0 and marker.read_text() == "ok"
+
+
+def test_a_worker_whose_wait_timed_out_still_takes_the_item_claimed_for_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mutant M6 (exit on timeout although claimed) survived before: with a tiny idle timeout,
+    many hand-overs race the timeouts; every item must still run."""
+    monkeypatch.setattr(_finishers, "IDLE_EXIT", 0.0005)
+    count = [0]
+    lock = threading.Lock()
+
+    def run(_item: Any) -> None:
+        with lock:
+            count[0] += 1
+
+    finishers = Finishers(run, name="test-finish-claims")
+    for i in range(3000):
+        finishers.submit(i)
+        if i % 3 == 0:
+            finishes(finishers.wait, within=60, what=f"item {i}")
+    finishes(finishers.wait, within=60, what="every item")
+    assert count[0] == 3000

@@ -155,6 +155,28 @@ def test_release_with_record_is_token_checked(lease: Any) -> None:
     assert after is not None and after.last_start is None  # the refused record was not stored
 
 
+def test_a_stale_token_can_leave_no_record(lease: Any) -> None:
+    assert lease.acquire("job", token("token-a"), 15.0) is not None
+    assert lease.release("job", token("token-a")) is True
+    assert lease.release_with_record("job", token("token-a"), _record(1), 60.0) is False  # free: not ours
+    assert lease.record_start("job", token("token-a"), _record(1), 60.0) is False
+    other = lease.acquire("job", token("token-b"), 15.0)
+    assert other is not None and other.last_start is None
+    assert lease.release_with_record("job", token("token-a"), _record(1), 60.0) is False  # someone else's
+    assert lease.acquire("job", token("token-c"), 15.0) is None  # still token-b's
+
+
+def test_record_start_keeps_the_lease(lease: Any) -> None:
+    grant = lease.acquire("job", token("token-a"), 15.0)
+    assert grant is not None
+    record = _record(grant.fencing_token)
+    assert lease.record_start("job", token("token-a"), record, 60.0) is True
+    assert lease.acquire("job", token("token-b"), 15.0) is None  # still held
+    assert lease.release("job", token("token-a")) is True
+    after = lease.acquire("job", token("token-b"), 15.0)
+    assert after is not None and after.last_start == record
+
+
 def test_start_records_are_per_instance_id(lease: Any) -> None:
     grant = lease.acquire("job", token("token-a"), 15.0)
     assert grant is not None
@@ -177,6 +199,10 @@ def test_redis_start_record_expires_with_its_ttl(kind: str, tmp_path: Path, requ
             return again.last_start is None
 
         poll_until(record_gone, 30, "the start record to expire")
+        grant = lease.acquire("job", token("token-c"), 15.0)
+        assert lease.release_with_record("job", token("token-c"), _record(grant.fencing_token), 60.0) is True
+        again = lease.acquire("job", token("token-d"), 15.0)
+        assert again is not None and again.last_start_left is not None and 0 < again.last_start_left <= 60.0
     finally:
         lease.close()
 

@@ -6,9 +6,10 @@ for the drivers' wiring, on real starters.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
-from datetime import timedelta
+from datetime import timedelta, timezone
 from typing import Any
 
 import pytest
@@ -16,7 +17,13 @@ from durabletask.client import OrchestrationStatus
 
 from strict_singleton import AsyncSingletonStarter, SingletonStarter, _flow
 from strict_singleton._validation import StarterConfig, build_config
-from strict_singleton.errors import InvalidArgumentError, LeaseLostError, LockUnavailableError, StatusReadError
+from strict_singleton.errors import (
+    InvalidArgumentError,
+    LeaseLostError,
+    LockUnavailableError,
+    ScheduleError,
+    StatusReadError,
+)
 from strict_singleton.lock_backends import FileLease
 from strict_singleton.lock_backends.base import Grant, StartRecord
 from strict_singleton.result import StartOutcome
@@ -400,6 +407,8 @@ def test_an_async_lock_whose_record_release_is_sync_is_refused(tmp_path: Any) ->
 
         def release_with_record(self, *a: Any) -> Any: ...
 
+        async def record_start(self, *a: Any) -> Any: ...
+
     with pytest.raises(InvalidArgumentError, match="release_with_record"):
         AsyncSingletonStarter(_AsyncClient(), lock=Mixed())  # type: ignore[arg-type]
 
@@ -410,3 +419,122 @@ def test_terminal_status_names_stay_replaceable() -> None:
     run(world, config(), "A")
     world.backend.finish(IID, OrchestrationStatus.FAILED)
     assert run(world, config(), "B").result.outcome is StartOutcome.STARTED
+
+
+# -- the attack review's findings (F1-F3, D2, surviving mutants) -------------------------
+
+
+def _grant_with(world: World, record: StartRecord, left: float | None) -> Any:
+    def intercept(op: Any) -> Any:
+        if isinstance(op, _flow.Acquire):
+            grant = world.store.acquire(op.instance_id, op.token, op.ttl)
+            return dataclasses.replace(grant, last_start=record, last_start_left=left) if grant else None
+        return DEFAULT
+
+    return intercept
+
+
+def _lagging_start(world: World) -> StartRecord:
+    """A starts on a host whose reads lag 3 s; returns the record A left."""
+    assert run(world, config(), "A").result.outcome is StartOutcome.STARTED
+    record = world.store.last_start(IID)
+    assert record is not None
+    return record
+
+
+def test_the_stores_own_ttl_wins_over_wall_clocks() -> None:
+    """F1: the reader's wall clock says the record expired; Redis says 2 s are left: wait."""
+    world = World(profile="overwrite", visibility_lag=3.0)
+    record = _lagging_start(world)
+    expired = dataclasses.replace(record, expires_at_us=record.sent_at_us - 60_000_000)  # a writer far behind
+    result = run(world, config(clock_skew=0.0), "B", _grant_with(world, expired, 3.5))
+    assert result.result.outcome is StartOutcome.ALREADY_RUNNING and world.backend.created(IID) == 1
+
+
+def test_a_wall_clock_expiry_counts_clock_skew() -> None:
+    """Without a store TTL (file, Blob): a record expired by less than clock_skew still counts."""
+    world = World(profile="overwrite", visibility_lag=3.0)
+    record = _lagging_start(world)
+    now_us = _flow.epoch_us(world.clock.wall())
+    just_expired = dataclasses.replace(record, expires_at_us=now_us - 500_000)  # 0.5 s ago
+    result = run(world, config(clock_skew=5.0), "B", _grant_with(world, just_expired, None))
+    assert result.result.outcome is StartOutcome.ALREADY_RUNNING and world.backend.created(IID) == 1
+
+
+def test_a_record_expires_visibility_timeout_after_the_release_not_the_send() -> None:
+    """The record's window starts when it is written: a finish that runs late still covers the lag."""
+    world = World()
+    cfg = config(visibility_timeout=6.0)
+    result = drive(
+        _flow.start_flow(call(), cfg, token="A", backend="sim", clock=world.clock, wall_clock=world.clock.wall), world
+    )
+    world.clock.advance(0.5)  # the background finish starts late
+    released_at = _flow.epoch_us(world.clock.wall())
+    finish = _flow.finish_flow(call(), cfg, result.hold, clock=world.clock, wall_clock=world.clock.wall)
+    drive(finish, world)
+    record = world.store.last_start(IID)
+    assert record is not None and record.expires_at_us - released_at >= 6_000_000
+
+
+def test_a_lagging_read_of_the_replaced_terminal_instance_is_not_taken_for_the_start() -> None:
+    """Mutant M14 (shows_record ignoring the replaced instance) survived every test before this."""
+    world = World(profile="overwrite")
+    assert run(world, config(), "A").result.outcome is StartOutcome.STARTED
+    world.backend.finish(IID)
+    world.backend.visibility_lag = 3.0
+    world.clock.advance(0.5)  # within clock_skew of the first instance's creation
+    assert run(world, config(), "B").result.outcome is StartOutcome.STARTED
+    assert run(world, config(), "C").result.outcome is StartOutcome.ALREADY_RUNNING
+    assert world.backend.created(IID) == 2 and world.backend.overwritten(IID) == 0
+
+
+def test_one_second_creation_times_an_active_replacement_shows_the_start() -> None:
+    """D2: on a host whose creation times have one-second resolution, the replacement has
+    the replaced instance's creation time; active, it shows the start (no 30 s wait)."""
+    world = World()
+    world.backend.schedule(IID, {})
+    world.backend.finish(IID)
+    previous = world.backend.read(IID)
+    assert previous is not None
+    world.clock.advance(0.2)
+    world.backend.schedule(IID, {})
+    world.backend.instances[IID].created_at = previous.created_at.replace(tzinfo=timezone.utc)  # same second
+    record = StartRecord(
+        fencing_token=2,
+        sent_at_us=_flow.epoch_us(world.clock.wall()),
+        previous_created_us=_flow.created_us(previous),
+        expires_at_us=_flow.epoch_us(world.clock.wall()) + 30_000_000,
+    )
+    assert _flow.shows_record(world.backend.read(IID), record, 5.0)
+    world.backend.finish(IID)  # the same instance seen terminal: that is the replaced one, stale
+    assert not _flow.shows_record(world.backend.read(IID), record, 5.0)
+
+
+def test_an_ambiguous_failure_records_the_start_before_watching() -> None:
+    """F3: the record is left while the lease is surely ours, so a lease lost during the
+    watch (a read slower than the lease) does not let the next holder act on a stale read."""
+    world = World(profile="overwrite", visibility_lag=3.0)
+    cfg = config(ambiguity_timeout=1.0, visibility_timeout=5.0)
+    log: list[Any] = []
+    state = {"sent": False}
+
+    def deliver_then_drop(op: Any) -> Any:
+        if isinstance(op, _flow.Schedule) and not state["sent"]:
+            state["sent"] = True
+            world.backend.schedule(op.call.instance_id, op.tags)  # executed, the answer lost
+            from strict_singleton.testing.world import RpcError
+
+            raise RpcError("DEADLINE_EXCEEDED")
+        if isinstance(op, _flow.Read) and state["sent"] and world.store.holder(IID) == "A":
+            world.clock.advance(1.2)  # a watch read slower than the 1 s lease: it expires
+            world.store.holder(IID)
+            outcome["B"] = run(world, cfg, "B")  # B comes in meanwhile
+        return DEFAULT
+
+    outcome: dict[str, Any] = {}
+    flow = _flow.start_flow(call(), cfg, token="A", backend="sim", clock=world.clock, wall_clock=world.clock.wall)
+    with contextlib.suppress(ScheduleError):  # A's lease was lost during the watch: maybe_scheduled
+        drive(flow, world, deliver_then_drop, log=log)
+    assert kinds(log).index("RecordStart") < kinds(log).index("Read", kinds(log).index("Schedule"))
+    assert outcome["B"].result.outcome is StartOutcome.ALREADY_RUNNING
+    assert world.backend.created(IID) == 1 and world.backend.overwritten(IID) == 0

@@ -15,7 +15,7 @@ from strict_singleton import _deadline, _flow
 from strict_singleton._flow import reuse_policy
 from strict_singleton._validation import StartCall, StarterConfig, build_call, build_config, check_input, converter_of
 from strict_singleton.errors import InvalidArgumentError
-from strict_singleton.lock_backends.base import LeaseBackend, supports_records
+from strict_singleton.lock_backends.base import RECORD_METHODS, LeaseBackend, supports_records
 
 # The methods of the lease protocol, taken from the Protocol itself (not written twice).
 _log = logging.getLogger("strict_singleton")
@@ -86,10 +86,11 @@ class StarterBase:
         )
         lock.validate_ttl(self._config.lease_ttl)
         if supports_records(lock):
-            if inspect.iscoroutinefunction(lock.release_with_record) != self._is_async:
-                raise InvalidArgumentError(
-                    f"{type(lock).__name__}.release_with_record must be {kind} like its acquire", backend=backend_name
-                )
+            for name in RECORD_METHODS:
+                if inspect.iscoroutinefunction(getattr(lock, name)) != self._is_async:
+                    raise InvalidArgumentError(
+                        f"{type(lock).__name__}.{name} must be {kind} like its acquire", backend=backend_name
+                    )
             self._config = dataclasses.replace(self._config, start_records=True)
         self._client = client
         self._lock = lock
@@ -177,6 +178,8 @@ class StarterBase:
             return self._lock.release, (op.instance_id, op.token), {}
         if isinstance(op, _flow.ReleaseRecording):
             return self._lock.release_with_record, (op.instance_id, op.token, op.record, op.ttl), {}
+        if isinstance(op, _flow.RecordStart):
+            return self._lock.record_start, (op.instance_id, op.token, op.record, op.ttl), {}
         if isinstance(op, _flow.WaitRelease):
             return self._lock.wait_for_release, (op.instance_id, op.timeout), {}
         if isinstance(op, _flow.Sleep):

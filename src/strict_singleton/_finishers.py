@@ -15,6 +15,7 @@ after the finishes already handed over.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import weakref
@@ -32,6 +33,16 @@ _registered_lock = threading.Lock()
 def _shutdown_all() -> None:
     for finishers in list(_ALL):
         finishers.stop()
+
+
+def _after_fork_in_child() -> None:
+    # The parent's workers do not exist in a forked child: start from none (attack review F5).
+    for finishers in list(_ALL):
+        finishers._reset()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _register_shutdown() -> None:
@@ -68,17 +79,22 @@ class Finishers:
         _ALL.add(self)
         _register_shutdown()
 
+    def _reset(self) -> None:
+        self._queue = queue.SimpleQueue()
+        self._cond = threading.Condition()
+        self._idle = self._workers = self._pending = 0
+        self._stopping = False
+
     def submit(self, item: Any) -> None:
+        """Hand ``item`` to a free worker; raises ``RuntimeError`` if no thread can be started
+        (then nothing was handed over: the caller runs it itself)."""
         with self._cond:
             self._pending += 1
-            claim_idle = self._idle > 0 and not self._stopping
-            if claim_idle:
+            if self._idle > 0 and not self._stopping:
                 self._idle -= 1  # that worker is now this item's
-            else:
-                self._workers += 1
-        if claim_idle:
-            self._queue.put(item)
-            return
+                self._queue.put(item)  # under the lock: a stop() cannot slip in between (F6)
+                return
+            self._workers += 1
         thread = threading.Thread(target=self._work, args=(item,), name=self._name)
         try:
             thread.start()
@@ -98,9 +114,8 @@ class Finishers:
         """Let idle workers exit now (items already submitted still run)."""
         with self._cond:
             self._stopping = True
-            workers = self._workers
-        for _ in range(workers):
-            self._queue.put(_STOP)
+            for _ in range(self._workers):
+                self._queue.put(_STOP)  # after every item already claimed (FIFO)
 
     def _work(self, item: Any) -> None:
         while True:

@@ -140,8 +140,19 @@ def created_us(state: OrchestrationState | None) -> int | None:
 
 
 def shows_record(state: OrchestrationState | None, record: StartRecord, skew: float) -> bool:
-    """Whether a status read already shows the start ``record`` describes."""
-    return shows_start(state, record.previous_created_us, record.sent_at_us, skew)
+    """Whether a status read already shows the start ``record`` describes.
+
+    As :func:`shows_start`, and also an *active* instance with the replaced one's
+    creation time: a start only replaces a terminal instance, so an active one with
+    that time is the new one on a host whose creation times have one-second resolution
+    (Durable Functions), or the replaced one seen from before it ended; either way an
+    active instance is there, which is all a caller deciding whether to start needs.
+    """
+    if shows_start(state, record.previous_created_us, record.sent_at_us, skew):
+        return True
+    return (
+        record.previous_created_us is not None and is_active(state) and created_us(state) == record.previous_created_us
+    )
 
 
 # gRPC codes after which the backend may or may not have created the instance.
@@ -199,6 +210,16 @@ class ReleaseRecording:
 
 
 @dataclass(frozen=True, slots=True)
+class RecordStart:
+    """-> bool: leave ``record`` for ``ttl`` seconds if ``token`` still holds the lease (kept)."""
+
+    instance_id: str
+    token: str
+    record: StartRecord
+    ttl: float
+
+
+@dataclass(frozen=True, slots=True)
 class WaitRelease:
     """-> None: wait up to ``timeout`` seconds for the holder's release."""
 
@@ -236,7 +257,7 @@ class Sleep:
     seconds: float
 
 
-Op = Acquire | Extend | Release | ReleaseRecording | WaitRelease | Read | Schedule | Sleep
+Op = Acquire | Extend | Release | ReleaseRecording | RecordStart | WaitRelease | Read | Schedule | Sleep
 
 
 class NotSent(Exception):
@@ -305,6 +326,7 @@ class _Progress:
     previous: OrchestrationState | None = None
     sent_at: datetime | None = None  # set while a schedule may be in flight
     watch_until: float | None = None
+    fencing_token: int | None = None
 
 
 @dataclass(slots=True)
@@ -435,6 +457,11 @@ def _watch(ctx: _Ctx, lease: LeaseClock) -> Generator[Op, Any, tuple[Orchestrati
         # read a stale "no instance" after we let go (found by the explorer's review).
         lag = ctx.cfg.visibility_timeout if ctx.cfg.confirm_visible else 0.0
         p.watch_until = ctx.clock() + ctx.cfg.ambiguity_timeout + lag
+        if ctx.cfg.confirm_visible and ctx.cfg.start_records:
+            # Leave a record of the maybe-start while the lease is surely ours: if the lease
+            # is lost during the watch (a read slower than the lease), the next holder still
+            # waits for this start to show instead of acting on a stale read (attack review F3).
+            yield from _record_start(ctx, lease, ctx.cfg.ambiguity_timeout + lag)
     delay = 0.002
     while True:
         reason = yield from _keep(ctx, lease, confirm=False)
@@ -459,13 +486,8 @@ def _watch(ctx: _Ctx, lease: LeaseClock) -> Generator[Op, Any, tuple[Orchestrati
 
 def _release_recording(ctx: _Ctx, hold: Hold, wall_clock: Callable[[], datetime] | None) -> Generator[Op, Any, bool]:
     """Release leaving a start record: True when done (released, or the lease was no longer ours)."""
-    now = epoch_us((wall_clock or ctx.wall_clock)())
-    record = StartRecord(
-        fencing_token=hold.fencing_token,
-        sent_at_us=epoch_us(hold.sent_at),
-        previous_created_us=created_us(hold.previous),
-        expires_at_us=now + round(ctx.cfg.visibility_timeout * 1_000_000),
-    )
+    now = (wall_clock or ctx.wall_clock)()
+    record = _new_record(hold.fencing_token, hold.sent_at, hold.previous, now, ctx.cfg.visibility_timeout)
     op = ReleaseRecording(ctx.iid, ctx.token, record, ctx.cfg.visibility_timeout)
     for _attempt in range(2):  # an abandoned release is tried once more (token-checked)
         try:
@@ -482,25 +504,69 @@ def _release_recording(ctx: _Ctx, hold: Hold, wall_clock: Callable[[], datetime]
     return False
 
 
+def _record_start(ctx: _Ctx, lease: LeaseClock, ttl: float) -> Generator[Op, Any, None]:
+    """Leave a record of the start in flight, keeping the lease; failures only cost the record."""
+    p = ctx.progress
+    assert p.sent_at is not None and p.fencing_token is not None
+    record = _new_record(p.fencing_token, p.sent_at, p.previous, ctx.wall_clock(), ttl)
+    try:
+        stored = yield RecordStart(ctx.iid, ctx.token, record, ttl)
+    except LockUnavailableError as exc:
+        _log.warning("could not leave a start record for %r while watching: %s", ctx.iid, exc)
+        return
+    if not stored:
+        _log.warning("could not leave a start record for %r while watching: the lease is no longer ours", ctx.iid)
+
+
+def _new_record(
+    fencing_token: int, sent_at: datetime, previous: OrchestrationState | None, now: datetime, ttl: float
+) -> StartRecord:
+    return StartRecord(
+        fencing_token=fencing_token,
+        sent_at_us=epoch_us(sent_at),
+        previous_created_us=created_us(previous),
+        expires_at_us=epoch_us(now) + round(ttl * 1_000_000),
+    )
+
+
 def _pause(ctx: _Ctx, delay: float, left: float) -> float:
     """A poll interval short enough that the lease is renewed in time."""
     return max(0.0, min(delay, left, ctx.cfg.renew_after / 2))
 
 
+def _record_left(ctx: _Ctx, grant: Grant) -> float:
+    """Seconds the previous holder's start record still counts, for this holder.
+
+    The store's own remaining TTL where it expires records (Redis, Redlock: its clock,
+    not the writer's, so two starters' wall clocks never meet here: attack review F1);
+    else the record's wall-clock expiry plus ``clock_skew`` (the file lease: one host's
+    clock; Blob: starters' clocks within ``clock_skew`` of each other, an assumption),
+    never more than the writer's own window plus twice the skew. The writer's
+    ``visibility_timeout`` governs, not ours.
+    """
+    record = grant.last_start
+    assert record is not None
+    if grant.last_start_left is not None:
+        return grant.last_start_left
+    skew_us = round(ctx.cfg.clock_skew * 1_000_000)
+    left_us = record.expires_at_us + skew_us - epoch_us(ctx.wall_clock())
+    window_us = record.expires_at_us - record.sent_at_us + 2 * skew_us
+    return min(left_us, window_us) / 1_000_000
+
+
 def _await_record(
-    ctx: _Ctx, lease: LeaseClock, record: StartRecord, state: OrchestrationState | None
+    ctx: _Ctx, lease: LeaseClock, grant: Grant, state: OrchestrationState | None
 ) -> Generator[Op, Any, OrchestrationState | None]:
     """The previous holder left a start record: act only on a read that shows that start.
 
     A read that does not show it is stale (a lagging status index): keep the lease and
-    read again until it does, at most until the record expires (``visibility_timeout``
-    after it was written, allowing ``clock_skew``) and never longer than our own
-    ``visibility_timeout``. Raises ``LeaseLostError`` if the lease cannot be kept.
+    read again until it does, at most until the record expires (:func:`_record_left`).
+    Raises ``LeaseLostError`` if the lease cannot be kept.
     """
     cfg = ctx.cfg
-    skew_us = round(cfg.clock_skew * 1_000_000)
-    left = (record.expires_at_us + skew_us - epoch_us(ctx.wall_clock())) / 1_000_000
-    left = min(left, cfg.visibility_timeout)
+    record = grant.last_start
+    assert record is not None
+    left = _record_left(ctx, grant)
     if shows_record(state, record, cfg.clock_skew) or left <= 0:
         return state
     until = ctx.clock() + left
@@ -594,10 +660,11 @@ def _start(ctx: _Ctx) -> Flow:
         woken = True
 
     lease = p.lease = LeaseClock(granted_at=granted_at, valid_for=grant.valid_for)
+    p.fencing_token = grant.fencing_token
     try:
         state = yield from _read(ctx)
         if grant.last_start is not None:
-            state = yield from _await_record(ctx, lease, grant.last_start, state)
+            state = yield from _await_record(ctx, lease, grant, state)
         p.previous = state
         if is_active(state):
             yield from _release(ctx)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -93,22 +92,36 @@ class AsyncSingletonStarter(StarterBase):
         if not self._config.background_finish or self._closed:
             await self._drive(flow)
         else:
-            self._in_background(self._drive(flow))
+            self._in_background(flow, None)
 
-    def _in_background(self, work: Coroutine[Any, Any, Any]) -> None:
-        task = asyncio.get_running_loop().create_task(self._quietly(work))
+    def _in_background(self, flow: Any, error: BaseException | None) -> None:
+        task = asyncio.get_running_loop().create_task(self._quietly(flow, error))
         self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        task.add_done_callback(self._after)
 
-    @staticmethod
-    async def _quietly(work: Coroutine[Any, Any, Any]) -> None:
-        try:
-            await work
-        except asyncio.CancelledError:
-            _log.warning("background clean-up cancelled (event loop ending?); the lease is left to expire")
-        except BaseException as exc:  # the caller is gone: log, never raise into nowhere
-            if not isinstance(exc, _flow.Abandoned):
-                _log.warning("background clean-up failed: %r", exc)
+    def _after(self, task: asyncio.Task[None]) -> None:
+        self._pending.discard(task)
+        if task.cancelled():  # cancelled before its first step: nothing of it ran
+            _log.warning(
+                "a background finish was cancelled before it ran (the event loop ended without aclose()); "
+                "its lease is left to expire and no start record is left (docs/guarantees.md, residual windows)"
+            )
+
+    async def _quietly(self, flow: Any, error: BaseException | None) -> None:
+        """Drive a finish or clean-up to its end; a cancellation (the event loop ending, as
+        ``asyncio.run`` does with pending tasks) is absorbed and the flow goes on in this task,
+        which the ending loop still awaits."""
+        for _attempt in range(3):
+            try:
+                await self._drive(flow, error, abandoned=True)
+                return
+            except asyncio.CancelledError:
+                error = _flow.Abandoned()  # thrown into the flow: it retries or cleans up
+            except BaseException as exc:  # the caller is gone: log, never raise into nowhere
+                if not isinstance(exc, _flow.Abandoned):
+                    _log.warning("background clean-up failed: %r", exc)
+                return
+        _log.warning("background clean-up cancelled repeatedly; the lease is left to expire")
 
     async def _drive(self, flow: Any, error: BaseException | None = None, *, abandoned: bool = False) -> Any:
         send: Any = None
@@ -123,7 +136,7 @@ class AsyncSingletonStarter(StarterBase):
                 send, error = None, exc
             except asyncio.CancelledError:
                 if not abandoned:  # clean up in a task this cancellation cannot reach
-                    self._in_background(self._drive(flow, _flow.Abandoned(), abandoned=True))
+                    self._in_background(flow, _flow.Abandoned())
                 raise
 
     async def _execute(self, op: _flow.Op) -> Any:

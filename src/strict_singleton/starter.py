@@ -153,8 +153,16 @@ class SingletonStarter(StarterBase):
             self._in_background(flow, None)
 
     def _in_background(self, flow: Any, error: BaseException | None) -> None:
-        """Drive ``flow`` to its end on a worker that is free now (never queued behind others)."""
-        self._finishers.submit((flow, error))
+        """Drive ``flow`` to its end on a worker that is free now (never queued behind others).
+
+        If no thread can be started, it is driven here and now: the lease is never left
+        behind, and the caller still gets its answer (attack review F7).
+        """
+        try:
+            self._finishers.submit((flow, error))
+        except RuntimeError as exc:
+            _log.warning("no thread for a background finish (%s); finishing on the caller's thread", exc)
+            self._run_in_background((flow, error))
 
     def _run_in_background(self, item: tuple[Any, BaseException | None]) -> None:
         flow, error = item

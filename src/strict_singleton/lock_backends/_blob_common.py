@@ -75,6 +75,7 @@ NOT_OURS = frozenset(
         "LeaseIdMismatchWithLeaseOperation",
         "LeaseNotPresentWithLeaseOperation",
         "LeaseIdMismatchWithBlobOperation",
+        "LeaseNotPresentWithBlobOperation",
         "LeaseLost",
         "LeaseIdMissing",
         "LeaseIsBrokenAndCannotBeRenewed",

@@ -28,14 +28,26 @@ DEFAULT_PREFIX = "strict-singleton:"
 
 # KEYS[1] = lock key, KEYS[2] = fencing counter key, KEYS[3] = start record key;
 # ARGV[1] = owner token, ARGV[2] = TTL in ms.
-# Returns {new fencing token (>= 1), start record or nil} when the lease was taken,
-# {0} when someone else holds it. SET NX and INCR run in one script so a token is only
-# ever issued to the holder; the record comes back in the same round trip.
+# Returns {new fencing token (>= 1), start record or nil, the record's PTTL in ms} when
+# the lease was taken, {0} when someone else holds it. SET NX and INCR run in one script
+# so a token is only ever issued to the holder; the record and the time Redis will keep
+# it (by Redis's clock, not ours) come back in the same round trip.
 ACQUIRE_SCRIPT = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return {redis.call('INCR', KEYS[2]), redis.call('GET', KEYS[3])}
+  return {redis.call('INCR', KEYS[2]), redis.call('GET', KEYS[3]), redis.call('PTTL', KEYS[3])}
 end
 return {0}
+"""
+
+# KEYS[1] = lock key, KEYS[2] = start record key; ARGV[1] = owner token,
+# ARGV[2] = start record, ARGV[3] = its TTL in ms.
+# Only if the token still owns the lock: stores the record, keeping the lock. Returns 1 or 0.
+RECORD_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0
 """
 
 # KEYS[1] = lock key, KEYS[2] = start record key; ARGV[1] = owner token,
@@ -53,13 +65,16 @@ return 0
 """
 
 
-def parse_acquire(reply: Any) -> tuple[int, StartRecord | None]:
-    """(fencing token or 0, start record) from an ``ACQUIRE_SCRIPT`` reply."""
+def parse_acquire(reply: Any) -> tuple[int, StartRecord | None, float | None]:
+    """(fencing token or 0, start record, seconds Redis keeps it) from an ``ACQUIRE_SCRIPT`` reply."""
     if not isinstance(reply, (list, tuple)) or not reply:
         raise ValueError(f"unexpected acquire reply {reply!r}")
     fence = int(reply[0])
     record = StartRecord.decode(reply[1]) if fence > 0 and len(reply) > 1 else None
-    return fence, record
+    left = None
+    if record is not None and len(reply) > 2 and int(reply[2]) >= 0:  # -1: no expiry, -2: gone
+        left = int(reply[2]) / 1000.0
+    return fence, record, left
 
 
 # KEYS[1] = lock key; ARGV[1] = owner token, ARGV[2] = release channel.

@@ -27,7 +27,11 @@ Optional, for stores that can keep a *start record* (every backend shipped here)
   the same atomic step (or, on Blob, under the still-held lease just before it) leaves
   ``record`` next to the lease for ``ttl`` seconds, replacing an older one. Returns
   ``False`` (and stores nothing) when ``token`` did not hold the lease.
-* ``acquire`` then returns the newest unexpired record in ``Grant.last_start``.
+* ``record_start(instance_id, token, record, ttl)``: leaves ``record`` as above but
+  keeps the lease (after an ambiguous schedule failure, before watching for the
+  instance). Returns ``False`` (and stores nothing) when ``token`` does not hold it.
+* ``acquire`` then returns the newest record in ``Grant.last_start`` and, where the
+  store expires records itself, its remaining time in ``Grant.last_start_left``.
 
 The record tells the next holder "a start was sent at this time; if your status read
 does not show it yet, your read is stale": the starter waits for the instance to show
@@ -114,11 +118,15 @@ class Grant:
             ``release_with_record``), ``None`` if none is stored. Stores without key
             expiry (file, Blob) may return an expired one: readers check
             ``expires_at_us``.
+        last_start_left: seconds the store will keep ``last_start``, by the store's
+            own clock (Redis ``PTTL``); ``None`` where the store does not expire
+            records (then ``expires_at_us``, a wall-clock time, is all there is).
     """
 
     fencing_token: int
     valid_for: float | None
     last_start: StartRecord | None = None
+    last_start_left: float | None = None
 
 
 @runtime_checkable
@@ -178,12 +186,16 @@ def validate_prefix(prefix: str, *, backend: str) -> str:
     return prefix
 
 
+RECORD_METHODS = ("release_with_record", "record_start")
+
+
 def supports_records(lock: object) -> bool:
-    """Whether ``lock`` can keep start records (has a callable ``release_with_record``)."""
-    return callable(getattr(lock, "release_with_record", None))
+    """Whether ``lock`` can keep start records (has ``release_with_record`` and ``record_start``)."""
+    return all(callable(getattr(lock, name, None)) for name in RECORD_METHODS)
 
 
 __all__ = [
+    "RECORD_METHODS",
     "AsyncLeaseBackend",
     "Grant",
     "LeaseBackend",

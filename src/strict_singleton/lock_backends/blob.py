@@ -194,8 +194,8 @@ class BlobLease(_BlobLeaseBase):
         RELEASES.notify(self._naming.wake_key(instance_id))
         return True
 
-    def release_with_record(self, instance_id: str, token: str, record: StartRecord, ttl: float) -> bool:
-        """Write ``record`` into the blob's metadata under our lease, then release it.
+    def record_start(self, instance_id: str, token: str, record: StartRecord, ttl: float) -> bool:
+        """Write ``record`` into the blob's metadata under our lease (kept).
 
         Blob storage keeps metadata until it is replaced: readers ignore the record
         once ``record.expires_at_us`` passed (allowing for clock skew).
@@ -207,6 +207,12 @@ class BlobLease(_BlobLeaseBase):
             if lease_gone(exc):
                 return False
             raise self._unavailable(exc, instance_id, "writing the start record") from None
+        return True
+
+    def release_with_record(self, instance_id: str, token: str, record: StartRecord, ttl: float) -> bool:
+        """:meth:`record_start`, then release the lease."""
+        if not self.record_start(instance_id, token, record, ttl):
+            return False
         self.release(instance_id, token)
         return True
 
@@ -286,8 +292,8 @@ class AsyncBlobLease(_BlobLeaseBase):
         RELEASES.notify(self._naming.wake_key(instance_id))
         return True
 
-    async def release_with_record(self, instance_id: str, token: str, record: StartRecord, ttl: float) -> bool:
-        """Write ``record`` into the blob's metadata under our lease, then release it.
+    async def record_start(self, instance_id: str, token: str, record: StartRecord, ttl: float) -> bool:
+        """Write ``record`` into the blob's metadata under our lease (kept).
 
         Blob storage keeps metadata until it is replaced: readers ignore the record
         once ``record.expires_at_us`` passed (allowing for clock skew).
@@ -299,6 +305,12 @@ class AsyncBlobLease(_BlobLeaseBase):
             if lease_gone(exc):
                 return False
             raise self._unavailable(exc, instance_id, "writing the start record") from None
+        return True
+
+    async def release_with_record(self, instance_id: str, token: str, record: StartRecord, ttl: float) -> bool:
+        """:meth:`record_start`, then release the lease."""
+        if not await self.record_start(instance_id, token, record, ttl):
+            return False
         await self.release(instance_id, token)
         return True
 

@@ -313,8 +313,8 @@ class FileLease:
         RELEASES.notify(str(self.lock_path(instance_id)))
         return True
 
-    def release_with_record(self, instance_id: str, token: str, record: StartRecord, ttl: float) -> bool:
-        """Write ``record`` into the lock file while still holding it, then release.
+    def record_start(self, instance_id: str, token: str, record: StartRecord, ttl: float) -> bool:
+        """Write ``record`` into the lock file while holding it (the lease is kept).
 
         The file keeps it until the next record replaces it; readers ignore it once
         ``record.expires_at_us`` passed (this host's wall clock wrote and reads it).
@@ -327,7 +327,11 @@ class FileLease:
             _write_record(fd, record)
         except OSError as exc:
             raise self._unavailable(exc, instance_id) from exc
-        return self.release(instance_id, token)
+        return True
+
+    def release_with_record(self, instance_id: str, token: str, record: StartRecord, ttl: float) -> bool:
+        """:meth:`record_start`, then release: the record is written under the lock."""
+        return self.record_start(instance_id, token, record, ttl) and self.release(instance_id, token)
 
     def wait_for_release(self, instance_id: str, timeout: float) -> None:
         for pause in self.pauses(instance_id, timeout):
@@ -446,6 +450,9 @@ class AsyncFileLease:
 
     async def release(self, instance_id: str, token: str) -> bool:
         return self._sync.release(instance_id, token)
+
+    async def record_start(self, instance_id: str, token: str, record: StartRecord, ttl: float) -> bool:
+        return self._sync.record_start(instance_id, token, record, ttl)
 
     async def release_with_record(self, instance_id: str, token: str, record: StartRecord, ttl: float) -> bool:
         return self._sync.release_with_record(instance_id, token, record, ttl)

@@ -39,6 +39,7 @@ from strict_singleton.lock_backends._redis_common import (
     ACQUIRE_SCRIPT,
     DEFAULT_PREFIX,
     EXTEND_SCRIPT,
+    RECORD_SCRIPT,
     REDIS_ERRORS,
     RELEASE_RECORDING_SCRIPT,
     RELEASE_SCRIPT,
@@ -72,6 +73,7 @@ class _RedisLeaseBase:
         self._acquire = client.register_script(ACQUIRE_SCRIPT)
         self._release = client.register_script(RELEASE_SCRIPT)
         self._release_recording = client.register_script(RELEASE_RECORDING_SCRIPT)
+        self._record = client.register_script(RECORD_SCRIPT)
         self._extend = client.register_script(EXTEND_SCRIPT)
         self._live = False  # the release listener is subscribed
         self._waiters = ReleaseBoard()  # keyed by instance ID; the listener notifies
@@ -112,8 +114,8 @@ class RedisLease(_RedisLeaseBase):
             reply = self._acquire(keys=self._keys.acquire_keys(instance_id), args=[token, ttl_ms(ttl)])
         except REDIS_ERRORS as exc:
             raise unavailable(exc, instance_id=instance_id, backend=self._name) from exc
-        fence, record = parse_acquire(reply)
-        return Grant(fencing_token=fence, valid_for=ttl, last_start=record) if fence > 0 else None
+        fence, record, left = parse_acquire(reply)
+        return Grant(fencing_token=fence, valid_for=ttl, last_start=record, last_start_left=left) if fence > 0 else None
 
     def extend(self, instance_id: str, token: str, ttl: float) -> bool:
         try:
@@ -125,6 +127,13 @@ class RedisLease(_RedisLeaseBase):
         args = [token, self._keys.channel(instance_id)]
         try:
             return bool(self._release(keys=[self._keys.lock(instance_id)], args=args))
+        except REDIS_ERRORS as exc:
+            raise unavailable(exc, instance_id=instance_id, backend=self._name) from exc
+
+    def record_start(self, instance_id: str, token: str, record: StartRecord, ttl: float) -> bool:
+        keys = [self._keys.lock(instance_id), self._keys.start(instance_id)]
+        try:
+            return bool(self._record(keys=keys, args=[token, record.encode(), ttl_ms(ttl)]))
         except REDIS_ERRORS as exc:
             raise unavailable(exc, instance_id=instance_id, backend=self._name) from exc
 
@@ -223,8 +232,8 @@ class AsyncRedisLease(_RedisLeaseBase):
             reply = await self._acquire(keys=self._keys.acquire_keys(instance_id), args=[token, ttl_ms(ttl)])
         except REDIS_ERRORS as exc:
             raise unavailable(exc, instance_id=instance_id, backend=self._name) from exc
-        fence, record = parse_acquire(reply)
-        return Grant(fencing_token=fence, valid_for=ttl, last_start=record) if fence > 0 else None
+        fence, record, left = parse_acquire(reply)
+        return Grant(fencing_token=fence, valid_for=ttl, last_start=record, last_start_left=left) if fence > 0 else None
 
     async def extend(self, instance_id: str, token: str, ttl: float) -> bool:
         try:
@@ -236,6 +245,13 @@ class AsyncRedisLease(_RedisLeaseBase):
         args = [token, self._keys.channel(instance_id)]
         try:
             return bool(await self._release(keys=[self._keys.lock(instance_id)], args=args))
+        except REDIS_ERRORS as exc:
+            raise unavailable(exc, instance_id=instance_id, backend=self._name) from exc
+
+    async def record_start(self, instance_id: str, token: str, record: StartRecord, ttl: float) -> bool:
+        keys = [self._keys.lock(instance_id), self._keys.start(instance_id)]
+        try:
+            return bool(await self._record(keys=keys, args=[token, record.encode(), ttl_ms(ttl)]))
         except REDIS_ERRORS as exc:
             raise unavailable(exc, instance_id=instance_id, backend=self._name) from exc
 

@@ -26,7 +26,7 @@ from strict_singleton.lock_backends._redis_common import (
     ACQUIRE_SCRIPT,
     DEFAULT_PREFIX,
     EXTEND_SCRIPT,
-    RELEASE_RECORDING_SCRIPT,
+    RECORD_SCRIPT,
     RELEASE_SCRIPT,
     EvictionCheck,
     RedisKeys,
@@ -72,7 +72,7 @@ class _RedlockBase:
             {
                 "acquire": c.register_script(ACQUIRE_SCRIPT),
                 "release": c.register_script(RELEASE_SCRIPT),
-                "release_recording": c.register_script(RELEASE_RECORDING_SCRIPT),
+                "record": c.register_script(RECORD_SCRIPT),
                 "extend": c.register_script(EXTEND_SCRIPT),
                 "fence": c.register_script(RAISE_FENCE_SCRIPT),
             }
@@ -163,7 +163,7 @@ class RedlockLease(_RedlockBase):
             confirmed = sum(1 for ok, v in raised if ok and int(v) == 1)
             left = validity(ttl, time.monotonic() - started)
             if confirmed >= quorum(len(self._nodes)) and left > 0:
-                return Grant(fencing_token=fence, valid_for=left, last_start=_last_start(results))
+                return Grant(fencing_token=fence, valid_for=left, **_last_start(results))
             verdict = "held"  # too slow or lost nodes meanwhile: give it all back
         self.release(instance_id, token)
         if verdict == "unavailable":
@@ -186,12 +186,16 @@ class RedlockLease(_RedlockBase):
             RELEASES.notify(f"{self._name}|{instance_id}")
         return released
 
-    def release_with_record(self, instance_id: str, token: str, record: StartRecord, ttl: float) -> bool:
+    def record_start(self, instance_id: str, token: str, record: StartRecord, ttl: float) -> bool:
         keys = [self._keys.lock(instance_id), self._keys.start(instance_id)]
-        args = [token, self._keys.channel(instance_id), record.encode(), ttl_ms(ttl)]
-        results = self._fan_out(lambda i: self._scripts[i]["release_recording"](keys=keys, args=args), self._timeout)
-        stored = _recorded(results, len(self._nodes), instance_id=instance_id, backend=self._name)
-        RELEASES.notify(f"{self._name}|{instance_id}")
+        args = [token, record.encode(), ttl_ms(ttl)]
+        results = self._fan_out(lambda i: self._scripts[i]["record"](keys=keys, args=args), self._timeout)
+        return _recorded(results, len(self._nodes), instance_id=instance_id, backend=self._name)
+
+    def release_with_record(self, instance_id: str, token: str, record: StartRecord, ttl: float) -> bool:
+        """Two steps, so a failure leaves the lease held: the record on a majority, then the release."""
+        stored = self.record_start(instance_id, token, record, ttl)  # raises with the lease still ours
+        self.release(instance_id, token)
         return stored
 
     def wait_for_release(self, instance_id: str, timeout: float) -> None:
@@ -247,7 +251,7 @@ class AsyncRedlockLease(_RedlockBase):
             confirmed = sum(1 for ok, v in raised if ok and int(v) == 1)
             left = validity(ttl, time.monotonic() - started)
             if confirmed >= quorum(len(self._nodes)) and left > 0:
-                return Grant(fencing_token=fence, valid_for=left, last_start=_last_start(results))
+                return Grant(fencing_token=fence, valid_for=left, **_last_start(results))
             verdict = "held"
         await self.release(instance_id, token)
         if verdict == "unavailable":
@@ -268,12 +272,16 @@ class AsyncRedlockLease(_RedlockBase):
             RELEASES.notify(f"{self._name}|{instance_id}")
         return released
 
-    async def release_with_record(self, instance_id: str, token: str, record: StartRecord, ttl: float) -> bool:
+    async def record_start(self, instance_id: str, token: str, record: StartRecord, ttl: float) -> bool:
         keys = [self._keys.lock(instance_id), self._keys.start(instance_id)]
-        args = [token, self._keys.channel(instance_id), record.encode(), ttl_ms(ttl)]
-        results = await self._fan_out(lambda i: self._scripts[i]["release_recording"](keys=keys, args=args))
-        stored = _recorded(results, len(self._nodes), instance_id=instance_id, backend=self._name)
-        RELEASES.notify(f"{self._name}|{instance_id}")
+        args = [token, record.encode(), ttl_ms(ttl)]
+        results = await self._fan_out(lambda i: self._scripts[i]["record"](keys=keys, args=args))
+        return _recorded(results, len(self._nodes), instance_id=instance_id, backend=self._name)
+
+    async def release_with_record(self, instance_id: str, token: str, record: StartRecord, ttl: float) -> bool:
+        """Two steps, so a failure leaves the lease held: the record on a majority, then the release."""
+        stored = await self.record_start(instance_id, token, record, ttl)  # raises with the lease still ours
+        await self.release(instance_id, token)
         return stored
 
     async def wait_for_release(self, instance_id: str, timeout: float) -> None:
@@ -314,13 +322,17 @@ def _answers(results: list[tuple[bool, Any]]) -> NodeAnswers:
     return NodeAnswers(fences=fences, held=held, down=down)
 
 
-def _last_start(results: list[tuple[bool, Any]]) -> StartRecord | None:
-    """The newest record among the granting nodes: any later majority overlaps the one that stored it."""
-    return newest([value[1] for ok, value in results if ok and value[0] > 0])
+def _last_start(results: list[tuple[bool, Any]]) -> dict[str, Any]:
+    """The newest record among the granting nodes (any later majority overlaps the majority
+    that stored it) and the longest any of them keeps it: ``Grant`` keyword arguments."""
+    granted = [value for ok, value in results if ok and value[0] > 0]
+    record = newest([value[1] for value in granted])
+    lefts = [value[2] for value in granted if record is not None and value[1] == record and value[2] is not None]
+    return {"last_start": record, "last_start_left": max(lefts) if lefts else None}
 
 
 def _recorded(results: list[tuple[bool, Any]], n: int, *, instance_id: str, backend: str) -> bool:
-    """Whether a majority released and stored the record; raises if the nodes that erred leave it open.
+    """Whether a majority stored the record under our token; raises if the nodes that erred leave it open.
 
     The record must sit on a majority so that every later majority, whose acquire
     returns the newest record among its nodes, includes a node that has it.
@@ -331,8 +343,8 @@ def _recorded(results: list[tuple[bool, Any]], n: int, *, instance_id: str, back
     down = [f"node {i}: {type(v).__name__}: {v}" for i, (ok, v) in enumerate(results) if not ok]
     if stored + len(down) >= quorum(n):
         raise LockUnavailableError(
-            f"start record stored on {stored} of {n} Redlock nodes (a majority of {quorum(n)} is needed): "
-            + "; ".join(down),
+            f"start record stored on {stored} of {n} Redlock nodes (a majority of {quorum(n)} is needed; "
+            "the lease is still held): " + "; ".join(down),
             instance_id=instance_id,
             backend=backend,
         )

@@ -131,9 +131,10 @@ CONFIGS: dict[str, Config] = {
             "eventual-long-lag",
             visibility_lag=1.5,
             visibility_timeout=3.0,
-            faults=frozenset({"slow", "delay"}),
-            max_faults=1,
-            claim="status reads lag longer than the lease (below visibility_timeout): the hold renews",
+            faults=frozenset({"slow", "delay", "drop"}),
+            max_faults=2,
+            claim="status reads lag longer than the lease (below visibility_timeout): the next holder renews "
+            "while it waits; an ambiguous start is recorded before its watch (the attack review's F3)",
         ),
         Config(
             "file",
@@ -290,6 +291,13 @@ def _ignore_start_record() -> contextlib.AbstractContextManager[Any]:
     return _patched(_flow, "_await_record", await_record)
 
 
+def _no_record_before_watch() -> contextlib.AbstractContextManager[Any]:
+    def record_start(ctx: Any, lease: Any, ttl: float) -> Any:
+        yield from _nothing()
+
+    return _patched(_flow, "_record_start", record_start)
+
+
 MUTANTS: dict[str, Mutant] = {
     m.name: m
     for m in [
@@ -319,6 +327,12 @@ MUTANTS: dict[str, Mutant] = {
             "the next holder acts on a read that does not show the recorded start yet (issue 12)",
             "eventual",
             _ignore_start_record,
+        ),
+        Mutant(
+            "no-record-before-watch",
+            "after an ambiguous failure, watch without leaving a start record (the attack review's F3)",
+            "eventual-long-lag",
+            _no_record_before_watch,
         ),
         Mutant(
             "no-reuse-policy",

@@ -102,10 +102,12 @@ class SimLockStore:
             return None
         self.leases[instance_id] = _Lease(token, self.clock() + ttl if self.expiring else None)
         self.fences[instance_id] = self.fences.get(instance_id, 0) + 1
+        record = self.last_start(instance_id)
         return Grant(
             fencing_token=self.fences[instance_id],
             valid_for=ttl if self.expiring else None,
-            last_start=self.last_start(instance_id),
+            last_start=record,
+            last_start_left=None if record is None else self.starts[instance_id][1] - self.clock(),
         )
 
     def last_start(self, instance_id: str) -> StartRecord | None:
@@ -116,10 +118,15 @@ class SimLockStore:
         return kept[0]
 
     def release_with_record(self, instance_id: str, token: str, record: StartRecord, ttl: float) -> bool:
+        if not self.record_start(instance_id, token, record, ttl):
+            return False
+        del self.leases[instance_id]
+        return True
+
+    def record_start(self, instance_id: str, token: str, record: StartRecord, ttl: float) -> bool:
         self._check(instance_id)
         if self.holder(instance_id) != token:
             return False
-        del self.leases[instance_id]
         self.starts[instance_id] = (record, self.clock() + ttl)
         return True
 
@@ -276,6 +283,10 @@ class World:
             if not self.store.records:
                 raise AssertionError("this store keeps no start records")
             return self.store.release_with_record(op.instance_id, op.token, op.record, op.ttl)
+        if isinstance(op, _flow.RecordStart):
+            if not self.store.records:
+                raise AssertionError("this store keeps no start records")
+            return self.store.record_start(op.instance_id, op.token, op.record, op.ttl)
         if isinstance(op, _flow.Read):
             return self.backend.read(op.instance_id)
         if isinstance(op, _flow.Schedule):
