@@ -160,7 +160,10 @@ def from_latest(path: Path = LATEST, base: Params | None = None) -> tuple[Params
         changes["redis_client_ms"] = floors["redis lease acquire+release"] / 2
     if "redlock lease acquire+release" in floors:
         changes["redlock_client_ms"] = floors["redlock lease acquire+release"]
-    naive = [x for row in data.get("uncontended", {}).values() for x in row.get("naive_p50", [])]
+    uncontended = data.get("uncontended", {})
+    regime_a = uncontended.get("a", {}).get("rows") if isinstance(uncontended.get("a"), dict) else None
+    rows = regime_a if isinstance(regime_a, dict) else uncontended  # regime (a): no injected latency
+    naive = [x for row in rows.values() if isinstance(row, dict) for x in row.get("naive_p50", [])]
     if naive:
         per_call = statistics.median(naive) / p.backend_calls  # loopback: client + server, no RTT
         changes["grpc_client_ms"] = per_call / 2

@@ -66,7 +66,8 @@ def test_reuse_with_a_real_worker_counts_executions(tmp_path: Path) -> None:
     report = run_race(cfg)
     (strict,) = report.summaries()
     assert (strict.violating_rounds, strict.created, strict.executions) == (0, 4, 4)
-    assert all(r.instance_id == "race-strict" for r in report.rounds)
+    assert len({r.instance_id for r in report.rounds}) == 1
+    assert report.rounds[0].instance_id.startswith("race") and report.rounds[0].instance_id.endswith("-strict")
 
 
 def test_exit_status_fails_when_strict_violates() -> None:

@@ -30,6 +30,11 @@ Definitions (per round):
 * ``executions`` (only with ``execute``): activity executions counted by the worker.
   Durable activities run at least once, so a redelivery would count twice; the
   in-memory backend does not redeliver, so here it equals real executions.
+
+Per strategy, the report also has ``backend_calls``: the gRPC calls the backend served
+for the strategy's instance IDs, per method, counted on the server over the whole race
+(background reads included: starter processes close their starters before exiting),
+and, with ``RaceConfig.instrument``, what each starter process's instrument reported.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ import os
 import statistics
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -74,9 +80,26 @@ class RaceConfig:
     distinct: bool = False  # each starter uses its own IDs (throughput), instead of all on one ID
     calls: int = 1  # sequential starts per starter per round
     confirm_visible: bool = True  # passed to strict starters
+    # A picklable zero-argument factory (a module-level class or function), called in each
+    # starter process once per strategy; returns a strategies.Instrument.
+    instrument: Callable[[], Any] | None = None
+    # Instance IDs are "<id_prefix>-<strategy>[-<round>]". Each race gets its own prefix by
+    # default: a lock store keeps what a start leaves behind (a start record) for
+    # visibility_timeout, and a fresh backend has never seen those instances, so a second race
+    # on the same IDs would wait for them (and answer BUSY) for that long.
+    id_prefix: str = field(default_factory=lambda: f"race{uuid.uuid4().hex[:6]}")
 
     def instance_id(self, strategy: str, round_no: int) -> str:
-        return f"race-{strategy}" if self.ids == "reuse" else f"race-{strategy}-{round_no}"
+        stem = f"{self.id_prefix}-{strategy}"
+        return stem if self.ids == "reuse" else f"{stem}-{round_no}"
+
+    def strategy_of(self, instance_id: str) -> str | None:
+        """The strategy whose rounds use ``instance_id`` (None for IDs the race did not make)."""
+        for name in sorted(self.strategies, key=len, reverse=True):
+            stem = f"{self.id_prefix}-{name}"
+            if instance_id == stem or instance_id.startswith(f"{stem}-"):
+                return name
+        return None
 
 
 @dataclass
@@ -165,6 +188,8 @@ class RaceReport:
     rounds: list[RoundRecord] = field(default_factory=list)
     pids: list[int] = field(default_factory=list)
     coordinator_pid: int = field(default_factory=os.getpid)
+    backend_calls: dict[str, dict[str, int]] = field(default_factory=dict)  # strategy -> gRPC method -> calls
+    instruments: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # strategy -> one report per process
 
     def summaries(self) -> list[StrategySummary]:
         return [summarize(s, [r for r in self.rounds if r.strategy == s]) for s in self.config.strategies]
@@ -185,11 +210,15 @@ class RaceReport:
             rounds.append(row)
         config = asdict(self.config)
         config["lock_url"] = redact_url(self.config.lock_url)
+        instrument = self.config.instrument
+        config["instrument"] = None if instrument is None else getattr(instrument, "__qualname__", repr(instrument))
         return {
             "config": config,
             "coordinator_pid": self.coordinator_pid,
             "starter_pids": self.pids,
             "summary": [asdict(s) for s in self.summaries()],
+            "backend_calls": self.backend_calls,
+            "instruments": self.instruments,
             "rounds": rounds,
         }
 
@@ -226,12 +255,13 @@ def summarize(strategy: str, rounds: list[RoundRecord]) -> StrategySummary:
 # -- starter processes ---------------------------------------------------------------
 
 
-def _worker_main(cfg: RaceConfig, address: str, barrier: Any, results: Any) -> None:
+def _worker_main(cfg: RaceConfig, address: str, barrier: Any, results: Any, reports: Any = None) -> None:
+    """A starter process: one row per round on ``results``; with an instrument, its reports on ``reports``."""
     try:
         if cfg.api == "asyncio":
-            asyncio.run(_worker_async(cfg, address, barrier, results))
+            asyncio.run(_worker_async(cfg, address, barrier, results, reports))
         else:
-            _worker_sync(cfg, address, barrier, results)
+            _worker_sync(cfg, address, barrier, results, reports)
     except threading.BrokenBarrierError:
         pass  # the coordinator gave up; it reports why
 
@@ -279,9 +309,11 @@ def _strategy_kwargs(cfg: RaceConfig, address: str) -> dict[str, Any]:
     }
 
 
-def _worker_sync(cfg: RaceConfig, address: str, barrier: Any, results: Any) -> None:
+def _worker_sync(cfg: RaceConfig, address: str, barrier: Any, results: Any, reports: Any) -> None:
+    measured: dict[str, dict[str, Any]] = {}
     for name in cfg.strategies:
-        strategy = SyncStrategy(name, **_strategy_kwargs(cfg, address))
+        instrument = cfg.instrument() if cfg.instrument is not None else None
+        strategy = SyncStrategy(name, **_strategy_kwargs(cfg, address), instrument=instrument)
         for r in range(cfg.rounds):
             iid = cfg.instance_id(name, r)
             barrier.wait(cfg.timeout)
@@ -293,12 +325,18 @@ def _worker_sync(cfg: RaceConfig, address: str, barrier: Any, results: Any) -> N
 
             results.put(_row(fire_threads(cfg.starters, call, timeout=cfg.timeout), cfg.lock_url))
         strategy.close()
+        if instrument is not None:
+            measured[name] = instrument.report()
+    if reports is not None:
+        reports.put(measured)
 
 
-async def _worker_async(cfg: RaceConfig, address: str, barrier: Any, results: Any) -> None:
+async def _worker_async(cfg: RaceConfig, address: str, barrier: Any, results: Any, reports: Any) -> None:
     loop = asyncio.get_running_loop()
+    measured: dict[str, dict[str, Any]] = {}
     for name in cfg.strategies:
-        strategy = AsyncStrategy(name, **_strategy_kwargs(cfg, address))
+        instrument = cfg.instrument() if cfg.instrument is not None else None
+        strategy = AsyncStrategy(name, **_strategy_kwargs(cfg, address), instrument=instrument)
         for r in range(cfg.rounds):
             iid = cfg.instance_id(name, r)
             await loop.run_in_executor(None, barrier.wait, cfg.timeout)
@@ -310,6 +348,10 @@ async def _worker_async(cfg: RaceConfig, address: str, barrier: Any, results: An
 
             results.put(_row(await fire_tasks(cfg.starters, call), cfg.lock_url))
         await strategy.close()
+        if instrument is not None:
+            measured[name] = instrument.report()
+    if reports is not None:
+        reports.put(measured)
 
 
 # -- the coordinator -----------------------------------------------------------------
@@ -360,8 +402,9 @@ def run_race(cfg: RaceConfig, *, progress: Callable[[RoundRecord, int, int], Non
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(cfg.processes + 1)
     results = ctx.Queue()
+    reports = ctx.Queue() if cfg.instrument is not None else None
     procs = [
-        ctx.Process(target=_worker_main, args=(cfg, backend.address, barrier, results), daemon=True)
+        ctx.Process(target=_worker_main, args=(cfg, backend.address, barrier, results, reports), daemon=True)
         for _ in range(cfg.processes)
     ]
     for p in procs:
@@ -409,8 +452,13 @@ def run_race(cfg: RaceConfig, *, progress: Callable[[RoundRecord, int, int], Non
                     backend.finish_instance(iid)  # the next round may start it again
                 if progress is not None:
                     progress(record, len(report.rounds), total)
+        if reports is not None:  # read before joining: a process only exits once what it queued is read
+            for _ in procs:
+                for name, data in _get(reports, died, cfg.timeout).items():
+                    report.instruments.setdefault(name, []).append(data)
         for p in procs:
             p.join(cfg.timeout)
+        report.backend_calls = _calls_per_strategy(cfg, backend)
     finally:
         stop_watch()
         barrier.abort()
@@ -428,6 +476,15 @@ def run_race(cfg: RaceConfig, *, progress: Callable[[RoundRecord, int, int], Non
     if bad:
         raise RuntimeError(f"starter processes failed with exit codes {bad}")
     return report
+
+
+def _calls_per_strategy(cfg: RaceConfig, backend: DurableTestBackend) -> dict[str, dict[str, int]]:
+    out: dict[str, Counter[str]] = {name: Counter() for name in cfg.strategies}
+    for (method, instance_id), n in backend.calls.snapshot().counts.items():
+        name = cfg.strategy_of(instance_id)
+        if name is not None:
+            out[name][method] += n
+    return {name: dict(counts) for name, counts in out.items()}
 
 
 def _watch(procs: list[Any], barrier: Any) -> tuple[list[str], Callable[[], None]]:

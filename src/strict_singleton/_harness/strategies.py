@@ -13,6 +13,9 @@
 Every strategy returns one of ``started``, ``already_running``, ``busy``,
 ``rejected`` (the backend refused a duplicate with ALREADY_EXISTS and the caller saw
 the raw error) or ``error:<Type>``.
+
+A strategy can carry an :class:`Instrument` (the benchmarks' counters): it wraps the
+lease backend of ``strict`` / ``unlocked`` and is entered around every start call.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
 
 from durabletask.client import OrchestrationStatus
 
@@ -46,6 +50,22 @@ async def naive_start_async(client: Any, orchestrator: Any, *, instance_id: str,
         await client.schedule_new_orchestration(orchestrator, instance_id=instance_id, input=input)
         return True
     return False
+
+
+class Instrument(Protocol):
+    """Measurement hooks for one strategy in one starter process (see ``RaceConfig.instrument``).
+
+    ``wrap_lock`` gets the lease backend a ``strict`` / ``unlocked`` starter is built with
+    and returns the one it uses instead (a proxy implementing the same protocol);
+    ``calling()`` is entered around each start call, in the caller's thread or task;
+    ``report()`` is read once the strategy is closed (every background finish done).
+    """
+
+    def wrap_lock(self, lock: Any) -> Any: ...
+
+    def calling(self) -> AbstractContextManager[Any]: ...
+
+    def report(self) -> dict[str, Any]: ...
 
 
 class UnsafeNoLease:
@@ -150,7 +170,15 @@ class SyncStrategy:
     """A strategy bound to one process's clients: ``start(instance_id) -> outcome``."""
 
     def __init__(
-        self, name: str, *, address: str, lock_url: str, lease_ttl: float, wait: float, confirm_visible: bool = True
+        self,
+        name: str,
+        *,
+        address: str,
+        lock_url: str,
+        lease_ttl: float,
+        wait: float,
+        confirm_visible: bool = True,
+        instrument: Instrument | None = None,
     ) -> None:
         from durabletask.client import TaskHubGrpcClient
 
@@ -158,6 +186,7 @@ class SyncStrategy:
         from strict_singleton.lock_backends import from_url
 
         self.name = name
+        self._instrument = instrument
         self._client = TaskHubGrpcClient(host_address=address, logger=quiet_logger())
         self._closers: list[Callable[[], Any]] = [self._client.close]
         if name == "naive":
@@ -182,6 +211,8 @@ class SyncStrategy:
             self._start = locked
         elif name in ("strict", "unlocked"):
             lock: Any = from_url(lock_url) if name == "strict" else UnsafeNoLease()
+            if instrument is not None:
+                lock = instrument.wrap_lock(lock)
             starter = SingletonStarter(
                 self._client, lock=lock, lease_ttl=lease_ttl, wait=wait, confirm_visible=confirm_visible
             )
@@ -191,7 +222,10 @@ class SyncStrategy:
             raise ValueError(f"unknown strategy {name!r}; choose from {STRATEGIES}")
 
     def start(self, instance_id: str) -> Any:
-        return self._start(instance_id)
+        if self._instrument is None:
+            return self._start(instance_id)
+        with self._instrument.calling():
+            return self._start(instance_id)
 
     def close(self) -> None:
         for close in self._closers:
@@ -202,7 +236,15 @@ class AsyncStrategy:
     """The asyncio twin of :class:`SyncStrategy`; build it inside the running loop."""
 
     def __init__(
-        self, name: str, *, address: str, lock_url: str, lease_ttl: float, wait: float, confirm_visible: bool = True
+        self,
+        name: str,
+        *,
+        address: str,
+        lock_url: str,
+        lease_ttl: float,
+        wait: float,
+        confirm_visible: bool = True,
+        instrument: Instrument | None = None,
     ) -> None:
         from durabletask.client import AsyncTaskHubGrpcClient
 
@@ -210,6 +252,7 @@ class AsyncStrategy:
         from strict_singleton.lock_backends import from_url
 
         self.name = name
+        self._instrument = instrument
         self._client = AsyncTaskHubGrpcClient(host_address=address, logger=quiet_logger())
         self._closers: list[Callable[[], Awaitable[Any]]] = [self._client.close]
         if name == "naive":
@@ -238,6 +281,8 @@ class AsyncStrategy:
             self._start = locked
         elif name in ("strict", "unlocked"):
             lock: Any = from_url(lock_url, asynchronous=True) if name == "strict" else AsyncUnsafeNoLease()
+            if instrument is not None:
+                lock = instrument.wrap_lock(lock)
             starter = AsyncSingletonStarter(
                 self._client, lock=lock, lease_ttl=lease_ttl, wait=wait, confirm_visible=confirm_visible
             )
@@ -251,7 +296,10 @@ class AsyncStrategy:
             raise ValueError(f"unknown strategy {name!r}; choose from {STRATEGIES}")
 
     async def start(self, instance_id: str) -> Any:
-        return await self._start(instance_id)
+        if self._instrument is None:
+            return await self._start(instance_id)
+        with self._instrument.calling():
+            return await self._start(instance_id)
 
     async def close(self) -> None:
         for close in self._closers:

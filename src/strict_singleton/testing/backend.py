@@ -13,8 +13,16 @@ instance ID, in a :class:`BackendLedger`:
   ``visibility_delay`` seconds after it was created (default 0.05 s); until then reads
   show what was there before (nothing, or the replaced instance), as on hosts whose
   status index lags. ``visibility_delay`` can be set on any profile.
-* ``latency``: seconds added to every status read and start (injected stalls; the
-  server has enough threads that stalls overlap).
+* ``latency``: seconds added to every unary gRPC call the backend serves: status
+  reads, starts and every other client or worker call (not the worker's long-lived
+  work-item stream), as a round trip to a remote backend would. It is a sleep in the
+  server thread serving the call, before the call's own hooks and work: no CPU is
+  burned, and the server has ``max_workers`` threads (default 256, made as needed)
+  so that stalls overlap.
+
+Every call served is counted in :attr:`DurableTestBackend.calls` (a :class:`BackendCalls`),
+per gRPC method and per the instance ID the request names: counted on the server, so
+a client's own retries, background reads and every other round trip show up.
 """
 
 from __future__ import annotations
@@ -90,6 +98,80 @@ class BackendLedger:
             self._snap = LedgerSnapshot()
 
 
+@dataclass(frozen=True)
+class CallCounts:
+    """A snapshot of :class:`BackendCalls`: (method, instance ID) -> calls served.
+
+    The instance ID is ``""`` for calls whose request names none (the worker's stream, Hello).
+    """
+
+    counts: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+    def by_method(self, where: Callable[[str], bool] | None = None) -> Counter[str]:
+        """Calls per method, only for instance IDs ``where`` accepts (all when None)."""
+        out: Counter[str] = Counter()
+        for (method, instance_id), n in self.counts.items():
+            if where is None or where(instance_id):
+                out[method] += n
+        return out
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+class BackendCalls:
+    """Thread-safe counts of the gRPC calls the backend served, per method and instance ID."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[tuple[str, str]] = Counter()
+
+    def record(self, method: str, instance_id: str = "") -> None:
+        with self._lock:
+            self._counts[method, instance_id] += 1
+
+    def snapshot(self) -> CallCounts:
+        with self._lock:
+            return CallCounts(Counter(self._counts))
+
+    def reset(self) -> None:
+        with self._lock:
+            self._counts = Counter()
+
+
+class _Served(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc is untyped here
+    """Counts every call and adds the backend's latency to unary ones, in the serving thread.
+
+    ``intercept_service`` itself runs on the server's single polling thread: it only
+    wraps the handler; the sleep happens in the handler, on a pool thread.
+    """
+
+    def __init__(self, backend: DurableTestBackend) -> None:
+        self._backend = backend
+
+    def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
+        handler = continuation(details)
+        method = str(details.method).rsplit("/", 1)[-1]
+        backend = self._backend
+        if handler is None:
+            return None
+        if handler.unary_unary is None:  # a stream: counted, never delayed
+            backend.calls.record(method)
+            return handler
+        inner = handler.unary_unary
+
+        def served(request: Any, context: grpc.ServicerContext) -> Any:
+            backend.calls.record(method, getattr(request, "instanceId", "") or "")
+            if backend.latency:
+                backend._sleep(backend.latency)
+            return inner(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            served, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
+        )
+
+
 class DurableTestBackend(InMemoryOrchestrationBackend):
     """The in-memory Durable backend with a race profile, injected latency and a ledger."""
 
@@ -100,7 +182,7 @@ class DurableTestBackend(InMemoryOrchestrationBackend):
         latency: float = 0.0,
         visibility_delay: float | None = None,
         port: int | None = None,
-        max_workers: int = 64,
+        max_workers: int = 256,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if profile not in PROFILES:
@@ -114,6 +196,7 @@ class DurableTestBackend(InMemoryOrchestrationBackend):
         # instance ID -> (monotonic time it becomes visible, the response reads give until then)
         self._lagging: dict[str, tuple[float, pb.GetInstanceResponse]] = {}
         self.ledger = BackendLedger()
+        self.calls = BackendCalls()
         self._max_workers = max_workers
         self._sleep = sleep
         self.read_hook: Callable[[str], None] | None = None  # called before each status read
@@ -128,9 +211,13 @@ class DurableTestBackend(InMemoryOrchestrationBackend):
         return f"127.0.0.1:{self._port}"
 
     def start(self) -> str:
-        # As the base class, with more server threads so injected stalls can overlap.
+        # As the base class, with more server threads so injected stalls can overlap, and
+        # an interceptor that counts every call and injects the latency.
         self._shutdown_event.clear()
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=self._max_workers))
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=self._max_workers, thread_name_prefix="durable-test-backend"),
+            interceptors=[_Served(self)],
+        )
         self._server = server
         stubs.add_TaskHubSidecarServiceServicer_to_server(self, server)  # type: ignore[no-untyped-call]
         bound = server.add_insecure_port(f"127.0.0.1:{self._port}")
@@ -149,6 +236,7 @@ class DurableTestBackend(InMemoryOrchestrationBackend):
     def reset(self) -> None:
         super().reset()  # type: ignore[no-untyped-call]
         self.ledger.clear()
+        self.calls.reset()
 
     def instance_count(self) -> int:
         with self._lock:
@@ -178,8 +266,6 @@ class DurableTestBackend(InMemoryOrchestrationBackend):
     def GetInstance(self, request: pb.GetInstanceRequest, context: grpc.ServicerContext) -> Any:
         if self.read_hook is not None:
             self.read_hook(request.instanceId)
-        if self.latency:
-            self._sleep(self.latency)
         with self._lock:
             lag = self._lagging.get(request.instanceId)
             if lag is not None:
@@ -191,8 +277,6 @@ class DurableTestBackend(InMemoryOrchestrationBackend):
     def StartInstance(self, request: pb.CreateInstanceRequest, context: grpc.ServicerContext) -> Any:
         if self.start_hook is not None:
             self.start_hook(request.instanceId)
-        if self.latency:
-            self._sleep(self.latency)
         instance_id = request.instanceId or uuid.uuid4().hex
         if not request.instanceId:
             request.instanceId = instance_id
