@@ -36,11 +36,20 @@ class StartObservation:
         return result
 
 
+def _tracing_configured() -> bool:
+    """False while no tracer provider is set (every span would be a no-op): skip the span's cost.
+
+    Checked on every start, so a provider set later takes effect at once.
+    """
+    provider = _otel_trace.get_tracer_provider()
+    return not isinstance(provider, (_otel_trace.ProxyTracerProvider, _otel_trace.NoOpTracerProvider))
+
+
 @contextmanager
 def observe_start(instance_id: str, backend: str) -> Iterator[StartObservation]:
     span_cm: Any = None
     span: Any = None
-    if _otel_trace is not None:
+    if _otel_trace is not None and _tracing_configured():
         span_cm = _otel_trace.get_tracer("strict_singleton").start_as_current_span(
             SPAN_NAME, record_exception=False, set_status_on_exception=False
         )
