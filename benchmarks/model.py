@@ -20,7 +20,7 @@ re-measure the Redis server's CPU per script on a private redis-server first (ne
 
 Every parameter is in :class:`Params` with its source; per-call client costs are read
 from ``benchmarks/results/latest.json`` when it is there (see :func:`from_latest`).
-The narrative, the table and the caveats are in ``docs/scale-model.md``.
+The narrative, the table and the caveats are in ``BENCHMARKS.md`` ("Multi-host scale").
 """
 
 from __future__ import annotations
