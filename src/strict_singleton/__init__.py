@@ -23,7 +23,10 @@ _EXPORTS = {
     "SingletonStarter": "strict_singleton.starter",
     "StartOutcome": "strict_singleton.result",
     "StartResult": "strict_singleton.result",
+    "AlreadyRunningError": "strict_singleton.errors",
     "BackendError": "strict_singleton.errors",
+    "ConflictPolicy": "strict_singleton.policies",
+    "ReusePolicy": "strict_singleton.policies",
     "InvalidArgumentError": "strict_singleton.errors",
     "InvalidInstanceIdError": "strict_singleton.errors",
     "LeaseLostError": "strict_singleton.errors",
@@ -37,6 +40,7 @@ if TYPE_CHECKING:
     from strict_singleton._validation import FENCING_TAG, MAX_INSTANCE_ID_LENGTH, validate_instance_id
     from strict_singleton.async_starter import AsyncSingletonStarter
     from strict_singleton.errors import (
+        AlreadyRunningError,
         BackendError,
         InvalidArgumentError,
         InvalidInstanceIdError,
@@ -46,6 +50,7 @@ if TYPE_CHECKING:
         StatusReadError,
         StrictSingletonError,
     )
+    from strict_singleton.policies import ConflictPolicy, ReusePolicy
     from strict_singleton.result import StartOutcome, StartResult
     from strict_singleton.starter import SingletonStarter
 
@@ -68,12 +73,15 @@ def __dir__() -> list[str]:
 __all__ = [
     "FENCING_TAG",
     "MAX_INSTANCE_ID_LENGTH",
+    "AlreadyRunningError",
     "AsyncSingletonStarter",
     "BackendError",
+    "ConflictPolicy",
     "InvalidArgumentError",
     "InvalidInstanceIdError",
     "LeaseLostError",
     "LockUnavailableError",
+    "ReusePolicy",
     "ScheduleError",
     "SingletonStarter",
     "StartOutcome",

@@ -12,10 +12,10 @@ from datetime import datetime, timezone
 from typing import Any, TypedDict
 
 from strict_singleton import _deadline, _flow
-from strict_singleton._flow import reuse_policy
 from strict_singleton._validation import StartCall, StarterConfig, build_call, build_config, check_input, converter_of
 from strict_singleton.errors import InvalidArgumentError
 from strict_singleton.lock_backends.base import RECORD_METHODS, LeaseBackend, supports_records
+from strict_singleton.policies import ReusePolicy
 
 # The methods of the lease protocol, taken from the Protocol itself (not written twice).
 _log = logging.getLogger("strict_singleton")
@@ -98,7 +98,7 @@ class StarterBase:
         self._converter = converter_of(client)
         self._clock: Callable[[], float] = clock if clock is not None else time.monotonic
         self._wall_clock: Callable[[], datetime] = wall_clock if wall_clock is not None else _utcnow
-        self._policy = reuse_policy()
+        self._policies = {policy: policy.request_policy() for policy in ReusePolicy}
         self._with_deadline = _deadline.supports_deadline(client, is_async=self._is_async)
         if not self._with_deadline:
             _log.warning(
@@ -127,9 +127,13 @@ class StarterBase:
         tags: object,
         version: object,
         start_at: object,
+        reuse: object = ReusePolicy.ALLOW_DUPLICATE,
+        on_conflict: object = None,
     ) -> tuple[StartCall, str]:
         """Validate, build the request (serializing the input once), draw an owner token."""
         call = build_call(
+            reuse=reuse,
+            on_conflict="use_existing" if on_conflict is None else on_conflict,
             orchestrator=orchestrator,
             instance_id=instance_id,
             input=input,
@@ -141,7 +145,9 @@ class StarterBase:
             backend=self._backend_name,
         )
         if self._with_deadline:
-            request = _deadline.build_request(self._client, call, self._policy, backend=self._backend_name)
+            request = _deadline.build_request(
+                self._client, call, self._policies[call.reuse], backend=self._backend_name
+            )
             call = dataclasses.replace(call, request=request)
         else:
             check_input(self._converter, call.input, instance_id=call.instance_id, backend=self._backend_name)
@@ -202,7 +208,7 @@ class StarterBase:
             "input": call.input,
             "instance_id": call.instance_id,
             "start_at": call.start_at,
-            "reuse_id_policy": self._policy,
+            "reuse_id_policy": self._policies[call.reuse],
             "tags": op.tags,
             "version": call.version,
         }

@@ -71,20 +71,22 @@ from durabletask.internal import orchestrator_service_pb2 as pb
 
 from strict_singleton._drift import drift
 from strict_singleton._validation import FENCING_TAG, StartCall, StarterConfig
-from strict_singleton.errors import LeaseLostError, LockUnavailableError, ScheduleError, StatusReadError
+from strict_singleton.errors import (
+    AlreadyRunningError,
+    LeaseLostError,
+    LockUnavailableError,
+    ScheduleError,
+    StatusReadError,
+)
 from strict_singleton.lock_backends.base import Grant, StartRecord
+from strict_singleton.policies import ConflictPolicy, ReusePolicy
 from strict_singleton.result import StartOutcome, StartResult
 
 _log = logging.getLogger("strict_singleton")
 
 # Statuses a new start may replace. Listing Running/Pending here would mean
 # "terminate and replace", so only terminal statuses are listed.
-REPLACEABLE_STATUSES: tuple[int, ...] = (
-    pb.ORCHESTRATION_STATUS_COMPLETED,
-    pb.ORCHESTRATION_STATUS_FAILED,
-    pb.ORCHESTRATION_STATUS_TERMINATED,
-    pb.ORCHESTRATION_STATUS_CANCELED,
-)
+REPLACEABLE_STATUSES: tuple[int, ...] = ReusePolicy.ALLOW_DUPLICATE.replaceable
 _TERMINAL = frozenset({OrchestrationStatus.COMPLETED, OrchestrationStatus.FAILED, OrchestrationStatus.TERMINATED})
 
 
@@ -621,6 +623,29 @@ def _abandon(ctx: _Ctx) -> Generator[Op, Any, None]:
         yield from _release(ctx)
 
 
+def _existing_answer(ctx: _Ctx, state: OrchestrationState | None) -> StartOutcome | None:
+    """What an instance seen in a read means for this call; ``None``: a start may go ahead.
+
+    An active instance: ALREADY_RUNNING, or :class:`AlreadyRunningError` under
+    ``ConflictPolicy.FAIL``. A finished one the call's reuse policy does not allow
+    replacing: ALREADY_COMPLETED. Raises only; the caller releases a held lease first.
+    """
+    if state is None:
+        return None
+    if is_active(state):
+        if ctx.call.on_conflict is ConflictPolicy.FAIL:
+            raise AlreadyRunningError(
+                f"an active instance exists ({state.runtime_status.name}) and on_conflict=FAIL; nothing was scheduled",
+                instance_id=ctx.iid,
+                backend=ctx.backend,
+                existing=state,
+            )
+        return StartOutcome.ALREADY_RUNNING
+    if not ctx.call.reuse.allows(state.runtime_status):
+        return StartOutcome.ALREADY_COMPLETED
+    return None
+
+
 def _start(ctx: _Ctx) -> Flow:
     call, cfg, clock, p = ctx.call, ctx.cfg, ctx.clock, ctx.progress
     wait_until = ctx.t0 + cfg.wait
@@ -631,8 +656,9 @@ def _start(ctx: _Ctx) -> Flow:
             # After a wake-up the holder has most likely finished: one read answers
             # most callers without touching the lock at all.
             seen = yield from _read(ctx)
-            if is_active(seen):
-                return ctx.done(StartOutcome.ALREADY_RUNNING, seen)
+            answer = _existing_answer(ctx, seen)
+            if answer is not None:
+                return ctx.done(answer, seen)
         granted_at = clock()
         p.may_hold = True  # a cancelled acquire may have been granted: release (token-checked) on abandon
         try:
@@ -645,10 +671,11 @@ def _start(ctx: _Ctx) -> Flow:
         p.may_hold = False
         left = wait_until - clock()
         if left <= 0:
-            if not woken:  # one look before giving up: an active instance is an answer
+            if not woken:  # one look before giving up: an existing instance may be an answer
                 seen = yield from _read(ctx)
-                if is_active(seen):
-                    return ctx.done(StartOutcome.ALREADY_RUNNING, seen)
+                answer = _existing_answer(ctx, seen)
+                if answer is not None:
+                    return ctx.done(answer, seen)
             return ctx.done(StartOutcome.BUSY, seen)
         # Someone holds the lease. In a start wave the holder has not scheduled yet, so
         # reading now would be wasted load on the backend: wait for its release first,
@@ -666,9 +693,14 @@ def _start(ctx: _Ctx) -> Flow:
         if grant.last_start is not None:
             state = yield from _await_record(ctx, lease, grant, state)
         p.previous = state
-        if is_active(state):
+        try:
+            answer = _existing_answer(ctx, state)
+        except AlreadyRunningError:
             yield from _release(ctx)
-            return ctx.done(StartOutcome.ALREADY_RUNNING, state, grant.fencing_token)
+            raise
+        if answer is not None:
+            yield from _release(ctx)
+            return ctx.done(answer, state, grant.fencing_token)
         reason = yield from _keep(ctx, lease, confirm=True)
         if reason is not None:
             raise ctx.lost(f"{reason} before scheduling; nothing was scheduled")
@@ -697,7 +729,17 @@ def _start(ctx: _Ctx) -> Flow:
             except Exception:
                 existing = None
             yield from _release(ctx)
-            return ctx.done(StartOutcome.ALREADY_RUNNING, existing, grant.fencing_token)
+            # Active (or not readable): running; finished: the reuse policy forbade replacing it.
+            finished = existing is not None and not is_active(existing)
+            if not finished and ctx.call.on_conflict is ConflictPolicy.FAIL:
+                raise AlreadyRunningError(
+                    "the backend reports the instance exists and on_conflict=FAIL; nothing was scheduled",
+                    instance_id=ctx.iid,
+                    backend=ctx.backend,
+                    existing=existing,
+                ) from exc
+            outcome = StartOutcome.ALREADY_COMPLETED if finished else StartOutcome.ALREADY_RUNNING
+            return ctx.done(outcome, existing, grant.fencing_token)
         ambiguous = code is None or code in AMBIGUOUS_CODES
         detail = f"schedule call failed ({code or type(exc).__name__}): {exc}"
         if ambiguous:

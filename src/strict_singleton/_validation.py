@@ -13,6 +13,7 @@ from durabletask import task
 from durabletask.serialization import DataConverter, JsonDataConverter
 
 from strict_singleton.errors import InvalidArgumentError, InvalidInstanceIdError
+from strict_singleton.policies import ConflictPolicy, ReusePolicy, coerce
 
 MAX_INSTANCE_ID_LENGTH = 256
 # Tags under this prefix are written by strict-singleton; callers may not set them.
@@ -181,6 +182,8 @@ class StartCall:
     # The schedule request built before any lease is taken (serialization can be slow,
     # and must not eat into the lease); None when the client's public method is used.
     request: Any = None
+    reuse: ReusePolicy = ReusePolicy.ALLOW_DUPLICATE
+    on_conflict: ConflictPolicy = ConflictPolicy.USE_EXISTING
 
 
 def converter_of(client: object) -> DataConverter:
@@ -200,6 +203,8 @@ def build_call(
     converter: DataConverter | None,
     max_instance_id_length: int,
     backend: str,
+    reuse: object = ReusePolicy.ALLOW_DUPLICATE,
+    on_conflict: object = ConflictPolicy.USE_EXISTING,
 ) -> StartCall:
     """Validate one start. ``converter=None`` skips the input check (the caller
     serializes the input itself, once, while building the request)."""
@@ -234,6 +239,14 @@ def build_call(
         raise bad(f"version must be a non-empty str or None, got {version!r}")
     if start_at is not None and not isinstance(start_at, datetime):
         raise bad(f"start_at must be a datetime or None, got {type(start_at).__name__}")
+    reuse_policy = coerce(reuse, ReusePolicy, name="reuse")
+    if reuse_policy is None:
+        raise bad(f"reuse must be a ReusePolicy ({', '.join(m.name for m in ReusePolicy)}), got {reuse!r}")
+    conflict_policy = coerce(on_conflict, ConflictPolicy, name="on_conflict")
+    if conflict_policy is None:
+        raise bad(
+            f"on_conflict must be a ConflictPolicy ({', '.join(m.name for m in ConflictPolicy)}), got {on_conflict!r}"
+        )
     if converter is not None:
         check_input(converter, input, instance_id=iid, backend=backend)
     return StartCall(
@@ -243,6 +256,8 @@ def build_call(
         tags=tag_map,
         version=version,
         start_at=start_at,
+        reuse=reuse_policy,
+        on_conflict=conflict_policy,
     )
 
 

@@ -12,6 +12,7 @@ from strict_singleton._base import StarterBase, StarterOptions
 from strict_singleton._telemetry import observe_start
 from strict_singleton._validation import StartCall
 from strict_singleton.lock_backends.base import AsyncLeaseBackend
+from strict_singleton.policies import ConflictPolicy, ReusePolicy
 from strict_singleton.result import StartResult
 
 if TYPE_CHECKING:
@@ -64,9 +65,11 @@ class AsyncSingletonStarter(StarterBase):
         tags: dict[str, str] | None = None,
         version: str | None = None,
         start_at: datetime | None = None,
+        reuse: ReusePolicy = ReusePolicy.ALLOW_DUPLICATE,
+        on_conflict: ConflictPolicy = ConflictPolicy.USE_EXISTING,
     ) -> StartResult:
         """See :meth:`SingletonStarter.start`."""
-        call, token = self._prepare(orchestrator, instance_id, input, tags, version, start_at)
+        call, token = self._prepare(orchestrator, instance_id, input, tags, version, start_at, reuse, on_conflict)
         with observe_start(call.instance_id, self._backend_name) as obs:
             outcome = await self._drive(self._start_flow(call, token))
             if outcome.hold is not None:

@@ -12,6 +12,8 @@ What each error promises about the Durable backend:
   any lease was taken; nothing was scheduled.
 * :class:`LockUnavailableError`, :class:`LeaseLostError`: nothing was scheduled
   by this call.
+* :class:`AlreadyRunningError`: an active instance exists and the conflict policy is
+  ``FAIL``; nothing was scheduled by this call (``existing`` holds what was seen).
 * :class:`BackendError`: a Durable backend call failed. It makes no promise of its
   own; read ``maybe_scheduled`` (every error has it).
 * :class:`StatusReadError` (a ``BackendError``): a status read failed before
@@ -79,6 +81,22 @@ class InvalidInstanceIdError(InvalidArgumentError):
     """The instance ID is empty, padded, contains control characters or is too long."""
 
 
+class AlreadyRunningError(StrictSingletonError):
+    """An active instance exists and the call's conflict policy is ``FAIL``.
+
+    Nothing was scheduled by this call. ``existing`` holds the state that was seen.
+    """
+
+    def __init__(
+        self, message: str, *, instance_id: str | None = None, backend: str | None = None, existing: Any = None
+    ) -> None:
+        super().__init__(message, instance_id=instance_id, backend=backend)
+        self.existing = existing
+
+    def _extra(self) -> dict[str, Any]:
+        return {"existing": self.existing}
+
+
 class LockUnavailableError(StrictSingletonError):
     """The lock store could not be reached or answered with an error.
 
@@ -136,6 +154,7 @@ class ScheduleError(BackendError):
 
 
 __all__ = [
+    "AlreadyRunningError",
     "BackendError",
     "InvalidArgumentError",
     "InvalidInstanceIdError",

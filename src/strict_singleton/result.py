@@ -1,4 +1,4 @@
-"""What a start reports back: one of three truthful outcomes."""
+"""What a start reports back: one of four truthful outcomes."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from durabletask.client import OrchestrationState
 
 
 class StartOutcome(enum.Enum):
-    """The three answers a start can give.
+    """The answers a start can give.
 
     * ``STARTED``: this call's schedule request succeeded; a new instance was created.
       Within one start wave on one instance ID at most one caller gets it.
@@ -17,11 +17,15 @@ class StartOutcome(enum.Enum):
       ``StartResult.existing`` holds the state that was seen.
     * ``BUSY``: another caller held the lease for longer than this call's ``wait``
       and no active instance was visible; nothing was scheduled by this call.
+    * ``ALREADY_COMPLETED``: a finished instance with this ID exists and the call's
+      :class:`~strict_singleton.policies.ReusePolicy` does not allow replacing it;
+      ``StartResult.existing`` holds the state that was seen; nothing was scheduled.
     """
 
     STARTED = "started"
     ALREADY_RUNNING = "already_running"
     BUSY = "busy"
+    ALREADY_COMPLETED = "already_completed"
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from strict_singleton._finishers import Finishers
 from strict_singleton._telemetry import observe_start
 from strict_singleton._validation import StartCall
 from strict_singleton.lock_backends.base import LeaseBackend
+from strict_singleton.policies import ConflictPolicy, ReusePolicy
 from strict_singleton.result import StartResult
 
 if TYPE_CHECKING:
@@ -115,8 +116,15 @@ class SingletonStarter(StarterBase):
         tags: dict[str, str] | None = None,
         version: str | None = None,
         start_at: datetime | None = None,
+        reuse: ReusePolicy = ReusePolicy.ALLOW_DUPLICATE,
+        on_conflict: ConflictPolicy = ConflictPolicy.USE_EXISTING,
     ) -> StartResult:
         """Start ``orchestrator`` as ``instance_id`` unless an active instance exists.
+
+        ``on_conflict`` says what an active instance means (``USE_EXISTING``: the answer
+        ALREADY_RUNNING; ``FAIL``: raise ``AlreadyRunningError``); ``reuse`` which
+        finished instances may be replaced (others: ALREADY_COMPLETED). The schedule
+        request carries the same reuse rule, for backends that dedupe atomically.
 
         Returns a :class:`StartResult`; raises ``InvalidArgumentError`` (bad input,
         before any lease), ``LockUnavailableError`` / ``LeaseLostError`` /
@@ -125,7 +133,7 @@ class SingletonStarter(StarterBase):
         clean-up (release, or watching for an in-flight request first) goes on in a
         background thread and the interruption propagates.
         """
-        call, token = self._prepare(orchestrator, instance_id, input, tags, version, start_at)
+        call, token = self._prepare(orchestrator, instance_id, input, tags, version, start_at, reuse, on_conflict)
         with observe_start(call.instance_id, self._backend_name) as obs:
             outcome = self._drive(self._start_flow(call, token))
             if outcome.hold is not None:
