@@ -34,6 +34,7 @@ _EXPORTS = {
     "ScheduleError": "strict_singleton.errors",
     "StatusReadError": "strict_singleton.errors",
     "StrictSingletonError": "strict_singleton.errors",
+    "TerminateError": "strict_singleton.errors",
 }
 
 if TYPE_CHECKING:
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
         ScheduleError,
         StatusReadError,
         StrictSingletonError,
+        TerminateError,
     )
     from strict_singleton.policies import ConflictPolicy, ReusePolicy
     from strict_singleton.result import StartOutcome, StartResult
@@ -88,5 +90,6 @@ __all__ = [
     "StartResult",
     "StatusReadError",
     "StrictSingletonError",
+    "TerminateError",
     "validate_instance_id",
 ]

@@ -129,11 +129,13 @@ class StarterBase:
         start_at: object,
         reuse: object = ReusePolicy.ALLOW_DUPLICATE,
         on_conflict: object = None,
+        terminate_timeout: object = 30.0,
     ) -> tuple[StartCall, str]:
         """Validate, build the request (serializing the input once), draw an owner token."""
         call = build_call(
             reuse=reuse,
             on_conflict="use_existing" if on_conflict is None else on_conflict,
+            terminate_timeout=terminate_timeout,
             orchestrator=orchestrator,
             instance_id=instance_id,
             input=input,
@@ -190,6 +192,8 @@ class StarterBase:
             return self._lock.wait_for_release, (op.instance_id, op.timeout), {}
         if isinstance(op, _flow.Sleep):
             return self._sleep, (op.seconds,), {}
+        if isinstance(op, _flow.Terminate):
+            return self._client.terminate_orchestration, (op.instance_id,), {"output": op.reason}
         if isinstance(op, _flow.Schedule):
             return self._bind_schedule(op)
         raise AssertionError(f"unknown operation {op!r}")

@@ -77,6 +77,7 @@ from strict_singleton.errors import (
     LockUnavailableError,
     ScheduleError,
     StatusReadError,
+    TerminateError,
 )
 from strict_singleton.lock_backends.base import Grant, StartRecord
 from strict_singleton.policies import ConflictPolicy, ReusePolicy
@@ -253,13 +254,21 @@ class Schedule:
 
 
 @dataclass(frozen=True, slots=True)
+class Terminate:
+    """-> None: ask the backend to terminate the instance (``ConflictPolicy.TERMINATE_EXISTING``)."""
+
+    instance_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Sleep:
     """-> None"""
 
     seconds: float
 
 
-Op = Acquire | Extend | Release | ReleaseRecording | RecordStart | WaitRelease | Read | Schedule | Sleep
+Op = Acquire | Extend | Release | ReleaseRecording | RecordStart | WaitRelease | Read | Schedule | Terminate | Sleep
 
 
 class NotSent(Exception):
@@ -342,6 +351,7 @@ class _Ctx:
     clock: Callable[[], float]
     wall_clock: Callable[[], datetime]
     t0: float = 0.0
+    t0_wall: datetime | None = None  # the wall clock when the call began (TERMINATE_EXISTING)
     waited: float = 0.0
     progress: _Progress = field(default_factory=_Progress)
 
@@ -355,6 +365,7 @@ class _Ctx:
         existing: OrchestrationState | None = None,
         fencing_token: int | None = None,
         hold: Hold | None = None,
+        replaced: OrchestrationState | None = None,
     ) -> FlowResult:
         result = StartResult(
             outcome=outcome,
@@ -364,6 +375,7 @@ class _Ctx:
             elapsed=self.clock() - self.t0,
             fencing_token=fencing_token,
             backend=self.backend,
+            replaced=replaced,
         )
         return FlowResult(result=result, hold=hold)
 
@@ -603,6 +615,8 @@ def start_flow(
 ) -> Flow:
     """One start, from the first lease attempt to the caller's answer."""
     ctx = _Ctx(call=call, cfg=cfg, token=token, backend=backend, clock=clock, wall_clock=wall_clock, t0=clock())
+    if call.on_conflict is ConflictPolicy.TERMINATE_EXISTING:
+        ctx.t0_wall = wall_clock()
     try:
         return (yield from _start(ctx))
     except Abandoned:
@@ -633,6 +647,10 @@ def _existing_answer(ctx: _Ctx, state: OrchestrationState | None) -> StartOutcom
     if state is None:
         return None
     if is_active(state):
+        if ctx.call.on_conflict is ConflictPolicy.TERMINATE_EXISTING:
+            # One replacement per wave: an instance created after this call began is the
+            # wave's replacement, this call's answer; an older one is to be replaced.
+            return StartOutcome.ALREADY_RUNNING if _fresh(ctx, state) else None
         if ctx.call.on_conflict is ConflictPolicy.FAIL:
             raise AlreadyRunningError(
                 f"an active instance exists ({state.runtime_status.name}) and on_conflict=FAIL; nothing was scheduled",
@@ -644,6 +662,46 @@ def _existing_answer(ctx: _Ctx, state: OrchestrationState | None) -> StartOutcom
     if not ctx.call.reuse.allows(state.runtime_status):
         return StartOutcome.ALREADY_COMPLETED
     return None
+
+
+def _fresh(ctx: _Ctx, state: OrchestrationState) -> bool:
+    """Whether ``state`` was created after this call began (allowing ``clock_skew``)."""
+    assert ctx.t0_wall is not None
+    created = created_us(state)
+    return created is not None and created >= epoch_us(ctx.t0_wall) - round(ctx.cfg.clock_skew * 1_000_000)
+
+
+def _terminate(
+    ctx: _Ctx, lease: LeaseClock, state: OrchestrationState
+) -> Generator[Op, Any, OrchestrationState | None]:
+    """Terminate the active instance and wait, keeping the lease, until a read shows it finished."""
+    try:
+        yield Terminate(ctx.iid, f"replaced by a strict-singleton start (fencing token {ctx.progress.fencing_token})")
+    except Exception as exc:
+        raise TerminateError(
+            f"terminating the active instance failed; nothing was started: {type(exc).__name__}: {exc}",
+            instance_id=ctx.iid,
+            backend=ctx.backend,
+        ) from exc
+    until = ctx.clock() + ctx.call.terminate_timeout
+    delay = 0.002
+    while True:
+        reason = yield from _keep(ctx, lease, confirm=False)
+        if reason is not None:
+            raise ctx.lost(f"{reason} while waiting for the terminated instance to end; nothing was started")
+        current = yield from _read(ctx)
+        if not is_active(current):
+            return current
+        left = until - ctx.clock()
+        if left <= 0:
+            raise TerminateError(
+                f"the instance did not end within terminate_timeout={ctx.call.terminate_timeout:g}s after it was "
+                "asked to terminate; nothing was started (it may still end later)",
+                instance_id=ctx.iid,
+                backend=ctx.backend,
+            )
+        yield Sleep(_pause(ctx, delay, left))
+        delay = min(delay * 2, MAX_POLL)
 
 
 def _start(ctx: _Ctx) -> Flow:
@@ -688,6 +746,7 @@ def _start(ctx: _Ctx) -> Flow:
 
     lease = p.lease = LeaseClock(granted_at=granted_at, valid_for=grant.valid_for)
     p.fencing_token = grant.fencing_token
+    replaced: OrchestrationState | None = None
     try:
         state = yield from _read(ctx)
         if grant.last_start is not None:
@@ -701,10 +760,14 @@ def _start(ctx: _Ctx) -> Flow:
         if answer is not None:
             yield from _release(ctx)
             return ctx.done(answer, state, grant.fencing_token)
+        if is_active(state):  # TERMINATE_EXISTING on an instance older than this call
+            replaced = state
+            assert state is not None
+            state = p.previous = yield from _terminate(ctx, lease, state)
         reason = yield from _keep(ctx, lease, confirm=True)
         if reason is not None:
             raise ctx.lost(f"{reason} before scheduling; nothing was scheduled")
-    except (LeaseLostError, StatusReadError, LockUnavailableError):
+    except (LeaseLostError, StatusReadError, LockUnavailableError, TerminateError):
         yield from _release(ctx)  # token-checked: frees it only if still ours
         raise
 
@@ -748,7 +811,7 @@ def _start(ctx: _Ctx) -> Flow:
             yield from _release(ctx)
             if ours is not None:
                 _log.info("schedule of %r failed ambiguously (%s) but the instance was created", ctx.iid, code)
-                return ctx.done(StartOutcome.STARTED, None, grant.fencing_token)
+                return ctx.done(StartOutcome.STARTED, None, grant.fencing_token, replaced=replaced)
             why = reason or f"the instance did not show up within ambiguity_timeout={cfg.ambiguity_timeout:g}s"
             detail = f"{detail}; {why}; the backend may still create it"
         else:
@@ -759,7 +822,7 @@ def _start(ctx: _Ctx) -> Flow:
         ) from exc
     hold = Hold(lease=lease, previous=state, sent_at=p.sent_at, token=ctx.token, fencing_token=grant.fencing_token)
     p.sent_at = None
-    return ctx.done(StartOutcome.STARTED, None, grant.fencing_token, hold)
+    return ctx.done(StartOutcome.STARTED, None, grant.fencing_token, hold, replaced=replaced)
 
 
 def finish_flow(

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from durabletask import task
+from durabletask.client import OrchestrationStatus
 from durabletask.serialization import DataConverter, JsonDataConverter
 
 from strict_singleton.errors import InvalidArgumentError, InvalidInstanceIdError
@@ -184,6 +185,7 @@ class StartCall:
     request: Any = None
     reuse: ReusePolicy = ReusePolicy.ALLOW_DUPLICATE
     on_conflict: ConflictPolicy = ConflictPolicy.USE_EXISTING
+    terminate_timeout: float = 30.0
 
 
 def converter_of(client: object) -> DataConverter:
@@ -205,6 +207,7 @@ def build_call(
     backend: str,
     reuse: object = ReusePolicy.ALLOW_DUPLICATE,
     on_conflict: object = ConflictPolicy.USE_EXISTING,
+    terminate_timeout: object = 30.0,
 ) -> StartCall:
     """Validate one start. ``converter=None`` skips the input check (the caller
     serializes the input itself, once, while building the request)."""
@@ -247,6 +250,12 @@ def build_call(
         raise bad(
             f"on_conflict must be a ConflictPolicy ({', '.join(m.name for m in ConflictPolicy)}), got {on_conflict!r}"
         )
+    terminate_s = _seconds("terminate_timeout", terminate_timeout, low=0, strict=True, backend=backend)
+    if conflict_policy is ConflictPolicy.TERMINATE_EXISTING and not reuse_policy.allows(OrchestrationStatus.TERMINATED):
+        raise bad(
+            "on_conflict=TERMINATE_EXISTING needs a reuse policy that replaces Terminated instances, "
+            f"not {reuse_policy.name}"
+        )
     if converter is not None:
         check_input(converter, input, instance_id=iid, backend=backend)
     return StartCall(
@@ -258,6 +267,7 @@ def build_call(
         start_at=start_at,
         reuse=reuse_policy,
         on_conflict=conflict_policy,
+        terminate_timeout=terminate_s,
     )
 
 

@@ -67,9 +67,12 @@ class AsyncSingletonStarter(StarterBase):
         start_at: datetime | None = None,
         reuse: ReusePolicy = ReusePolicy.ALLOW_DUPLICATE,
         on_conflict: ConflictPolicy = ConflictPolicy.USE_EXISTING,
+        terminate_timeout: float = 30.0,
     ) -> StartResult:
         """See :meth:`SingletonStarter.start`."""
-        call, token = self._prepare(orchestrator, instance_id, input, tags, version, start_at, reuse, on_conflict)
+        call, token = self._prepare(
+            orchestrator, instance_id, input, tags, version, start_at, reuse, on_conflict, terminate_timeout
+        )
         with observe_start(call.instance_id, self._backend_name) as obs:
             outcome = await self._drive(self._start_flow(call, token))
             if outcome.hold is not None:

@@ -18,6 +18,8 @@ What each error promises about the Durable backend:
   own; read ``maybe_scheduled`` (every error has it).
 * :class:`StatusReadError` (a ``BackendError``): a status read failed before
   scheduling; nothing was scheduled by this call.
+* :class:`TerminateError` (a ``BackendError``): ``TERMINATE_EXISTING`` could not
+  replace the active instance in time; nothing was started by this call.
 * :class:`ScheduleError` (a ``BackendError``): the schedule call itself failed.
   ``maybe_scheduled`` says whether the backend may nevertheless have created the
   instance (a timeout or a lost connection, and the instance did not show up while
@@ -123,6 +125,13 @@ class StatusReadError(BackendError):
     """A status read failed before scheduling. Nothing was scheduled by this call."""
 
 
+class TerminateError(BackendError):
+    """``on_conflict=TERMINATE_EXISTING`` could not replace the active instance: the
+    terminate call failed, or the instance did not show as finished within
+    ``terminate_timeout``. Nothing was started by this call (the instance may still
+    end later, as the backend processes the termination)."""
+
+
 class ScheduleError(BackendError):
     """The schedule call failed.
 
@@ -155,6 +164,7 @@ class ScheduleError(BackendError):
 
 __all__ = [
     "AlreadyRunningError",
+    "TerminateError",
     "BackendError",
     "InvalidArgumentError",
     "InvalidInstanceIdError",

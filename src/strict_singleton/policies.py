@@ -25,10 +25,18 @@ class ConflictPolicy(enum.Enum):
     * ``USE_EXISTING`` (default): the answer is ``ALREADY_RUNNING`` with ``existing``.
     * ``FAIL``: raise :class:`~strict_singleton.errors.AlreadyRunningError` (it carries
       ``existing``); nothing is scheduled.
+    * ``TERMINATE_EXISTING``: under the lease, terminate the active instance, wait
+      (bounded by ``terminate_timeout``, renewing the lease) until a status read shows
+      it finished, then start; ``StartResult.replaced`` holds the state read before
+      the termination. In a wave of overlapping calls exactly one replacement happens:
+      an active instance created after a call began (allowing ``clock_skew``) is that
+      call's answer (ALREADY_RUNNING), so callers never terminate each other's fresh
+      instances in a chain.
     """
 
     USE_EXISTING = "use_existing"
     FAIL = "fail"
+    TERMINATE_EXISTING = "terminate_existing"
 
 
 class ReusePolicy(enum.Enum):

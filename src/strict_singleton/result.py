@@ -43,6 +43,8 @@ class StartResult:
             (always set for STARTED; it only grows per instance ID and is also
             written to the orchestration's tags as ``strict_singleton.fencing_token``).
         backend: the lock backend's display name.
+        replaced: for STARTED under ``ConflictPolicy.TERMINATE_EXISTING``, the state of
+            the instance this call terminated (as read before terminating it).
     """
 
     outcome: StartOutcome
@@ -52,6 +54,7 @@ class StartResult:
     elapsed: float = 0.0
     fencing_token: int | None = None
     backend: str = ""
+    replaced: OrchestrationState | None = None
 
     @property
     def started(self) -> bool:

@@ -118,11 +118,14 @@ class SingletonStarter(StarterBase):
         start_at: datetime | None = None,
         reuse: ReusePolicy = ReusePolicy.ALLOW_DUPLICATE,
         on_conflict: ConflictPolicy = ConflictPolicy.USE_EXISTING,
+        terminate_timeout: float = 30.0,
     ) -> StartResult:
         """Start ``orchestrator`` as ``instance_id`` unless an active instance exists.
 
         ``on_conflict`` says what an active instance means (``USE_EXISTING``: the answer
-        ALREADY_RUNNING; ``FAIL``: raise ``AlreadyRunningError``); ``reuse`` which
+        ALREADY_RUNNING; ``FAIL``: raise ``AlreadyRunningError``; ``TERMINATE_EXISTING``:
+        terminate it, wait up to ``terminate_timeout`` seconds until it has ended, then
+        start: ``result.replaced`` is what was terminated); ``reuse`` which
         finished instances may be replaced (others: ALREADY_COMPLETED). The schedule
         request carries the same reuse rule, for backends that dedupe atomically.
 
@@ -133,7 +136,9 @@ class SingletonStarter(StarterBase):
         clean-up (release, or watching for an in-flight request first) goes on in a
         background thread and the interruption propagates.
         """
-        call, token = self._prepare(orchestrator, instance_id, input, tags, version, start_at, reuse, on_conflict)
+        call, token = self._prepare(
+            orchestrator, instance_id, input, tags, version, start_at, reuse, on_conflict, terminate_timeout
+        )
         with observe_start(call.instance_id, self._backend_name) as obs:
             outcome = self._drive(self._start_flow(call, token))
             if outcome.hold is not None:
