@@ -189,3 +189,46 @@ def test_bad_terminate_settings_are_refused_before_any_lease(
     assert list(tmp_path.iterdir()) == []
     assert strict_singleton_durable_backend.ledger.snapshot().created["bad-terminate"] == 0
     client.close()
+
+
+# -- the same flow in memory (strict_singleton.testing.world): no worker, no gRPC ------------
+
+
+def _flow_run(world: Any, **call_kw: Any) -> Any:
+    from strict_singleton import _flow
+    from strict_singleton._validation import StartCall, build_config
+    from strict_singleton.testing.world import drive
+
+    cfg = build_config(
+        lease_ttl=1.0, confirm_visible=True, background_finish=False, max_instance_id_length=256,
+        fetch_payloads=True, backend="sim", clock_skew=0.0,
+    )  # fmt: skip
+    call = StartCall("m", "orch", None, {}, None, None, on_conflict=TERMINATE, **call_kw)
+    flow = _flow.start_flow(call, cfg, token="A", backend="sim", clock=world.clock, wall_clock=world.clock.wall)
+    return drive(flow, world)
+
+
+def test_in_memory_a_slow_termination_is_waited_for_renewing_the_lease() -> None:
+    from strict_singleton.testing.world import World
+
+    world = World(profile="atomic")
+    world.backend.schedule("m", {})
+    old = world.backend.read("m")
+    world.clock.advance(1.0)
+    world.backend.terminate_lag = 2.5  # longer than the 1 s lease: it must be renewed meanwhile
+    result = _flow_run(world, terminate_timeout=10.0)
+    assert result.result.outcome is StartOutcome.STARTED and result.result.replaced == old
+    assert world.backend.terminates == 1 and world.backend.created("m") == 2
+    assert world.backend.overwritten("m") == 0
+
+
+def test_in_memory_a_termination_that_never_ends_times_out_with_nothing_started() -> None:
+    from strict_singleton.testing.world import World
+
+    world = World(profile="atomic")
+    world.backend.schedule("m", {})
+    world.clock.advance(1.0)
+    world.backend.terminate_lag = None
+    with pytest.raises(TerminateError):
+        _flow_run(world, terminate_timeout=3.0)
+    assert world.backend.created("m") == 1 and world.store.holder("m") is None

@@ -197,6 +197,9 @@ class SimBackend:
     schedules: int = 0
     _lagging: dict[str, tuple[float, SimInstance | None]] = field(default_factory=dict)
     _queued: list[tuple[float, str, dict[str, str]]] = field(default_factory=list)
+    terminate_lag: float | None = 0.0  # seconds until a terminated instance shows as ended
+    terminates: int = 0
+    _terminating: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.clock.listeners.append(self._deliver)
@@ -228,11 +231,25 @@ class SimBackend:
         self._queued.append((self.clock() + delay, instance_id, dict(tags)))
 
     def _deliver(self) -> None:
+        for instance_id, at in list(self._terminating.items()):
+            if at <= self.clock():
+                del self._terminating[instance_id]
+                self.finish(instance_id, OrchestrationStatus.TERMINATED)
         due = [q for q in self._queued if q[0] <= self.clock()]
         for item in due:
             self._queued.remove(item)
             with contextlib.suppress(RpcError):
                 self.schedule(item[1], item[2])
+
+    def terminate(self, instance_id: str) -> None:
+        """A terminate request: the instance ends ``terminate_lag`` seconds later (never, if None)."""
+        self.terminates += 1
+        if instance_id not in self.instances or self.terminate_lag is None:
+            return
+        if self.terminate_lag <= 0:
+            self.finish(instance_id, OrchestrationStatus.TERMINATED)
+        else:
+            self._terminating[instance_id] = self.clock() + self.terminate_lag
 
     def finish(self, instance_id: str, status: OrchestrationStatus = OrchestrationStatus.COMPLETED) -> None:
         self.instances[instance_id].status = status
@@ -289,6 +306,9 @@ class World:
             return self.store.record_start(op.instance_id, op.token, op.record, op.ttl)
         if isinstance(op, _flow.Read):
             return self.backend.read(op.instance_id)
+        if isinstance(op, _flow.Terminate):
+            self.backend.terminate(op.instance_id)
+            return None
         if isinstance(op, _flow.Schedule):
             if op.send_by is not None and self.clock() >= op.send_by:
                 raise _flow.NotSent("send-by time passed")
