@@ -33,6 +33,7 @@ _EXPORTS = {
     "LockUnavailableError": "strict_singleton.errors",
     "ScheduleError": "strict_singleton.errors",
     "StatusReadError": "strict_singleton.errors",
+    "SignalError": "strict_singleton.errors",
     "StrictSingletonError": "strict_singleton.errors",
     "TerminateError": "strict_singleton.errors",
 }
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
         LeaseLostError,
         LockUnavailableError,
         ScheduleError,
+        SignalError,
         StatusReadError,
         StrictSingletonError,
         TerminateError,
@@ -89,6 +91,7 @@ __all__ = [
     "StartOutcome",
     "StartResult",
     "StatusReadError",
+    "SignalError",
     "StrictSingletonError",
     "TerminateError",
     "validate_instance_id",

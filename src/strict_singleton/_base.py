@@ -130,12 +130,14 @@ class StarterBase:
         reuse: object = ReusePolicy.ALLOW_DUPLICATE,
         on_conflict: object = None,
         terminate_timeout: object = 30.0,
+        signal: tuple[object, object] | None = None,
     ) -> tuple[StartCall, str]:
         """Validate, build the request (serializing the input once), draw an owner token."""
         call = build_call(
             reuse=reuse,
             on_conflict="use_existing" if on_conflict is None else on_conflict,
             terminate_timeout=terminate_timeout,
+            signal=signal,
             orchestrator=orchestrator,
             instance_id=instance_id,
             input=input,
@@ -151,6 +153,8 @@ class StarterBase:
                 self._client, call, self._policies[call.reuse], backend=self._backend_name
             )
             call = dataclasses.replace(call, request=request)
+        if call.signal is not None:  # the event's data must serialize too, before any lease
+            check_input(self._converter, call.signal[1], instance_id=call.instance_id, backend=self._backend_name)
         else:
             check_input(self._converter, call.input, instance_id=call.instance_id, backend=self._backend_name)
         return call, str(uuid.uuid4())  # owner token: 122 random bits from os.urandom
@@ -192,6 +196,8 @@ class StarterBase:
             return self._lock.wait_for_release, (op.instance_id, op.timeout), {}
         if isinstance(op, _flow.Sleep):
             return self._sleep, (op.seconds,), {}
+        if isinstance(op, _flow.RaiseEvent):
+            return self._client.raise_orchestration_event, (op.instance_id, op.event_name), {"data": op.data}
         if isinstance(op, _flow.Terminate):
             return self._client.terminate_orchestration, (op.instance_id,), {"output": op.reason}
         if isinstance(op, _flow.Schedule):

@@ -76,6 +76,7 @@ from strict_singleton.errors import (
     LeaseLostError,
     LockUnavailableError,
     ScheduleError,
+    SignalError,
     StatusReadError,
     TerminateError,
 )
@@ -262,13 +263,34 @@ class Terminate:
 
 
 @dataclass(frozen=True, slots=True)
+class RaiseEvent:
+    """-> None: raise ``event_name`` with ``data`` to the instance (``start_or_signal``)."""
+
+    instance_id: str
+    event_name: str
+    data: Any
+
+
+@dataclass(frozen=True, slots=True)
 class Sleep:
     """-> None"""
 
     seconds: float
 
 
-Op = Acquire | Extend | Release | ReleaseRecording | RecordStart | WaitRelease | Read | Schedule | Terminate | Sleep
+Op = (
+    Acquire
+    | Extend
+    | Release
+    | ReleaseRecording
+    | RecordStart
+    | WaitRelease
+    | Read
+    | Schedule
+    | Terminate
+    | RaiseEvent
+    | Sleep
+)
 
 
 class NotSent(Exception):
@@ -322,6 +344,7 @@ class Hold:
 class FlowResult:
     result: StartResult
     hold: Hold | None  # set when the driver must run finish_flow
+    error: BaseException | None = None  # raise this after the finish (start_or_signal's failed event)
 
 
 Flow = Generator[Op, Any, FlowResult]
@@ -664,6 +687,36 @@ def _existing_answer(ctx: _Ctx, state: OrchestrationState | None) -> StartOutcom
     return None
 
 
+def _signal(ctx: _Ctx, *, started: bool) -> Generator[Op, Any, None]:
+    """Raise the call's event (``start_or_signal``): once, never retried (a retry could deliver it twice)."""
+    assert ctx.call.signal is not None
+    name, data = ctx.call.signal
+    try:
+        yield RaiseEvent(ctx.iid, name, data)
+    except Exception as exc:
+        code = rpc_code(exc)
+        maybe = code is None or code in AMBIGUOUS_CODES
+        where = "this call started the instance, then " if started else ""
+        raise SignalError(
+            f"{where}raising event {name!r} failed ({code or type(exc).__name__}): {exc}; "
+            + ("it may have been delivered" if maybe else "it was not delivered"),
+            instance_id=ctx.iid,
+            backend=ctx.backend,
+            maybe_delivered=maybe,
+            started=started,
+        ) from exc
+
+
+def _answered(
+    ctx: _Ctx, answer: StartOutcome, state: OrchestrationState | None, fencing_token: int | None = None
+) -> Generator[Op, Any, FlowResult]:
+    """The answer for an existing instance; with ``start_or_signal`` an active one gets the event."""
+    if answer is StartOutcome.ALREADY_RUNNING and ctx.call.signal is not None:
+        yield from _signal(ctx, started=False)
+        return ctx.done(StartOutcome.SIGNALED, state, fencing_token)
+    return ctx.done(answer, state, fencing_token)
+
+
 def _fresh(ctx: _Ctx, state: OrchestrationState) -> bool:
     """Whether ``state`` was created after this call began (allowing ``clock_skew``)."""
     assert ctx.t0_wall is not None
@@ -716,7 +769,7 @@ def _start(ctx: _Ctx) -> Flow:
             seen = yield from _read(ctx)
             answer = _existing_answer(ctx, seen)
             if answer is not None:
-                return ctx.done(answer, seen)
+                return (yield from _answered(ctx, answer, seen))
         granted_at = clock()
         p.may_hold = True  # a cancelled acquire may have been granted: release (token-checked) on abandon
         try:
@@ -733,7 +786,7 @@ def _start(ctx: _Ctx) -> Flow:
                 seen = yield from _read(ctx)
                 answer = _existing_answer(ctx, seen)
                 if answer is not None:
-                    return ctx.done(answer, seen)
+                    return (yield from _answered(ctx, answer, seen))
             return ctx.done(StartOutcome.BUSY, seen)
         # Someone holds the lease. In a start wave the holder has not scheduled yet, so
         # reading now would be wasted load on the backend: wait for its release first,
@@ -759,7 +812,7 @@ def _start(ctx: _Ctx) -> Flow:
             raise
         if answer is not None:
             yield from _release(ctx)
-            return ctx.done(answer, state, grant.fencing_token)
+            return (yield from _answered(ctx, answer, state, grant.fencing_token))
         if is_active(state):  # TERMINATE_EXISTING on an instance older than this call
             replaced = state
             assert state is not None
@@ -802,7 +855,7 @@ def _start(ctx: _Ctx) -> Flow:
                     existing=existing,
                 ) from exc
             outcome = StartOutcome.ALREADY_COMPLETED if finished else StartOutcome.ALREADY_RUNNING
-            return ctx.done(outcome, existing, grant.fencing_token)
+            return (yield from _answered(ctx, outcome, existing, grant.fencing_token))
         ambiguous = code is None or code in AMBIGUOUS_CODES
         detail = f"schedule call failed ({code or type(exc).__name__}): {exc}"
         if ambiguous:
@@ -811,6 +864,8 @@ def _start(ctx: _Ctx) -> Flow:
             yield from _release(ctx)
             if ours is not None:
                 _log.info("schedule of %r failed ambiguously (%s) but the instance was created", ctx.iid, code)
+                if call.signal is not None:
+                    yield from _signal(ctx, started=True)
                 return ctx.done(StartOutcome.STARTED, None, grant.fencing_token, replaced=replaced)
             why = reason or f"the instance did not show up within ambiguity_timeout={cfg.ambiguity_timeout:g}s"
             detail = f"{detail}; {why}; the backend may still create it"
@@ -822,6 +877,14 @@ def _start(ctx: _Ctx) -> Flow:
         ) from exc
     hold = Hold(lease=lease, previous=state, sent_at=p.sent_at, token=ctx.token, fencing_token=grant.fencing_token)
     p.sent_at = None
+    if call.signal is not None:
+        try:
+            yield from _signal(ctx, started=True)
+        except SignalError as exc:
+            # The instance is ours: the driver still releases with its record, then raises this.
+            started = ctx.done(StartOutcome.STARTED, None, grant.fencing_token, hold, replaced=replaced)
+            started.error = exc
+            return started
     return ctx.done(StartOutcome.STARTED, None, grant.fencing_token, hold, replaced=replaced)
 
 

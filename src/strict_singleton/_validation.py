@@ -186,6 +186,7 @@ class StartCall:
     reuse: ReusePolicy = ReusePolicy.ALLOW_DUPLICATE
     on_conflict: ConflictPolicy = ConflictPolicy.USE_EXISTING
     terminate_timeout: float = 30.0
+    signal: tuple[str, Any] | None = None  # start_or_signal: (event name, event data)
 
 
 def converter_of(client: object) -> DataConverter:
@@ -208,6 +209,7 @@ def build_call(
     reuse: object = ReusePolicy.ALLOW_DUPLICATE,
     on_conflict: object = ConflictPolicy.USE_EXISTING,
     terminate_timeout: object = 30.0,
+    signal: tuple[object, object] | None = None,
 ) -> StartCall:
     """Validate one start. ``converter=None`` skips the input check (the caller
     serializes the input itself, once, while building the request)."""
@@ -256,6 +258,12 @@ def build_call(
             "on_conflict=TERMINATE_EXISTING needs a reuse policy that replaces Terminated instances, "
             f"not {reuse_policy.name}"
         )
+    event: tuple[str, Any] | None = None
+    if signal is not None:
+        name, data = signal
+        if not isinstance(name, str) or not name.strip() or name != name.strip():
+            raise bad(f"event_name must be a non-empty str without surrounding whitespace, got {name!r}")
+        event = (name, data)
     if converter is not None:
         check_input(converter, input, instance_id=iid, backend=backend)
     return StartCall(
@@ -268,6 +276,7 @@ def build_call(
         reuse=reuse_policy,
         on_conflict=conflict_policy,
         terminate_timeout=terminate_s,
+        signal=event,
     )
 
 

@@ -132,6 +132,34 @@ class TerminateError(BackendError):
     end later, as the backend processes the termination)."""
 
 
+class SignalError(BackendError):
+    """``start_or_signal`` could not raise its event.
+
+    Attributes:
+        maybe_delivered: whether the backend may nevertheless have received the event
+            (a timeout or a lost connection); ``False``: it was not delivered.
+        started: whether this call created the instance before the event failed (then
+            ``maybe_scheduled`` is ``True`` too: the instance exists because of this call).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        instance_id: str | None = None,
+        backend: str | None = None,
+        maybe_delivered: bool = False,
+        started: bool = False,
+    ) -> None:
+        super().__init__(message, instance_id=instance_id, backend=backend)
+        self.maybe_delivered = maybe_delivered
+        self.started = started
+        self.maybe_scheduled = started
+
+    def _extra(self) -> dict[str, Any]:
+        return {"maybe_delivered": self.maybe_delivered, "started": self.started}
+
+
 class ScheduleError(BackendError):
     """The schedule call failed.
 
@@ -164,6 +192,7 @@ class ScheduleError(BackendError):
 
 __all__ = [
     "AlreadyRunningError",
+    "SignalError",
     "TerminateError",
     "BackendError",
     "InvalidArgumentError",

@@ -1,4 +1,4 @@
-"""What a start reports back: one of four truthful outcomes."""
+"""What a start reports back: one of its truthful outcomes."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ class StartOutcome(enum.Enum):
       ``StartResult.existing`` holds the state that was seen.
     * ``BUSY``: another caller held the lease for longer than this call's ``wait``
       and no active instance was visible; nothing was scheduled by this call.
+    * ``SIGNALED`` (``start_or_signal`` only): an active instance existed and this
+      call's event was raised to it; ``StartResult.existing`` holds the state seen.
     * ``ALREADY_COMPLETED``: a finished instance with this ID exists and the call's
       :class:`~strict_singleton.policies.ReusePolicy` does not allow replacing it;
       ``StartResult.existing`` holds the state that was seen; nothing was scheduled.
@@ -26,6 +28,7 @@ class StartOutcome(enum.Enum):
     ALREADY_RUNNING = "already_running"
     BUSY = "busy"
     ALREADY_COMPLETED = "already_completed"
+    SIGNALED = "signaled"
 
 
 @dataclass(frozen=True, slots=True)

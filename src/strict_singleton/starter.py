@@ -139,10 +139,45 @@ class SingletonStarter(StarterBase):
         call, token = self._prepare(
             orchestrator, instance_id, input, tags, version, start_at, reuse, on_conflict, terminate_timeout
         )
+        return self._run(call, token)
+
+    def start_or_signal(
+        self,
+        orchestrator: Any,
+        *,
+        instance_id: str,
+        event_name: str,
+        event_data: Any = None,
+        input: Any = None,
+        tags: dict[str, str] | None = None,
+        version: str | None = None,
+        reuse: ReusePolicy = ReusePolicy.ALLOW_DUPLICATE,
+    ) -> StartResult:
+        """Raise ``event_name`` to the active instance, or start one and raise it to the new one.
+
+        Under the lease, like :meth:`start`: an active instance gets the event (outcome
+        SIGNALED, ``existing`` set); otherwise a new instance is started and gets the
+        event (STARTED). In a wave of overlapping calls one instance is created and each
+        call's event is raised exactly once to it, or the call raises
+        :class:`~strict_singleton.errors.SignalError`, whose ``maybe_delivered`` says
+        whether it may have arrived (an event is never raised twice). A finished instance
+        the ``reuse`` policy keeps gives ALREADY_COMPLETED and BUSY gives BUSY: neither
+        raises the event. What no lease can fix: an event raised to an instance that then
+        completes without consuming it is dropped by the backend (write the orchestrator
+        as a loop that drains its events, or use continue-as-new).
+        """
+        call, token = self._prepare(
+            orchestrator, instance_id, input, tags, version, None, reuse, None, 30.0, (event_name, event_data)
+        )
+        return self._run(call, token)
+
+    def _run(self, call: StartCall, token: str) -> StartResult:
         with observe_start(call.instance_id, self._backend_name) as obs:
             outcome = self._drive(self._start_flow(call, token))
             if outcome.hold is not None:
                 self._finish(call, outcome.hold)
+            if outcome.error is not None:
+                raise outcome.error
             return obs.record(outcome.result)
 
     def close(self) -> None:
