@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -122,3 +123,24 @@ def finishes(fn: Callable[[], T], *, within: float, what: str) -> T:
     if not ok:
         raise value
     return value  # type: ignore[no-any-return]
+
+
+def wait_for_finish(ctx: Any, _: Any) -> Any:
+    """An orchestrator that stays running until it gets a "finish" event."""
+    done = yield ctx.wait_for_external_event("finish")
+    return done
+
+
+@contextlib.contextmanager
+def running_worker(address: str, *orchestrators: Any) -> Iterator[Any]:
+    """A real TaskHubGrpcWorker executing ``orchestrators`` against the backend at ``address``."""
+    from durabletask.worker import TaskHubGrpcWorker
+
+    worker = TaskHubGrpcWorker(host_address=address)
+    for orchestrator in orchestrators:
+        worker.add_orchestrator(orchestrator)
+    worker.start()
+    try:
+        yield worker
+    finally:
+        worker.stop()

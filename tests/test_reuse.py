@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from durabletask import task
 from durabletask.azuremanaged.client import AsyncDurableTaskSchedulerClient, DurableTaskSchedulerClient
 from durabletask.client import AsyncTaskHubGrpcClient, OrchestrationStatus, TaskHubGrpcClient
 from durabletask.worker import TaskHubGrpcWorker
@@ -22,26 +21,16 @@ from strict_singleton import AsyncSingletonStarter, SingletonStarter, StartOutco
 from strict_singleton.testing import DurableTestBackend
 from strict_singleton.testing.locks import lock_from_url
 from strict_singleton.testing.swarm import fire_tasks, fire_threads
-from suite_helpers import LOCK_KINDS
+from suite_helpers import LOCK_KINDS, running_worker, wait_for_finish
 
 WAVE = 16
 IID = "nightly-report"
 
 
-def wait_for_finish(ctx: task.OrchestrationContext, _: Any) -> Any:
-    done = yield ctx.wait_for_external_event("finish")
-    return done
-
-
 @pytest.fixture
 def worker(strict_singleton_durable_backend: DurableTestBackend) -> Iterator[TaskHubGrpcWorker]:
-    w = TaskHubGrpcWorker(host_address=strict_singleton_durable_backend.address)
-    w.add_orchestrator(wait_for_finish)
-    w.start()
-    try:
+    with running_worker(strict_singleton_durable_backend.address, wait_for_finish) as w:
         yield w
-    finally:
-        w.stop()
 
 
 def make_sync_client(kind: str, address: str) -> TaskHubGrpcClient:

@@ -24,7 +24,7 @@ from strict_singleton import (
 from strict_singleton.lock_backends import AsyncFileLease, FileLease
 from strict_singleton.testing import DurableTestBackend
 from strict_singleton.testing.swarm import fire_tasks, fire_threads
-from suite_helpers import poll_until
+from suite_helpers import poll_until, running_worker
 
 WAVE = 16
 
@@ -39,13 +39,8 @@ def collect(ctx: task.OrchestrationContext, n: int) -> Any:
 
 @pytest.fixture
 def worker(strict_singleton_durable_backend: DurableTestBackend) -> Iterator[TaskHubGrpcWorker]:
-    w = TaskHubGrpcWorker(host_address=strict_singleton_durable_backend.address)
-    w.add_orchestrator(collect)
-    w.start()
-    try:
+    with running_worker(strict_singleton_durable_backend.address, collect) as w:
         yield w
-    finally:
-        w.stop()
 
 
 def collected(client: TaskHubGrpcClient, iid: str) -> list[str]:

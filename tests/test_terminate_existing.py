@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from durabletask import task
 from durabletask.client import AsyncTaskHubGrpcClient, OrchestrationStatus, TaskHubGrpcClient
 from durabletask.worker import TaskHubGrpcWorker
 
@@ -28,26 +27,16 @@ from strict_singleton import (
 from strict_singleton.lock_backends import AsyncFileLease, FileLease
 from strict_singleton.testing import DurableTestBackend
 from strict_singleton.testing.swarm import fire_threads
-from suite_helpers import poll_until
+from suite_helpers import poll_until, running_worker, wait_for_finish
 
 TERMINATE = ConflictPolicy.TERMINATE_EXISTING
 PROFILES = pytest.mark.parametrize("strict_singleton_durable_backend", ["atomic", "overwrite"], indirect=True)
 
 
-def wait_for_finish(ctx: task.OrchestrationContext, _: Any) -> Any:
-    done = yield ctx.wait_for_external_event("finish")
-    return done
-
-
 @pytest.fixture
 def worker(strict_singleton_durable_backend: DurableTestBackend) -> Iterator[TaskHubGrpcWorker]:
-    w = TaskHubGrpcWorker(host_address=strict_singleton_durable_backend.address)
-    w.add_orchestrator(wait_for_finish)
-    w.start()
-    try:
+    with running_worker(strict_singleton_durable_backend.address, wait_for_finish) as w:
         yield w
-    finally:
-        w.stop()
 
 
 def running(client: TaskHubGrpcClient, backend: DurableTestBackend, iid: str) -> Any:

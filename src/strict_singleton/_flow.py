@@ -93,8 +93,7 @@ _TERMINAL = frozenset({OrchestrationStatus.COMPLETED, OrchestrationStatus.FAILED
 
 
 def reuse_policy() -> pb.OrchestrationIdReusePolicy:
-    statuses: Any = list(REPLACEABLE_STATUSES)  # the generated stubs type enum fields loosely
-    return pb.OrchestrationIdReusePolicy(replaceableStatus=statuses)
+    return ReusePolicy.ALLOW_DUPLICATE.request_policy()
 
 
 def is_active(state: OrchestrationState | None) -> bool:
@@ -521,10 +520,9 @@ def _watch(ctx: _Ctx, lease: LeaseClock) -> Generator[Op, Any, tuple[Orchestrati
         delay = min(delay * 2, MAX_POLL)
 
 
-def _release_recording(ctx: _Ctx, hold: Hold, wall_clock: Callable[[], datetime] | None) -> Generator[Op, Any, bool]:
+def _release_recording(ctx: _Ctx, hold: Hold) -> Generator[Op, Any, bool]:
     """Release leaving a start record: True when done (released, or the lease was no longer ours)."""
-    now = (wall_clock or ctx.wall_clock)()
-    record = _new_record(hold.fencing_token, hold.sent_at, hold.previous, now, ctx.cfg.visibility_timeout)
+    record = _new_record(hold.fencing_token, hold.sent_at, hold.previous, ctx.wall_clock(), ctx.cfg.visibility_timeout)
     op = ReleaseRecording(ctx.iid, ctx.token, record, ctx.cfg.visibility_timeout)
     for _attempt in range(2):  # an abandoned release is tried once more (token-checked)
         try:
@@ -606,25 +604,48 @@ def _await_record(
     left = _record_left(ctx, grant)
     if shows_record(state, record, cfg.clock_skew) or left <= 0:
         return state
-    until = ctx.clock() + left
+    state, shown = yield from _reread_until(
+        ctx,
+        lease,
+        ctx.clock() + left,
+        lambda s: shows_record(s, record, cfg.clock_skew),
+        waiting_for="an earlier start to show; nothing was scheduled",
+    )
+    if not shown:
+        _log.warning(
+            "the start of %r recorded by the previous holder (fencing token %d) is still not visible; "
+            "going on with the latest read (visibility_timeout)",
+            ctx.iid,
+            record.fencing_token,
+        )
+    return state
+
+
+def _reread_until(
+    ctx: _Ctx,
+    lease: LeaseClock,
+    until: float,
+    done: Callable[[OrchestrationState | None], bool],
+    *,
+    waiting_for: str,
+) -> Generator[Op, Any, tuple[OrchestrationState | None, bool]]:
+    """Keep the lease and read again, pausing from 2 ms up, until ``done(read)`` or ``until``.
+
+    Returns (the last read, whether it was done). Raises ``LeaseLostError`` if the lease
+    cannot be kept (``waiting_for`` ends its message) and ``StatusReadError`` if a read fails.
+    """
     delay = 0.002
     while True:
         yield Sleep(_pause(ctx, delay, until - ctx.clock()))
         delay = min(delay * 2, MAX_POLL)
         reason = yield from _keep(ctx, lease, confirm=False)
         if reason is not None:
-            raise ctx.lost(f"{reason} while waiting for an earlier start to show; nothing was scheduled")
+            raise ctx.lost(f"{reason} while waiting for {waiting_for}")
         state = yield from _read(ctx)
-        if shows_record(state, record, cfg.clock_skew):
-            return state
+        if done(state):
+            return state, True
         if ctx.clock() >= until:
-            _log.warning(
-                "the start of %r recorded by the previous holder (fencing token %d) is still not visible; "
-                "going on with the latest read (visibility_timeout)",
-                ctx.iid,
-                record.fencing_token,
-            )
-            return state
+            return state, False
 
 
 def start_flow(
@@ -736,25 +757,21 @@ def _terminate(
             instance_id=ctx.iid,
             backend=ctx.backend,
         ) from exc
-    until = ctx.clock() + ctx.call.terminate_timeout
-    delay = 0.002
-    while True:
-        reason = yield from _keep(ctx, lease, confirm=False)
-        if reason is not None:
-            raise ctx.lost(f"{reason} while waiting for the terminated instance to end; nothing was started")
-        current = yield from _read(ctx)
-        if not is_active(current):
-            return current
-        left = until - ctx.clock()
-        if left <= 0:
-            raise TerminateError(
-                f"the instance did not end within terminate_timeout={ctx.call.terminate_timeout:g}s after it was "
-                "asked to terminate; nothing was started (it may still end later)",
-                instance_id=ctx.iid,
-                backend=ctx.backend,
-            )
-        yield Sleep(_pause(ctx, delay, left))
-        delay = min(delay * 2, MAX_POLL)
+    current, ended = yield from _reread_until(
+        ctx,
+        lease,
+        ctx.clock() + ctx.call.terminate_timeout,
+        lambda s: not is_active(s),
+        waiting_for="the terminated instance to end; nothing was started",
+    )
+    if not ended:
+        raise TerminateError(
+            f"the instance did not end within terminate_timeout={ctx.call.terminate_timeout:g}s after it was "
+            "asked to terminate; nothing was started (it may still end later)",
+            instance_id=ctx.iid,
+            backend=ctx.backend,
+        )
+    return current
 
 
 def _start(ctx: _Ctx) -> Flow:
@@ -907,9 +924,10 @@ def finish_flow(
     kept is released too (token-checked, so harmless if it is someone else's now).
     :class:`Abandoned` thrown in at any point is absorbed: the flow goes on.
     """
-    ctx = _Ctx(call=call, cfg=cfg, token=hold.token, backend=backend, clock=clock, wall_clock=lambda: hold.sent_at)
+    wall = wall_clock if wall_clock is not None else (lambda: hold.sent_at)
+    ctx = _Ctx(call=call, cfg=cfg, token=hold.token, backend=backend, clock=clock, wall_clock=wall)
     ctx.progress.may_hold = True
-    if cfg.confirm_visible and cfg.start_records and (yield from _release_recording(ctx, hold, wall_clock)):
+    if cfg.confirm_visible and cfg.start_records and (yield from _release_recording(ctx, hold)):
         return
     if cfg.confirm_visible:
         until = clock() + cfg.visibility_timeout

@@ -244,10 +244,10 @@ def build_call(
         raise bad(f"version must be a non-empty str or None, got {version!r}")
     if start_at is not None and not isinstance(start_at, datetime):
         raise bad(f"start_at must be a datetime or None, got {type(start_at).__name__}")
-    reuse_policy = coerce(reuse, ReusePolicy, name="reuse")
+    reuse_policy = coerce(reuse, ReusePolicy)
     if reuse_policy is None:
         raise bad(f"reuse must be a ReusePolicy ({', '.join(m.name for m in ReusePolicy)}), got {reuse!r}")
-    conflict_policy = coerce(on_conflict, ConflictPolicy, name="on_conflict")
+    conflict_policy = coerce(on_conflict, ConflictPolicy)
     if conflict_policy is None:
         raise bad(
             f"on_conflict must be a ConflictPolicy ({', '.join(m.name for m in ConflictPolicy)}), got {on_conflict!r}"

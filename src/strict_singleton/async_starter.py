@@ -87,19 +87,7 @@ class AsyncSingletonStarter(StarterBase):
         version: str | None = None,
         reuse: ReusePolicy = ReusePolicy.ALLOW_DUPLICATE,
     ) -> StartResult:
-        """Raise ``event_name`` to the active instance, or start one and raise it to the new one.
-
-        Under the lease, like :meth:`start`: an active instance gets the event (outcome
-        SIGNALED, ``existing`` set); otherwise a new instance is started and gets the
-        event (STARTED). In a wave of overlapping calls one instance is created and each
-        call's event is raised exactly once to it, or the call raises
-        :class:`~strict_singleton.errors.SignalError`, whose ``maybe_delivered`` says
-        whether it may have arrived (an event is never raised twice). A finished instance
-        the ``reuse`` policy keeps gives ALREADY_COMPLETED and BUSY gives BUSY: neither
-        raises the event. What no lease can fix: an event raised to an instance that then
-        completes without consuming it is dropped by the backend (write the orchestrator
-        as a loop that drains its events, or use continue-as-new).
-        """
+        """See :meth:`SingletonStarter.start_or_signal`."""
         call, token = self._prepare(
             orchestrator, instance_id, input, tags, version, None, reuse, None, 30.0, (event_name, event_data)
         )

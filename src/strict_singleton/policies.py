@@ -78,7 +78,7 @@ _REPLACEABLE: dict[ReusePolicy, tuple[int, ...]] = {
 E = TypeVar("E", bound=enum.Enum)
 
 
-def coerce(value: object, kind: type[E], *, name: str) -> E | None:
+def coerce(value: object, kind: type[E]) -> E | None:
     """``value`` as a member of ``kind`` (a member or its string value), else ``None``."""
     if isinstance(value, kind):
         return value
