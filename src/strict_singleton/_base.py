@@ -14,7 +14,7 @@ from typing import Any, TypedDict
 from strict_singleton import _deadline, _flow
 from strict_singleton._validation import StartCall, StarterConfig, build_call, build_config, check_input, converter_of
 from strict_singleton.errors import InvalidArgumentError
-from strict_singleton.lock_backends.base import RECORD_METHODS, LeaseBackend, supports_records
+from strict_singleton.lock_backends.base import RECORD_METHODS, LeaseBackend, supports_records, supports_requests
 from strict_singleton.policies import ReusePolicy
 
 # The methods of the lease protocol, taken from the Protocol itself (not written twice).
@@ -35,6 +35,7 @@ class StarterOptions(TypedDict, total=False):
     ambiguity_timeout: float | None
     confirm_after: float | None
     clock_skew: float | None
+    request_ttl: float | None
     confirm_visible: bool
     background_finish: bool
     max_instance_id_length: int
@@ -92,6 +93,12 @@ class StarterBase:
                         f"{type(lock).__name__}.{name} must be {kind} like its acquire", backend=backend_name
                     )
             self._config = dataclasses.replace(self._config, start_records=True)
+        if supports_requests(lock):
+            if inspect.iscoroutinefunction(lock.record_request) != self._is_async:
+                raise InvalidArgumentError(
+                    f"{type(lock).__name__}.record_request must be {kind} like its acquire", backend=backend_name
+                )
+            self._config = dataclasses.replace(self._config, request_records=True)
         self._client = client
         self._lock = lock
         self._backend_name: str = backend_name
@@ -131,9 +138,11 @@ class StarterBase:
         on_conflict: object = None,
         terminate_timeout: object = 30.0,
         signal: tuple[object, object] | None = None,
+        request_id: object = None,
     ) -> tuple[StartCall, str]:
         """Validate, build the request (serializing the input once), draw an owner token."""
         call = build_call(
+            request_id=request_id,
             reuse=reuse,
             on_conflict="use_existing" if on_conflict is None else on_conflict,
             terminate_timeout=terminate_timeout,
@@ -148,6 +157,13 @@ class StarterBase:
             max_instance_id_length=self._config.max_instance_id_length,
             backend=self._backend_name,
         )
+        if call.request_id is not None and not self._config.request_records:
+            raise InvalidArgumentError(
+                f"request_id needs a lock backend that keeps request records (record_request); "
+                f"{type(self._lock).__name__} does not: every backend shipped with strict-singleton does",
+                instance_id=call.instance_id,
+                backend=self._backend_name,
+            )
         if self._with_deadline:
             request = _deadline.build_request(
                 self._client, call, self._policies[call.reuse], backend=self._backend_name
@@ -192,6 +208,8 @@ class StarterBase:
             return self._lock.release_with_record, (op.instance_id, op.token, op.record, op.ttl), {}
         if isinstance(op, _flow.RecordStart):
             return self._lock.record_start, (op.instance_id, op.token, op.record, op.ttl), {}
+        if isinstance(op, _flow.RecordRequest):
+            return self._lock.record_request, (op.instance_id, op.token, op.record, op.ttl), {}
         if isinstance(op, _flow.WaitRelease):
             return self._lock.wait_for_release, (op.instance_id, op.timeout), {}
         if isinstance(op, _flow.Sleep):

@@ -60,6 +60,7 @@ omits tags, so the fencing tag cannot serve as evidence on that path.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
@@ -70,7 +71,7 @@ from durabletask.client import OrchestrationState, OrchestrationStatus
 from durabletask.internal import orchestrator_service_pb2 as pb
 
 from strict_singleton._drift import drift
-from strict_singleton._validation import FENCING_TAG, StartCall, StarterConfig
+from strict_singleton._validation import FENCING_TAG, REQUEST_ID_TAG, StartCall, StarterConfig
 from strict_singleton.errors import (
     AlreadyRunningError,
     LeaseLostError,
@@ -80,7 +81,7 @@ from strict_singleton.errors import (
     StatusReadError,
     TerminateError,
 )
-from strict_singleton.lock_backends.base import Grant, StartRecord
+from strict_singleton.lock_backends.base import Grant, RequestRecord, StartRecord
 from strict_singleton.policies import ConflictPolicy, ReusePolicy
 from strict_singleton.result import StartOutcome, StartResult
 
@@ -151,11 +152,14 @@ def shows_record(state: OrchestrationState | None, record: StartRecord, skew: fl
     (Durable Functions), or the replaced one seen from before it ended; either way an
     active instance is there, which is all a caller deciding whether to start needs.
     """
-    if shows_start(state, record.previous_created_us, record.sent_at_us, skew):
+    return shows(state, record.previous_created_us, record.sent_at_us, skew)
+
+
+def shows(state: OrchestrationState | None, previous_us: int | None, sent_us: int, skew: float) -> bool:
+    """:func:`shows_start`, or an active instance with the replaced one's creation time (see :func:`shows_record`)."""
+    if shows_start(state, previous_us, sent_us, skew):
         return True
-    return (
-        record.previous_created_us is not None and is_active(state) and created_us(state) == record.previous_created_us
-    )
+    return previous_us is not None and is_active(state) and created_us(state) == previous_us
 
 
 # gRPC codes after which the backend may or may not have created the instance.
@@ -223,6 +227,16 @@ class RecordStart:
 
 
 @dataclass(frozen=True, slots=True)
+class RecordRequest:
+    """-> bool: leave the request record ``record`` for ``ttl`` seconds if ``token`` still holds the lease (kept)."""
+
+    instance_id: str
+    token: str
+    record: RequestRecord
+    ttl: float
+
+
+@dataclass(frozen=True, slots=True)
 class WaitRelease:
     """-> None: wait up to ``timeout`` seconds for the holder's release."""
 
@@ -283,6 +297,7 @@ Op = (
     | Release
     | ReleaseRecording
     | RecordStart
+    | RecordRequest
     | WaitRelease
     | Read
     | Schedule
@@ -360,6 +375,7 @@ class _Progress:
     sent_at: datetime | None = None  # set while a schedule may be in flight
     watch_until: float | None = None
     fencing_token: int | None = None
+    request: RequestRecord | None = None  # the request record this call wrote last
 
 
 @dataclass(slots=True)
@@ -388,6 +404,7 @@ class _Ctx:
         fencing_token: int | None = None,
         hold: Hold | None = None,
         replaced: OrchestrationState | None = None,
+        deduplicated: bool = False,
     ) -> FlowResult:
         result = StartResult(
             outcome=outcome,
@@ -398,6 +415,7 @@ class _Ctx:
             fencing_token=fencing_token,
             backend=self.backend,
             replaced=replaced,
+            deduplicated=deduplicated,
         )
         return FlowResult(result=result, hold=hold)
 
@@ -717,6 +735,8 @@ def _signal(ctx: _Ctx, *, started: bool) -> Generator[Op, Any, None]:
     except Exception as exc:
         code = rpc_code(exc)
         maybe = code is None or code in AMBIGUOUS_CODES
+        if not maybe:
+            yield from _note_event(ctx, "not-raised")
         where = "this call started the instance, then " if started else ""
         raise SignalError(
             f"{where}raising event {name!r} failed ({code or type(exc).__name__}): {exc}; "
@@ -726,6 +746,139 @@ def _signal(ctx: _Ctx, *, started: bool) -> Generator[Op, Any, None]:
             maybe_delivered=maybe,
             started=started,
         ) from exc
+    yield from _note_event(ctx, "raised")
+
+
+# -- request records (request_id: idempotent retries) ---------------------------
+
+
+def _write_request(
+    ctx: _Ctx,
+    request_id: str | None,
+    *,
+    action: str,
+    event: str,
+    previous_us: int | None,
+    sent_us: int | None = None,
+) -> Generator[Op, Any, None]:
+    """Leave a request record under the lease *before* sending (a start or an event).
+
+    Raises ``LockUnavailableError`` (store down) or ``LeaseLostError`` (not ours):
+    then nothing may be sent. ``request_id=None`` writes a tombstone: the latest start
+    had no request ID, so no earlier request may claim the instance it creates.
+    """
+    p = ctx.progress
+    assert p.fencing_token is not None
+    now_us = epoch_us(ctx.wall_clock())
+    record = RequestRecord(
+        request_id=request_id,
+        fencing_token=p.fencing_token,
+        sent_at_us=now_us if sent_us is None else sent_us,
+        previous_created_us=previous_us,
+        action=action,
+        event=event,
+        expires_at_us=now_us + round(ctx.cfg.request_ttl * 1_000_000),
+    )
+    stored = yield RecordRequest(ctx.iid, ctx.token, record, ctx.cfg.request_ttl)
+    if not stored:
+        raise ctx.lost("the lease is no longer ours (request record refused); nothing was sent")
+    p.request = record
+
+
+def _note_event(ctx: _Ctx, event: str) -> Generator[Op, Any, None]:
+    """Update this call's request record with what became of its event (lease still held).
+
+    Best effort: if it cannot be written the record still says "pending", and a retry
+    with the same request ID is told the event may have been delivered (never raised twice).
+    """
+    p = ctx.progress
+    if p.request is None or p.request.request_id is None or p.request.event == event:
+        return
+    record = dataclasses.replace(p.request, event=event)
+    try:
+        stored = yield RecordRequest(ctx.iid, ctx.token, record, ctx.cfg.request_ttl)
+    except LockUnavailableError as exc:
+        _log.warning("could not note the event of request %r on %r: %s", record.request_id, ctx.iid, exc)
+        return
+    if stored:
+        p.request = record
+    else:
+        _log.warning(
+            "could not note the event of request %r on %r: the lease is no longer ours", record.request_id, ctx.iid
+        )
+
+
+def _forget_request(ctx: _Ctx, previous: OrchestrationState | None) -> Generator[Op, Any, None]:
+    """Nothing was created after all: replace this call's request record by a tombstone (best effort)."""
+    p = ctx.progress
+    if p.request is None or p.request.request_id is None:
+        return
+    try:
+        yield from _write_request(ctx, None, action="start", event="", previous_us=created_us(previous))
+    except (LockUnavailableError, LeaseLostError) as exc:
+        _log.warning("could not clear the request record of %r: %s", ctx.iid, exc)
+    p.request = None
+
+
+def _remembered(ctx: _Ctx, grant: Grant) -> RequestRecord | None:
+    """The store's request record if it is this call's request ID and not expired."""
+    record = grant.last_request
+    if ctx.call.request_id is None or record is None or record.request_id != ctx.call.request_id:
+        return None
+    if record.expires_at_us + round(ctx.cfg.clock_skew * 1_000_000) < epoch_us(ctx.wall_clock()):
+        return None
+    return record
+
+
+def _retried(ctx: _Ctx, grant: Grant, state: OrchestrationState | None) -> Generator[Op, Any, FlowResult | None]:
+    """A retry of a request the store remembers: the earlier call's answer, or ``None`` to go on.
+
+    A record naming this request ID is the latest request sent under the lease (later
+    starts leave tombstones first), so an instance that shows its start (as
+    :func:`shows`) is the one it created. That wins over every policy: a retry never
+    fails on, terminates or replaces its own instance. Holding the lease; raises only
+    after releasing it.
+    """
+    record = _remembered(ctx, grant)
+    if record is None:
+        return None
+    signal = ctx.call.signal is not None
+    if record.action == "start":
+        if not shows(state, record.previous_created_us, record.sent_at_us, ctx.cfg.clock_skew):
+            return None  # that request created nothing (or not yet: see docs/guarantees.md)
+        outcome = StartOutcome.STARTED
+        owed = signal and record.event in ("", "not-raised")
+    elif signal and record.event in ("raised", "pending"):
+        outcome, owed = StartOutcome.SIGNALED, False
+    else:
+        return None  # a signal that surely failed, or a start() retrying a start_or_signal's signal: go on
+    if owed:  # the instance is this request's, its event was never raised: raise it now
+        try:
+            # Same start (its send time and predecessor, so later retries still know the
+            # instance), under this lease's token, the event now pending.
+            yield from _write_request(
+                ctx,
+                record.request_id,
+                action="start",
+                event="pending",
+                previous_us=record.previous_created_us,
+                sent_us=record.sent_at_us,
+            )
+            yield from _signal(ctx, started=False)
+        finally:
+            yield from _release(ctx)
+        return ctx.done(outcome, state, record.fencing_token, deduplicated=True)
+    yield from _release(ctx)
+    if signal and record.event == "pending":
+        raise SignalError(
+            f"an earlier call with request_id {record.request_id!r} was raising event {ctx.call.signal[0]!r} "  # type: ignore[index]
+            "and may have delivered it; not raised again (use a new request_id to send it anyway)",
+            instance_id=ctx.iid,
+            backend=ctx.backend,
+            maybe_delivered=True,
+            started=False,
+        )
+    return ctx.done(outcome, state, record.fencing_token, deduplicated=True)
 
 
 def _answered(
@@ -736,6 +889,24 @@ def _answered(
         yield from _signal(ctx, started=False)
         return ctx.done(StartOutcome.SIGNALED, state, fencing_token)
     return ctx.done(answer, state, fencing_token)
+
+
+def _signal_remembered(
+    ctx: _Ctx, state: OrchestrationState | None, fencing_token: int
+) -> Generator[Op, Any, FlowResult]:
+    """``start_or_signal`` with a request ID on an active instance: record, raise, note, release.
+
+    The request record is left before the event is raised (a store that cannot take it
+    means nothing is raised), so a retry with the same request ID never raises it twice.
+    """
+    try:
+        yield from _write_request(
+            ctx, ctx.call.request_id, action="signal", event="pending", previous_us=created_us(state)
+        )
+        yield from _signal(ctx, started=False)
+    finally:
+        yield from _release(ctx)
+    return ctx.done(StartOutcome.SIGNALED, state, fencing_token)
 
 
 def _fresh(ctx: _Ctx, state: OrchestrationState) -> bool:
@@ -779,8 +950,11 @@ def _start(ctx: _Ctx) -> Flow:
     wait_until = ctx.t0 + cfg.wait
     seen: OrchestrationState | None = None
     woken = False
+    # A call with a request ID decides only under the lease: an instance seen without it
+    # may be the one an earlier call with that request ID created (a retry's answer).
+    lockless = call.request_id is None
     while True:
-        if woken:
+        if woken and lockless:
             # After a wake-up the holder has most likely finished: one read answers
             # most callers without touching the lock at all.
             seen = yield from _read(ctx)
@@ -799,7 +973,7 @@ def _start(ctx: _Ctx) -> Flow:
         p.may_hold = False
         left = wait_until - clock()
         if left <= 0:
-            if not woken:  # one look before giving up: an existing instance may be an answer
+            if not woken and lockless:  # one look before giving up: an existing instance may be an answer
                 seen = yield from _read(ctx)
                 answer = _existing_answer(ctx, seen)
                 if answer is not None:
@@ -822,11 +996,16 @@ def _start(ctx: _Ctx) -> Flow:
         if grant.last_start is not None:
             state = yield from _await_record(ctx, lease, grant, state)
         p.previous = state
+        retried = yield from _retried(ctx, grant, state)
+        if retried is not None:
+            return retried
         try:
             answer = _existing_answer(ctx, state)
         except AlreadyRunningError:
             yield from _release(ctx)
             raise
+        if answer is StartOutcome.ALREADY_RUNNING and call.signal is not None and call.request_id is not None:
+            return (yield from _signal_remembered(ctx, state, grant.fencing_token))
         if answer is not None:
             yield from _release(ctx)
             return (yield from _answered(ctx, answer, state, grant.fencing_token))
@@ -834,6 +1013,12 @@ def _start(ctx: _Ctx) -> Flow:
             replaced = state
             assert state is not None
             state = p.previous = yield from _terminate(ctx, lease, state)
+        if call.request_id is not None or (
+            grant.last_request is not None and grant.last_request.request_id is not None
+        ):
+            # Before sending: this start's request ID, or a tombstone over an earlier one.
+            event = "pending" if call.signal is not None else ""
+            yield from _write_request(ctx, call.request_id, action="start", event=event, previous_us=created_us(state))
         reason = yield from _keep(ctx, lease, confirm=True)
         if reason is not None:
             raise ctx.lost(f"{reason} before scheduling; nothing was scheduled")
@@ -845,11 +1030,14 @@ def _start(ctx: _Ctx) -> Flow:
     remaining = lease.remaining(now)
     send_by = None if remaining is None else now + remaining - cfg.send_reserve
     tags = {**call.tags, FENCING_TAG: str(grant.fencing_token)}
+    if call.request_id is not None:
+        tags[REQUEST_ID_TAG] = call.request_id
     p.sent_at = ctx.wall_clock()
     try:
         yield Schedule(call, tags, send_by)
     except NotSent:
         p.sent_at = None
+        yield from _forget_request(ctx, state)
         yield from _release(ctx)
         raise ctx.lost("the lease's deadline passed before the request could be sent; nothing was scheduled") from None
     except Exception as exc:
@@ -861,6 +1049,7 @@ def _start(ctx: _Ctx) -> Flow:
                 existing = yield ctx.read()
             except Exception:
                 existing = None
+            yield from _forget_request(ctx, state)
             yield from _release(ctx)
             # Active (or not readable): running; finished: the reuse policy forbade replacing it.
             finished = existing is not None and not is_active(existing)
@@ -878,17 +1067,25 @@ def _start(ctx: _Ctx) -> Flow:
         if ambiguous:
             ours, reason = yield from _watch(ctx, lease)
             p.sent_at = None
-            yield from _release(ctx)
             if ours is not None:
                 _log.info("schedule of %r failed ambiguously (%s) but the instance was created", ctx.iid, code)
                 if call.signal is not None:
-                    yield from _signal(ctx, started=True)
+                    try:  # under the lease, so the request record can note the event
+                        yield from _signal(ctx, started=True)
+                    finally:
+                        yield from _release(ctx)
+                else:
+                    yield from _release(ctx)
                 return ctx.done(StartOutcome.STARTED, None, grant.fencing_token, replaced=replaced)
+            yield from _release(ctx)
             why = reason or f"the instance did not show up within ambiguity_timeout={cfg.ambiguity_timeout:g}s"
             detail = f"{detail}; {why}; the backend may still create it"
         else:
             p.sent_at = None
+            yield from _forget_request(ctx, state)
             yield from _release(ctx)
+        if ambiguous and call.request_id is not None:
+            detail += f"; retry with request_id={call.request_id!r} to find out (a retry never starts it twice)"
         raise ScheduleError(
             detail, instance_id=call.instance_id, backend=ctx.backend, maybe_scheduled=ambiguous, grpc_code=code
         ) from exc

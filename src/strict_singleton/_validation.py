@@ -20,6 +20,9 @@ MAX_INSTANCE_ID_LENGTH = 256
 # Tags under this prefix are written by strict-singleton; callers may not set them.
 RESERVED_TAG_PREFIX = "strict_singleton."
 FENCING_TAG = "strict_singleton.fencing_token"
+REQUEST_ID_TAG = "strict_singleton.request_id"
+# Request IDs are kept in every lock store (percent-encoded, at most 2 KiB there).
+MAX_REQUEST_ID_LENGTH = 128
 
 _FORBIDDEN_CATEGORIES = {"Cc", "Cs", "Zl", "Zp"}  # control chars, lone surrogates, line/paragraph separators
 
@@ -94,6 +97,8 @@ class StarterConfig:
     confirm_after: float = 0.1
     clock_skew: float = 5.0
     start_records: bool = False  # the lock store keeps start records (set from the lock, not an option)
+    request_ttl: float = MAX_SECONDS  # how long a request_id is remembered for retries
+    request_records: bool = False  # the lock store keeps request records (set from the lock)
 
     @property
     def renew_after(self) -> float:
@@ -119,6 +124,7 @@ def build_config(
     ambiguity_timeout: object = None,
     confirm_after: object = None,
     clock_skew: object = None,
+    request_ttl: object = None,
     backend: str,
 ) -> StarterConfig:
     ttl = _seconds("lease_ttl", lease_ttl, low=0, strict=True, backend=backend)
@@ -147,6 +153,9 @@ def build_config(
         "confirm_after", 0.1 if confirm_after is None else confirm_after, low=0, strict=False, backend=backend
     )
     skew = _seconds("clock_skew", 5.0 if clock_skew is None else clock_skew, low=0, strict=False, backend=backend)
+    requests = _seconds(
+        "request_ttl", MAX_SECONDS if request_ttl is None else request_ttl, low=0, strict=True, backend=backend
+    )
     if (
         isinstance(max_instance_id_length, bool)
         or not isinstance(max_instance_id_length, int)
@@ -167,6 +176,7 @@ def build_config(
         ambiguity_timeout=ambiguity,
         confirm_after=confirm,
         clock_skew=skew,
+        request_ttl=requests,
     )
 
 
@@ -187,6 +197,7 @@ class StartCall:
     on_conflict: ConflictPolicy = ConflictPolicy.USE_EXISTING
     terminate_timeout: float = 30.0
     signal: tuple[str, Any] | None = None  # start_or_signal: (event name, event data)
+    request_id: str | None = None  # idempotent retries: see RequestRecord
 
 
 def converter_of(client: object) -> DataConverter:
@@ -210,6 +221,7 @@ def build_call(
     on_conflict: object = ConflictPolicy.USE_EXISTING,
     terminate_timeout: object = 30.0,
     signal: tuple[object, object] | None = None,
+    request_id: object = None,
 ) -> StartCall:
     """Validate one start. ``converter=None`` skips the input check (the caller
     serializes the input itself, once, while building the request)."""
@@ -264,6 +276,7 @@ def build_call(
         if not isinstance(name, str) or not name.strip() or name != name.strip():
             raise bad(f"event_name must be a non-empty str without surrounding whitespace, got {name!r}")
         event = (name, data)
+    rid = validate_request_id(request_id, instance_id=iid, backend=backend)
     if converter is not None:
         check_input(converter, input, instance_id=iid, backend=backend)
     return StartCall(
@@ -277,7 +290,30 @@ def build_call(
         on_conflict=conflict_policy,
         terminate_timeout=terminate_s,
         signal=event,
+        request_id=rid,
     )
+
+
+def validate_request_id(request_id: object, *, instance_id: str | None = None, backend: str = "") -> str | None:
+    """``None``, or a non-empty printable ``str`` of at most 128 characters without
+    surrounding whitespace; else :class:`InvalidArgumentError`."""
+    if request_id is None:
+        return None
+    if (
+        not isinstance(request_id, str)
+        or not request_id
+        or request_id != request_id.strip()
+        or len(request_id) > MAX_REQUEST_ID_LENGTH
+        or any(unicodedata.category(c) in _FORBIDDEN_CATEGORIES for c in request_id)
+    ):
+        shown = request_id if not isinstance(request_id, str) else request_id[:80].encode("unicode_escape").decode()
+        raise InvalidArgumentError(
+            f"request_id must be None or a non-empty str of at most {MAX_REQUEST_ID_LENGTH} characters, without "
+            f"surrounding whitespace or control characters, got {shown!r}",
+            instance_id=instance_id,
+            backend=backend,
+        )
+    return request_id
 
 
 def check_input(converter: DataConverter, input: object, *, instance_id: str, backend: str) -> str | None:

@@ -68,10 +68,20 @@ class AsyncSingletonStarter(StarterBase):
         reuse: ReusePolicy = ReusePolicy.ALLOW_DUPLICATE,
         on_conflict: ConflictPolicy = ConflictPolicy.USE_EXISTING,
         terminate_timeout: float = 30.0,
+        request_id: str | None = None,
     ) -> StartResult:
         """See :meth:`SingletonStarter.start`."""
         call, token = self._prepare(
-            orchestrator, instance_id, input, tags, version, start_at, reuse, on_conflict, terminate_timeout
+            orchestrator,
+            instance_id,
+            input,
+            tags,
+            version,
+            start_at,
+            reuse,
+            on_conflict,
+            terminate_timeout,
+            request_id=request_id,
         )
         return await self._run(call, token)
 
@@ -86,10 +96,21 @@ class AsyncSingletonStarter(StarterBase):
         tags: dict[str, str] | None = None,
         version: str | None = None,
         reuse: ReusePolicy = ReusePolicy.ALLOW_DUPLICATE,
+        request_id: str | None = None,
     ) -> StartResult:
         """See :meth:`SingletonStarter.start_or_signal`."""
         call, token = self._prepare(
-            orchestrator, instance_id, input, tags, version, None, reuse, None, 30.0, (event_name, event_data)
+            orchestrator,
+            instance_id,
+            input,
+            tags,
+            version,
+            None,
+            reuse,
+            None,
+            30.0,
+            (event_name, event_data),
+            request_id=request_id,
         )
         return await self._run(call, token)
 

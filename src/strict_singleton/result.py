@@ -12,7 +12,8 @@ class StartOutcome(enum.Enum):
     """The answers a start can give.
 
     * ``STARTED``: this call's schedule request succeeded; a new instance was created.
-      Within one start wave on one instance ID at most one caller gets it.
+      Within one start wave on one instance ID at most one caller gets it. With
+      ``StartResult.deduplicated`` an earlier call with the same ``request_id`` did.
     * ``ALREADY_RUNNING``: an active (non-terminal) instance with this ID exists;
       ``StartResult.existing`` holds the state that was seen.
     * ``BUSY``: another caller held the lease for longer than this call's ``wait``
@@ -48,6 +49,12 @@ class StartResult:
         backend: the lock backend's display name.
         replaced: for STARTED under ``ConflictPolicy.TERMINATE_EXISTING``, the state of
             the instance this call terminated (as read before terminating it).
+        deduplicated: ``True`` when a retry with a ``request_id`` found what an earlier
+            call with the same request ID did, and did nothing new: STARTED means that
+            earlier call's schedule request created the instance (``existing`` holds
+            it, ``fencing_token`` is that call's); SIGNALED means that earlier call
+            raised the event. Count one request ID as one caller: within a start wave
+            at most one *request* gets STARTED.
     """
 
     outcome: StartOutcome
@@ -58,10 +65,11 @@ class StartResult:
     fencing_token: int | None = None
     backend: str = ""
     replaced: OrchestrationState | None = None
+    deduplicated: bool = False
 
     @property
     def started(self) -> bool:
-        """``True`` only when this call's schedule request created the instance."""
+        """``True`` only when this call's schedule request (``deduplicated``: this request's) created the instance."""
         return self.outcome is StartOutcome.STARTED
 
 

@@ -68,6 +68,8 @@ class SingletonStarter(StarterBase):
             last confirmed it (default 0.1; 0 confirms always, one more round trip).
         clock_skew: seconds the backend's clock may differ from ours when telling
             our instance by its creation time (default 5).
+        request_ttl: how long the lock store remembers a call's ``request_id`` for
+            retries (default one day, the maximum).
         confirm_visible: make sure no later caller acts on a status read that does not
             show our new instance yet (default on; turn off only for backends whose
             reads are strongly consistent). With a lock that keeps start records
@@ -119,6 +121,7 @@ class SingletonStarter(StarterBase):
         reuse: ReusePolicy = ReusePolicy.ALLOW_DUPLICATE,
         on_conflict: ConflictPolicy = ConflictPolicy.USE_EXISTING,
         terminate_timeout: float = 30.0,
+        request_id: str | None = None,
     ) -> StartResult:
         """Start ``orchestrator`` as ``instance_id`` unless an active instance exists.
 
@@ -129,6 +132,17 @@ class SingletonStarter(StarterBase):
         finished instances may be replaced (others: ALREADY_COMPLETED). The schedule
         request carries the same reuse rule, for backends that dedupe atomically.
 
+        ``request_id`` makes retries idempotent: before sending, the request ID is left
+        in the lock store (and in the instance's tag ``strict_singleton.request_id``). A
+        later call with the same request ID that finds the instance that request
+        created (running or finished) returns STARTED with ``result.deduplicated`` and
+        that instance in ``existing``, and starts nothing; this wins over ``on_conflict``
+        and ``reuse`` (a retry never fails on, terminates or replaces its own instance).
+        Retry with the same request ID to settle ``ScheduleError(maybe_scheduled=True)``.
+        A call with a request ID always decides under the lease, and costs one more lock
+        round trip before it sends. Remembered for ``request_ttl``, and only until a
+        later start of this ID (the store keeps the latest request per ID).
+
         Returns a :class:`StartResult`; raises ``InvalidArgumentError`` (bad input,
         before any lease), ``LockUnavailableError`` / ``LeaseLostError`` /
         ``StatusReadError`` (nothing scheduled) or ``ScheduleError`` (see its
@@ -137,7 +151,16 @@ class SingletonStarter(StarterBase):
         background thread and the interruption propagates.
         """
         call, token = self._prepare(
-            orchestrator, instance_id, input, tags, version, start_at, reuse, on_conflict, terminate_timeout
+            orchestrator,
+            instance_id,
+            input,
+            tags,
+            version,
+            start_at,
+            reuse,
+            on_conflict,
+            terminate_timeout,
+            request_id=request_id,
         )
         return self._run(call, token)
 
@@ -152,6 +175,7 @@ class SingletonStarter(StarterBase):
         tags: dict[str, str] | None = None,
         version: str | None = None,
         reuse: ReusePolicy = ReusePolicy.ALLOW_DUPLICATE,
+        request_id: str | None = None,
     ) -> StartResult:
         """Raise ``event_name`` to the active instance, or start one and raise it to the new one.
 
@@ -165,9 +189,25 @@ class SingletonStarter(StarterBase):
         raises the event. What no lease can fix: an event raised to an instance that then
         completes without consuming it is dropped by the backend (write the orchestrator
         as a loop that drains its events, or use continue-as-new).
+
+        With ``request_id`` a retry of the same request starts nothing new and never
+        raises the event twice: if the earlier call raised it, the answer is its outcome
+        with ``result.deduplicated``; if it surely did not, it is raised now; if it may
+        have (the earlier call failed ambiguously or died while raising it),
+        ``SignalError(maybe_delivered=True)`` and it is not raised again.
         """
         call, token = self._prepare(
-            orchestrator, instance_id, input, tags, version, None, reuse, None, 30.0, (event_name, event_data)
+            orchestrator,
+            instance_id,
+            input,
+            tags,
+            version,
+            None,
+            reuse,
+            None,
+            30.0,
+            (event_name, event_data),
+            request_id=request_id,
         )
         return self._run(call, token)
 

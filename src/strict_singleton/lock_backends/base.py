@@ -33,6 +33,19 @@ Optional, for stores that can keep a *start record* (every backend shipped here)
 * ``acquire`` then returns the newest record in ``Grant.last_start`` and, where the
   store expires records itself, its remaining time in ``Grant.last_start_left``.
 
+Optional, for stores that can keep a *request record* (every backend shipped here;
+needed for ``request_id``, idempotent retries):
+
+* ``record_request(instance_id, token, record, ttl)``: leaves ``record`` (a
+  :class:`RequestRecord`) in its own slot next to the lease for ``ttl`` seconds
+  (long: ``request_ttl``, a day by default), replacing an older one, only if ``token``
+  holds the lease; the lease is kept. Returns ``False`` (and stores nothing) when
+  ``token`` does not hold it; store failures raise ``LockUnavailableError``.
+* ``acquire`` then also returns the newest request record in ``Grant.last_request``
+  in the same round trip (Redlock: the one with the highest fencing token among the
+  nodes granted). Stores without key expiry may return an expired one: readers check
+  ``expires_at_us``. ``release``/``release_with_record`` leave it untouched.
+
 The record tells the next holder "a start was sent at this time; if your status read
 does not show it yet, your read is stale": the starter waits for the instance to show
 instead of holding every lease until it does (``docs/guarantees.md``). A backend
@@ -43,8 +56,10 @@ start until the instance is visible, as before.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import ClassVar, Protocol, TypeVar, runtime_checkable
+from urllib.parse import quote, unquote
 
 from strict_singleton.errors import InvalidArgumentError
 
@@ -98,7 +113,88 @@ class StartRecord:
             return None
 
 
-def newest(records: list[StartRecord | None]) -> StartRecord | None:
+REQUEST_RECORD_MAX = 2048  # bytes of ASCII a store must be able to keep for one request record
+_REQUEST_VERSION = "ssq1"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """What a holder leaves *before* it sends a start (or an event) for a ``request_id``.
+
+    Kept per instance ID for ``request_ttl``; a later start without a request ID
+    replaces it with a *tombstone* (``request_id=None``) before it sends, so a record
+    that names a request ID always describes the latest request sent under the lease.
+    A retry with the same request ID uses it to recognise the instance that request
+    created (``result.deduplicated``). Times are integer microseconds since the epoch.
+
+    Attributes:
+        request_id: the caller's request ID; ``None`` for a tombstone.
+        fencing_token: the fencing token of the lease it was written under.
+        sent_at_us: the writer's wall clock just before it wrote the record (so before
+            it sent anything).
+        previous_created_us: creation time of the instance read under the lease
+            (replaced by a start, or signalled), ``None`` if there was none.
+        action: ``"start"`` (a schedule request follows) or ``"signal"`` (an event to
+            the existing instance follows).
+        event: ``""`` (no event), ``"pending"`` (an event was about to be raised),
+            ``"raised"`` (it was raised), ``"not-raised"`` (raising it surely failed).
+        expires_at_us: the writer's wall clock plus the record's TTL.
+    """
+
+    request_id: str | None
+    fencing_token: int
+    sent_at_us: int
+    previous_created_us: int | None
+    action: str
+    event: str
+    expires_at_us: int
+
+    ACTIONS: ClassVar[tuple[str, ...]] = ("start", "signal")
+    EVENTS: ClassVar[tuple[str, ...]] = ("", "pending", "raised", "not-raised")
+
+    def encode(self) -> str:
+        """ASCII, at most :data:`REQUEST_RECORD_MAX` bytes (request IDs are percent-encoded)."""
+        previous = "" if self.previous_created_us is None else str(self.previous_created_us)
+        rid = "" if self.request_id is None else quote(self.request_id, safe="")
+        text = (
+            f"{_REQUEST_VERSION}:{self.fencing_token}:{self.sent_at_us}:{previous}:{self.expires_at_us}:"
+            f"{self.action}:{self.event}:{rid}"
+        )
+        if len(text) > REQUEST_RECORD_MAX:
+            raise ValueError(f"request record too long ({len(text)} bytes)")
+        return text
+
+    @classmethod
+    def decode(cls, text: str | bytes | None) -> RequestRecord | None:
+        """The record in ``text``, or ``None`` for nothing, another format or garbage."""
+        if isinstance(text, bytes):
+            text = text.decode("ascii", "replace")
+        if not text:
+            return None
+        parts = text.strip().split(":")
+        if len(parts) != 8 or parts[0] != _REQUEST_VERSION:
+            return None
+        action, event = parts[5], parts[6]
+        if action not in cls.ACTIONS or event not in cls.EVENTS:
+            return None
+        try:
+            return cls(
+                request_id=unquote(parts[7], errors="strict") if parts[7] else None,
+                fencing_token=int(parts[1]),
+                sent_at_us=int(parts[2]),
+                previous_created_us=int(parts[3]) if parts[3] else None,
+                action=action,
+                event=event,
+                expires_at_us=int(parts[4]),
+            )
+        except (ValueError, UnicodeDecodeError):
+            return None
+
+
+_R = TypeVar("_R", StartRecord, RequestRecord)
+
+
+def newest(records: Sequence[_R | None]) -> _R | None:
     """The record with the highest fencing token (several stores answered: Redlock)."""
     present = [r for r in records if r is not None]
     return max(present, key=lambda r: r.fencing_token) if present else None
@@ -121,12 +217,15 @@ class Grant:
         last_start_left: seconds the store will keep ``last_start``, by the store's
             own clock (Redis ``PTTL``); ``None`` where the store does not expire
             records (then ``expires_at_us``, a wall-clock time, is all there is).
+        last_request: the newest request record (see ``record_request``), ``None``
+            if none is stored or the store keeps none.
     """
 
     fencing_token: int
     valid_for: float | None
     last_start: StartRecord | None = None
     last_start_left: float | None = None
+    last_request: RequestRecord | None = None
 
 
 @runtime_checkable
@@ -194,14 +293,22 @@ def supports_records(lock: object) -> bool:
     return all(callable(getattr(lock, name, None)) for name in RECORD_METHODS)
 
 
+def supports_requests(lock: object) -> bool:
+    """Whether ``lock`` can keep request records (has ``record_request``), needed for ``request_id``."""
+    return callable(getattr(lock, "record_request", None))
+
+
 __all__ = [
     "RECORD_METHODS",
     "AsyncLeaseBackend",
     "Grant",
     "LeaseBackend",
+    "REQUEST_RECORD_MAX",
+    "RequestRecord",
     "StartRecord",
     "newest",
     "require_positive_ttl",
     "supports_records",
+    "supports_requests",
     "validate_prefix",
 ]

@@ -32,7 +32,7 @@ from durabletask.client import OrchestrationState, OrchestrationStatus
 from strict_singleton import _flow
 from strict_singleton._validation import FENCING_TAG
 from strict_singleton.errors import LockUnavailableError
-from strict_singleton.lock_backends.base import Grant, StartRecord
+from strict_singleton.lock_backends.base import Grant, RequestRecord, StartRecord
 
 Profile = Literal["atomic", "overwrite", "eventual"]
 _TERMINAL = {OrchestrationStatus.COMPLETED, OrchestrationStatus.FAILED, OrchestrationStatus.TERMINATED}
@@ -79,6 +79,7 @@ class SimLockStore:
         self.leases: dict[str, _Lease] = {}
         self.fences: dict[str, int] = {}
         self.starts: dict[str, tuple[StartRecord, float]] = {}  # instance ID -> (record, expiry)
+        self.requests: dict[str, tuple[RequestRecord, float]] = {}  # instance ID -> (request record, expiry)
         self.down = False
         self.calls = 0
 
@@ -108,7 +109,22 @@ class SimLockStore:
             valid_for=ttl if self.expiring else None,
             last_start=record,
             last_start_left=None if record is None else self.starts[instance_id][1] - self.clock(),
+            last_request=self.last_request(instance_id),
         )
+
+    def last_request(self, instance_id: str) -> RequestRecord | None:
+        kept = self.requests.get(instance_id)
+        if kept is None or self.clock() >= kept[1]:
+            self.requests.pop(instance_id, None)
+            return None
+        return kept[0]
+
+    def record_request(self, instance_id: str, token: str, record: RequestRecord, ttl: float) -> bool:
+        self._check(instance_id)
+        if self.holder(instance_id) != token:
+            return False
+        self.requests[instance_id] = (record, self.clock() + ttl)
+        return True
 
     def last_start(self, instance_id: str) -> StartRecord | None:
         kept = self.starts.get(instance_id)
@@ -200,6 +216,7 @@ class SimBackend:
     terminate_lag: float | None = 0.0  # seconds until a terminated instance shows as ended
     terminates: int = 0
     _terminating: dict[str, float] = field(default_factory=dict)
+    events: list[tuple[str, datetime, str, Any]] = field(default_factory=list)  # (ID, instance created, name, data)
 
     def __post_init__(self) -> None:
         self.clock.listeners.append(self._deliver)
@@ -250,6 +267,12 @@ class SimBackend:
             self.finish(instance_id, OrchestrationStatus.TERMINATED)
         else:
             self._terminating[instance_id] = self.clock() + self.terminate_lag
+
+    def raise_event(self, instance_id: str, name: str, data: Any) -> None:
+        """An event to the instance (``start_or_signal``); NOT_FOUND when there is none."""
+        if instance_id not in self.instances:
+            raise RpcError("NOT_FOUND", f"no instance {instance_id!r}")
+        self.events.append((instance_id, self.instances[instance_id].created_at, name, data))
 
     def finish(self, instance_id: str, status: OrchestrationStatus = OrchestrationStatus.COMPLETED) -> None:
         self.instances[instance_id].status = status
@@ -304,6 +327,10 @@ class World:
             if not self.store.records:
                 raise AssertionError("this store keeps no start records")
             return self.store.record_start(op.instance_id, op.token, op.record, op.ttl)
+        if isinstance(op, _flow.RecordRequest):
+            return self.store.record_request(op.instance_id, op.token, op.record, op.ttl)
+        if isinstance(op, _flow.RaiseEvent):
+            return self.backend.raise_event(op.instance_id, op.event_name, op.data)
         if isinstance(op, _flow.Read):
             return self.backend.read(op.instance_id)
         if isinstance(op, _flow.Terminate):
