@@ -830,7 +830,18 @@ def _remembered(ctx: _Ctx, grant: Grant) -> RequestRecord | None:
     return record
 
 
-def _retried(ctx: _Ctx, grant: Grant, state: OrchestrationState | None) -> Generator[Op, Any, FlowResult | None]:
+def _confirm_retry(ctx: _Ctx, lease: LeaseClock) -> Generator[Op, Any, None]:
+    """The record is the latest request only if nobody else held the lease since we took
+    it: confirm it (as before a schedule) before a retry claims anything (found by the
+    explorer: a retry whose lease expired before its read claimed another caller's instance)."""
+    reason = yield from _keep(ctx, lease, confirm=True)
+    if reason is not None:
+        raise ctx.lost(f"{reason} before answering a retry; nothing was sent")
+
+
+def _retried(
+    ctx: _Ctx, lease: LeaseClock, grant: Grant, state: OrchestrationState | None
+) -> Generator[Op, Any, FlowResult | None]:
     """A retry of a request the store remembers: the earlier call's answer, or ``None`` to go on.
 
     A record naming this request ID is the latest request sent under the lease (later
@@ -852,6 +863,7 @@ def _retried(ctx: _Ctx, grant: Grant, state: OrchestrationState | None) -> Gener
         outcome, owed = StartOutcome.SIGNALED, False
     else:
         return None  # a signal that surely failed, or a start() retrying a start_or_signal's signal: go on
+    yield from _confirm_retry(ctx, lease)
     if owed:  # the instance is this request's, its event was never raised: raise it now
         try:
             # Same start (its send time and predecessor, so later retries still know the
@@ -996,7 +1008,7 @@ def _start(ctx: _Ctx) -> Flow:
         if grant.last_start is not None:
             state = yield from _await_record(ctx, lease, grant, state)
         p.previous = state
-        retried = yield from _retried(ctx, grant, state)
+        retried = yield from _retried(ctx, lease, grant, state)
         if retried is not None:
             return retried
         try:

@@ -21,6 +21,22 @@ class WorkerSpec:
     id_prefix: str
     lease_ttl: float = 15.0
     key_prefix: str = "strict-singleton:"
+    orchestrator: str = "orch"
+    input: Any = None
+    event_name: str | None = None  # set: start_or_signal, each call's event data "p<process>-<caller>"
+
+
+def _call(spec: WorkerSpec, starter: Any, iid: str, proc_index: int, i: int) -> Any:
+    """One caller's start (or start_or_signal) for round instance ``iid``: a result, or a coroutine."""
+    if spec.event_name is None:
+        return starter.start(spec.orchestrator, instance_id=iid, input=spec.input)
+    return starter.start_or_signal(
+        spec.orchestrator,
+        instance_id=iid,
+        event_name=spec.event_name,
+        event_data=f"p{proc_index}-{i}",
+        input=spec.input,
+    )
 
 
 def run_worker(spec: WorkerSpec, proc_index: int, barrier: Any, results: Any) -> None:
@@ -44,8 +60,8 @@ def _run_sync(spec: WorkerSpec, proc_index: int, barrier: Any, results: Any) -> 
             iid = f"{spec.id_prefix}-{r}"
             barrier.wait()
 
-            def call(_i: int, iid: str = iid) -> Any:
-                return starter.start("orch", instance_id=iid)
+            def call(i: int, iid: str = iid) -> Any:
+                return _call(spec, starter, iid, proc_index, i)
 
             recs = fire_threads(spec.starters, call)
             results.put(
@@ -69,8 +85,8 @@ async def _run_async(spec: WorkerSpec, proc_index: int, barrier: Any, results: A
             iid = f"{spec.id_prefix}-{r}"
             await loop.run_in_executor(None, barrier.wait)
 
-            def acall(_i: int, iid: str = iid) -> Any:
-                return starter.start("orch", instance_id=iid)
+            def acall(i: int, iid: str = iid) -> Any:
+                return _call(spec, starter, iid, proc_index, i)
 
             recs = await fire_tasks(spec.starters, acall)
             results.put(

@@ -7,13 +7,16 @@ import re
 from typing import Any
 
 from strict_singleton.errors import InvalidArgumentError, LockUnavailableError
-from strict_singleton.lock_backends.base import StartRecord, require_positive_ttl
+from strict_singleton.lock_backends.base import RequestRecord, StartRecord, require_positive_ttl
 
 DEFAULT_PREFIX = "strict-singleton/"
 MIN_LEASE_SECONDS = 15
 MAX_LEASE_SECONDS = 60
 FENCE_METADATA_KEY = "strictsingletonfence"
 START_METADATA_KEY = "strictsingletonstart"  # the last start record (see release_with_record)
+REQUEST_METADATA_KEY = "strictsingletonrequest"  # the last request record (see record_request)
+# Setting metadata replaces all of it: every write carries these keys forward.
+KEPT_METADATA_KEYS = (FENCE_METADATA_KEY, START_METADATA_KEY, REQUEST_METADATA_KEY)
 # Blob names may be 1,024 characters; leave room for the prefix and the folder.
 MAX_ENCODED_LENGTH = 900
 _SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-")
@@ -131,19 +134,33 @@ def parse_start(metadata: dict[str, str] | None) -> StartRecord | None:
     return StartRecord.decode((metadata or {}).get(START_METADATA_KEY))
 
 
-def acquired_metadata(metadata: dict[str, str] | None) -> tuple[int, StartRecord | None, dict[str, str]]:
-    """(new fencing token, the stored start record, the metadata to write back) after an acquire.
+def parse_request(metadata: dict[str, str] | None) -> RequestRecord | None:
+    return RequestRecord.decode((metadata or {}).get(REQUEST_METADATA_KEY))
 
-    Setting metadata replaces all of it, so the start record is written back unchanged.
+
+def _kept(metadata: dict[str, str] | None) -> dict[str, str]:
+    return {k: v for k, v in (metadata or {}).items() if k in KEPT_METADATA_KEYS and v}
+
+
+def acquired_metadata(
+    metadata: dict[str, str] | None,
+) -> tuple[int, StartRecord | None, RequestRecord | None, dict[str, str]]:
+    """(new fencing token, the stored start record, the stored request record, the metadata
+    to write back) after an acquire.
+
+    Setting metadata replaces all of it, so both records are written back unchanged.
     """
     fence = parse_fence(metadata) + 1
-    kept = {FENCE_METADATA_KEY: str(fence)}
-    start = (metadata or {}).get(START_METADATA_KEY)
-    if start:
-        kept[START_METADATA_KEY] = start
-    return fence, parse_start(metadata), kept
+    kept = _kept(metadata)
+    kept[FENCE_METADATA_KEY] = str(fence)
+    return fence, parse_start(metadata), parse_request(metadata), kept
 
 
-def recorded_metadata(record: StartRecord) -> dict[str, str]:
-    """The metadata a holder writes before releasing: its fencing token and its start record."""
-    return {FENCE_METADATA_KEY: str(record.fencing_token), START_METADATA_KEY: record.encode()}
+def recorded_metadata(metadata: dict[str, str] | None, record: StartRecord | RequestRecord) -> dict[str, str]:
+    """The metadata a holder writes to leave ``record``: what is stored (``metadata``, read
+    under its lease) with that one record replaced; the other record is kept unchanged and
+    the fencing counter never goes down."""
+    kept = _kept(metadata)
+    kept[FENCE_METADATA_KEY] = str(max(parse_fence(metadata), record.fencing_token))
+    kept[START_METADATA_KEY if isinstance(record, StartRecord) else REQUEST_METADATA_KEY] = record.encode()
+    return kept

@@ -10,7 +10,7 @@ import threading
 from typing import Any
 
 from strict_singleton.errors import InvalidArgumentError, LockUnavailableError
-from strict_singleton.lock_backends.base import StartRecord, require_positive_ttl, validate_prefix
+from strict_singleton.lock_backends.base import RequestRecord, StartRecord, require_positive_ttl, validate_prefix
 
 try:
     from redis.exceptions import ConnectionError as RedisConnectionError
@@ -26,21 +26,23 @@ _log = logging.getLogger("strict_singleton.redis")
 
 DEFAULT_PREFIX = "strict-singleton:"
 
-# KEYS[1] = lock key, KEYS[2] = fencing counter key, KEYS[3] = start record key;
-# ARGV[1] = owner token, ARGV[2] = TTL in ms.
-# Returns {new fencing token (>= 1), start record or nil, the record's PTTL in ms} when
-# the lease was taken, {0} when someone else holds it. SET NX and INCR run in one script
-# so a token is only ever issued to the holder; the record and the time Redis will keep
-# it (by Redis's clock, not ours) come back in the same round trip.
+# KEYS[1] = lock key, KEYS[2] = fencing counter key, KEYS[3] = start record key,
+# KEYS[4] = request record key; ARGV[1] = owner token, ARGV[2] = TTL in ms.
+# Returns {new fencing token (>= 1), start record or nil, the start record's PTTL in ms,
+# request record or nil} when the lease was taken, {0} when someone else holds it.
+# SET NX and INCR run in one script so a token is only ever issued to the holder; the
+# records and the time Redis will keep the start record (by Redis's clock, not ours)
+# come back in the same round trip. Nothing here writes either record.
 ACQUIRE_SCRIPT = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return {redis.call('INCR', KEYS[2]), redis.call('GET', KEYS[3]), redis.call('PTTL', KEYS[3])}
+  return {redis.call('INCR', KEYS[2]), redis.call('GET', KEYS[3]), redis.call('PTTL', KEYS[3]),
+          redis.call('GET', KEYS[4])}
 end
 return {0}
 """
 
-# KEYS[1] = lock key, KEYS[2] = start record key; ARGV[1] = owner token,
-# ARGV[2] = start record, ARGV[3] = its TTL in ms.
+# KEYS[1] = lock key, KEYS[2] = record key (the start record's, or the request record's);
+# ARGV[1] = owner token, ARGV[2] = the record, ARGV[3] = its TTL in ms.
 # Only if the token still owns the lock: stores the record, keeping the lock. Returns 1 or 0.
 RECORD_SCRIPT = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -65,8 +67,9 @@ return 0
 """
 
 
-def parse_acquire(reply: Any) -> tuple[int, StartRecord | None, float | None]:
-    """(fencing token or 0, start record, seconds Redis keeps it) from an ``ACQUIRE_SCRIPT`` reply."""
+def parse_acquire(reply: Any) -> tuple[int, StartRecord | None, float | None, RequestRecord | None]:
+    """(fencing token or 0, start record, seconds Redis keeps it, request record) from an
+    ``ACQUIRE_SCRIPT`` reply."""
     if not isinstance(reply, (list, tuple)) or not reply:
         raise ValueError(f"unexpected acquire reply {reply!r}")
     fence = int(reply[0])
@@ -74,7 +77,8 @@ def parse_acquire(reply: Any) -> tuple[int, StartRecord | None, float | None]:
     left = None
     if record is not None and len(reply) > 2 and int(reply[2]) >= 0:  # -1: no expiry, -2: gone
         left = int(reply[2]) / 1000.0
-    return fence, record, left
+    request = RequestRecord.decode(reply[3]) if fence > 0 and len(reply) > 3 else None
+    return fence, record, left, request
 
 
 # KEYS[1] = lock key; ARGV[1] = owner token, ARGV[2] = release channel.
@@ -121,13 +125,15 @@ class RedisKeys:
           {prefix}{<instance_id>}:fence     the fencing counter (kept forever: it must only grow)
           {prefix}{<instance_id>}:released  the pub/sub release channel
           {prefix}{<instance_id>}:start     the last start record (expires)
+          {prefix}{<instance_id>}:request   the last request record (expires, long-lived)
 
       These names are unchanged from earlier releases, so processes of different
       releases lock the same key for the same ID.
     * Digest form, for an ID that starts with ``}`` or is empty (its plain tag would be
       empty: Cluster would hash whole keys and split lock and fence over two slots)::
 
-          {prefix}#{<sha256(instance_id)[:16]>}:lock:<instance_id>   (and :fence:, :released:)
+          {prefix}#{<sha256(instance_id)[:16]>}:lock:<instance_id>
+          (and :fence:, :released:, :start:, :request:)
 
       The ``#`` after the prefix sits where every plain key has ``{``, so no ID's
       plain keys can equal another ID's digest keys; the ID stays readable at the end.
@@ -158,8 +164,12 @@ class RedisKeys:
         """The start record left by the last holder that started an instance (expires)."""
         return self._name(instance_id, "start")
 
+    def request(self, instance_id: str) -> str:
+        """The request record left by the last holder that sent a request (expires, long-lived)."""
+        return self._name(instance_id, "request")
+
     def acquire_keys(self, instance_id: str) -> list[str]:
-        return [self.lock(instance_id), self.fence(instance_id), self.start(instance_id)]
+        return [self.lock(instance_id), self.fence(instance_id), self.start(instance_id), self.request(instance_id)]
 
     def channel_patterns(self) -> list[str]:
         """Glob patterns that match the release channel of every ID (plain and digest form)."""

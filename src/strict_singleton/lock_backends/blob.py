@@ -12,6 +12,15 @@ one of those (see :func:`lease_seconds`).
 Fencing: the blob's metadata holds a counter that the holder increments under its
 lease on every acquisition, so the token only grows per blob.
 
+Records: the metadata also holds the last start record (``strictsingletonstart``:
+``record_start``, ``release_with_record``) and the last request record
+(``strictsingletonrequest``: ``record_request``), each written only under the held
+lease (``False`` and nothing written otherwise). Setting metadata replaces all of it,
+so every write (the acquire's fencing write, each record write) carries the other keys
+forward unchanged: no call erases or alters the record it does not write. ``acquire``
+returns both records from the metadata it reads anyway. Blob storage does not expire
+them: readers check their ``expires_at_us``.
+
 Setup is lazy and race-free: the container and the empty blob are created on first
 use; "already exists" answers from concurrent creators are expected and ignored.
 
@@ -41,7 +50,7 @@ from strict_singleton.lock_backends._blob_common import (
     validate_prefix,
 )
 from strict_singleton.lock_backends._wakeups import RELEASES, wait_async, wait_sync
-from strict_singleton.lock_backends.base import Grant, StartRecord
+from strict_singleton.lock_backends.base import Grant, RequestRecord, StartRecord
 
 try:
     from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
@@ -165,13 +174,13 @@ class BlobLease(_BlobLeaseBase):
                     raise self._unavailable(exc, instance_id, "acquiring the lease") from None
                 self._create(blob, instance_id, container_missing=error_code(exc) == "ContainerNotFound")
         try:
-            fence, record, metadata = acquired_metadata(blob.get_blob_properties(lease=token).metadata)
+            fence, record, request, metadata = acquired_metadata(blob.get_blob_properties(lease=token).metadata)
             blob.set_blob_metadata(metadata, lease=token)
         except AzureError as exc:
             with contextlib.suppress(AzureError):
                 lease.release()
             raise self._unavailable(exc, instance_id, "writing the fencing token") from None
-        return Grant(fencing_token=fence, valid_for=float(seconds), last_start=record)
+        return Grant(fencing_token=fence, valid_for=float(seconds), last_start=record, last_request=request)
 
     def extend(self, instance_id: str, token: str, ttl: float) -> bool:
         blob = self._container.get_blob_client(self.blob_name(instance_id))
@@ -198,15 +207,30 @@ class BlobLease(_BlobLeaseBase):
         """Write ``record`` into the blob's metadata under our lease (kept).
 
         Blob storage keeps metadata until it is replaced: readers ignore the record
-        once ``record.expires_at_us`` passed (allowing for clock skew).
+        once ``record.expires_at_us`` passed (allowing for clock skew). The request
+        record is kept (the metadata is read and written back under the lease).
         """
+        return self._write_record(instance_id, token, record, "writing the start record")
+
+    def record_request(self, instance_id: str, token: str, record: RequestRecord, ttl: float) -> bool:
+        """Write ``record`` into the blob's metadata under our lease (kept), keeping the start record.
+
+        Kept until replaced: readers ignore it once ``record.expires_at_us`` passed.
+        ``False`` (nothing written) when ``token`` does not hold the lease.
+        """
+        return self._write_record(instance_id, token, record, "writing the request record")
+
+    def _write_record(self, instance_id: str, token: str, record: StartRecord | RequestRecord, doing: str) -> bool:
+        # Both calls carry our lease ID: Azure refuses them unless we hold the lease, and
+        # nobody else can write the metadata in between.
         blob = self._container.get_blob_client(self.blob_name(instance_id))
         try:
-            blob.set_blob_metadata(recorded_metadata(record), lease=token)
+            stored = blob.get_blob_properties(lease=token).metadata
+            blob.set_blob_metadata(recorded_metadata(stored, record), lease=token)
         except AzureError as exc:
             if lease_gone(exc):
                 return False
-            raise self._unavailable(exc, instance_id, "writing the start record") from None
+            raise self._unavailable(exc, instance_id, doing) from None
         return True
 
     def release_with_record(self, instance_id: str, token: str, record: StartRecord, ttl: float) -> bool:
@@ -263,13 +287,13 @@ class AsyncBlobLease(_BlobLeaseBase):
                 await self._create(blob, instance_id, container_missing=error_code(exc) == "ContainerNotFound")
         try:
             props = await blob.get_blob_properties(lease=token)
-            fence, record, metadata = acquired_metadata(props.metadata)
+            fence, record, request, metadata = acquired_metadata(props.metadata)
             await blob.set_blob_metadata(metadata, lease=token)
         except AzureError as exc:
             with contextlib.suppress(AzureError):
                 await lease.release()
             raise self._unavailable(exc, instance_id, "writing the fencing token") from None
-        return Grant(fencing_token=fence, valid_for=float(seconds), last_start=record)
+        return Grant(fencing_token=fence, valid_for=float(seconds), last_start=record, last_request=request)
 
     async def extend(self, instance_id: str, token: str, ttl: float) -> bool:
         blob = self._container.get_blob_client(self.blob_name(instance_id))
@@ -296,15 +320,26 @@ class AsyncBlobLease(_BlobLeaseBase):
         """Write ``record`` into the blob's metadata under our lease (kept).
 
         Blob storage keeps metadata until it is replaced: readers ignore the record
-        once ``record.expires_at_us`` passed (allowing for clock skew).
+        once ``record.expires_at_us`` passed (allowing for clock skew). The request
+        record is kept (the metadata is read and written back under the lease).
         """
+        return await self._write_record(instance_id, token, record, "writing the start record")
+
+    async def record_request(self, instance_id: str, token: str, record: RequestRecord, ttl: float) -> bool:
+        """Write ``record`` into the blob's metadata under our lease (kept), keeping the start record."""
+        return await self._write_record(instance_id, token, record, "writing the request record")
+
+    async def _write_record(
+        self, instance_id: str, token: str, record: StartRecord | RequestRecord, doing: str
+    ) -> bool:
         blob = self._container.get_blob_client(self.blob_name(instance_id))
         try:
-            await blob.set_blob_metadata(recorded_metadata(record), lease=token)
+            stored = (await blob.get_blob_properties(lease=token)).metadata
+            await blob.set_blob_metadata(recorded_metadata(stored, record), lease=token)
         except AzureError as exc:
             if lease_gone(exc):
                 return False
-            raise self._unavailable(exc, instance_id, "writing the start record") from None
+            raise self._unavailable(exc, instance_id, doing) from None
         return True
 
     async def release_with_record(self, instance_id: str, token: str, record: StartRecord, ttl: float) -> bool:

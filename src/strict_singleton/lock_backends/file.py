@@ -26,8 +26,14 @@ Files: ``<directory>/<sha256(instance_id)[:40]>.lock``. The lock is filelock's
 descriptor-level primitive (``flock`` on Unix, ``LockFileEx`` on Windows) on a
 descriptor we own, and the fencing counter lives in the lock file itself: a
 fixed-width 20-digit number written under the lock in one small ``write``, followed by
-the last start record (``release_with_record``), written under the lock just before
-it is released. They survive process crashes, not the loss of the directory.
+the last start record (``release_with_record``, ``record_start``; a 100-byte slot),
+written under the lock just before it is released, then the last request record
+(``record_request``; a slot of ``REQUEST_RECORD_MAX`` bytes), written under the held
+lock, which is kept. Each slot is padded with spaces and only its own writer touches
+it, so no call erases or alters another slot; ``acquire`` reads all three in one
+``read``. Files written before the request slot existed simply end earlier (no request
+record). They survive process crashes, not the loss of the directory; records are kept
+until replaced (readers check their ``expires_at_us``).
 
 Nothing in the directory may redirect a write (POSIX). Lock files are opened with
 ``O_NOFOLLOW`` relative to a descriptor of the directory, which is itself opened with
@@ -62,7 +68,13 @@ from filelock import lock_descriptor, unlock_descriptor
 
 from strict_singleton.errors import InvalidArgumentError, LockUnavailableError
 from strict_singleton.lock_backends._wakeups import RELEASES, wait_async, wait_sync
-from strict_singleton.lock_backends.base import Grant, StartRecord, require_positive_ttl
+from strict_singleton.lock_backends.base import (
+    REQUEST_RECORD_MAX,
+    Grant,
+    RequestRecord,
+    StartRecord,
+    require_positive_ttl,
+)
 
 ENV_DIRECTORY = "STRICT_SINGLETON_LOCK_DIR"
 if os.name == "nt":  # pragma: no cover - exercised on Windows only
@@ -285,14 +297,14 @@ class FileLease:
             if not lock_descriptor(fd, blocking=False):
                 os.close(fd)
                 return None
-            fence, record = _read_state(fd)
+            fence, record, request = _read_state(fd)
             _write_fence(fd, fence + 1)
         except OSError as exc:
             os.close(fd)  # closing the descriptor also drops the lock
             raise self._unavailable(exc, instance_id) from exc
         with self._held_lock:
             self._held[(instance_id, token)] = fd
-        return Grant(fencing_token=fence + 1, valid_for=None, last_start=record)
+        return Grant(fencing_token=fence + 1, valid_for=None, last_start=record, last_request=request)
 
     def extend(self, instance_id: str, token: str, ttl: float) -> bool:
         # An OS lock does not expire; it is ours for as long as we hold the descriptor.
@@ -325,6 +337,22 @@ class FileLease:
             return False
         try:
             _write_record(fd, record)
+        except OSError as exc:
+            raise self._unavailable(exc, instance_id) from exc
+        return True
+
+    def record_request(self, instance_id: str, token: str, record: RequestRecord, ttl: float) -> bool:
+        """Write ``record`` into the lock file's request slot while holding it (the lease is kept).
+
+        Kept until the next request record replaces it; readers ignore it once
+        ``record.expires_at_us`` passed. ``False`` (nothing written) unless ``token`` holds it.
+        """
+        with self._held_lock:
+            fd = self._held.get((instance_id, token))
+        if fd is None:
+            return False
+        try:
+            _write_request(fd, record)
         except OSError as exc:
             raise self._unavailable(exc, instance_id) from exc
         return True
@@ -391,18 +419,51 @@ class FileLease:
 _FENCE_WIDTH = 20
 # After the counter: the last start record, padded with spaces to a fixed width.
 _RECORD_WIDTH = 100
+# After the start record: the last request record, padded with spaces to a fixed width.
+_REQUEST_OFFSET = _FENCE_WIDTH + _RECORD_WIDTH
+_REQUEST_WIDTH = REQUEST_RECORD_MAX
+_STATE_WIDTH = _REQUEST_OFFSET + _REQUEST_WIDTH
+# Padding, and the zeros of a hole (a request slot written after a file that had no start record).
+_BLANK = b" \x00"
 
 
-def _read_state(fd: int) -> tuple[int, StartRecord | None]:
-    """(fencing counter, start record) from the lock file, in one ``read``."""
-    data = os.pread(fd, _FENCE_WIDTH + _RECORD_WIDTH, 0) if hasattr(os, "pread") else _read_from_start(fd)
+def _read_state(fd: int) -> tuple[int, StartRecord | None, RequestRecord | None]:
+    """(fencing counter, start record, request record) from the lock file, in one ``read``.
+
+    A file from before the request slot existed is shorter: its request record is ``None``.
+    """
+    data = os.pread(fd, _STATE_WIDTH, 0) if hasattr(os, "pread") else _read_from_start(fd)
     fence = data[:_FENCE_WIDTH].strip()
-    return (int(fence) if fence.isdigit() else 0), StartRecord.decode(data[_FENCE_WIDTH:].strip() or None)
+    start = StartRecord.decode(data[_FENCE_WIDTH:_REQUEST_OFFSET].strip(_BLANK) or None)
+    request = RequestRecord.decode(data[_REQUEST_OFFSET:_STATE_WIDTH].strip(_BLANK) or None)
+    return (int(fence) if fence.isdigit() else 0), start, request
 
 
 def _read_from_start(fd: int) -> bytes:  # pragma: no cover - Windows has no pread
     os.lseek(fd, 0, os.SEEK_SET)
-    return os.read(fd, _FENCE_WIDTH + _RECORD_WIDTH)
+    chunks = []
+    left = _STATE_WIDTH
+    while left > 0:
+        chunk = os.read(fd, left)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def _write_request(fd: int, record: RequestRecord) -> None:
+    text = record.encode().encode("ascii")  # at most REQUEST_RECORD_MAX bytes, or ValueError
+    if len(text) > _REQUEST_WIDTH:  # pragma: no cover - encode() refuses longer ones
+        raise OSError(f"request record too long ({len(text)} bytes)")
+    data = text.ljust(_REQUEST_WIDTH)
+    if hasattr(os, "pwrite"):
+        written = os.pwrite(fd, data, _REQUEST_OFFSET)
+    else:  # pragma: no cover - Windows has no pwrite
+        os.lseek(fd, _REQUEST_OFFSET, os.SEEK_SET)
+        written = os.write(fd, data)
+    if written != len(data):
+        raise OSError(f"short write of the request record ({written} of {len(data)} bytes)")
 
 
 def _write_record(fd: int, record: StartRecord) -> None:
@@ -453,6 +514,9 @@ class AsyncFileLease:
 
     async def record_start(self, instance_id: str, token: str, record: StartRecord, ttl: float) -> bool:
         return self._sync.record_start(instance_id, token, record, ttl)
+
+    async def record_request(self, instance_id: str, token: str, record: RequestRecord, ttl: float) -> bool:
+        return self._sync.record_request(instance_id, token, record, ttl)
 
     async def release_with_record(self, instance_id: str, token: str, record: StartRecord, ttl: float) -> bool:
         return self._sync.release_with_record(instance_id, token, record, ttl)

@@ -18,6 +18,12 @@ Requirements on the Redis deployment (a lease is only as safe as its key's life)
   without ``makestep`` after boot): Redis expires keys by its wall clock, so a forward
   step expires every held lease at once.
 
+Records: ``release_with_record`` and ``record_start`` leave a start record in the ID's
+``:start`` key; ``record_request`` leaves a request record in its own ``:request`` key
+(token-checked, in the same script as the check, with the caller's long TTL). Both keys
+expire on their own and no other call writes or deletes them: ``acquire`` only reads
+them (in its one script round trip) and returns them in its :class:`Grant`.
+
 Redis Cluster works: all keys of one instance ID share a hash tag, whatever the ID
 contains (see :class:`~strict_singleton.lock_backends._redis_common.RedisKeys`).
 
@@ -53,7 +59,7 @@ from strict_singleton.lock_backends._redis_common import (
     validate_redis_ttl,
 )
 from strict_singleton.lock_backends._wakeups import ReleaseBoard
-from strict_singleton.lock_backends.base import Grant, StartRecord
+from strict_singleton.lock_backends.base import Grant, RequestRecord, StartRecord
 
 if TYPE_CHECKING:
     import redis as redis_sync
@@ -114,8 +120,10 @@ class RedisLease(_RedisLeaseBase):
             reply = self._acquire(keys=self._keys.acquire_keys(instance_id), args=[token, ttl_ms(ttl)])
         except REDIS_ERRORS as exc:
             raise unavailable(exc, instance_id=instance_id, backend=self._name) from exc
-        fence, record, left = parse_acquire(reply)
-        return Grant(fencing_token=fence, valid_for=ttl, last_start=record, last_start_left=left) if fence > 0 else None
+        fence, record, left, request = parse_acquire(reply)
+        if fence <= 0:
+            return None
+        return Grant(fencing_token=fence, valid_for=ttl, last_start=record, last_start_left=left, last_request=request)
 
     def extend(self, instance_id: str, token: str, ttl: float) -> bool:
         try:
@@ -132,6 +140,15 @@ class RedisLease(_RedisLeaseBase):
 
     def record_start(self, instance_id: str, token: str, record: StartRecord, ttl: float) -> bool:
         keys = [self._keys.lock(instance_id), self._keys.start(instance_id)]
+        try:
+            return bool(self._record(keys=keys, args=[token, record.encode(), ttl_ms(ttl)]))
+        except REDIS_ERRORS as exc:
+            raise unavailable(exc, instance_id=instance_id, backend=self._name) from exc
+
+    def record_request(self, instance_id: str, token: str, record: RequestRecord, ttl: float) -> bool:
+        """Store ``record`` in the ``:request`` key for ``ttl`` seconds, only while ``token``
+        holds the lease (kept); returns ``False`` and stores nothing otherwise."""
+        keys = [self._keys.lock(instance_id), self._keys.request(instance_id)]
         try:
             return bool(self._record(keys=keys, args=[token, record.encode(), ttl_ms(ttl)]))
         except REDIS_ERRORS as exc:
@@ -232,8 +249,10 @@ class AsyncRedisLease(_RedisLeaseBase):
             reply = await self._acquire(keys=self._keys.acquire_keys(instance_id), args=[token, ttl_ms(ttl)])
         except REDIS_ERRORS as exc:
             raise unavailable(exc, instance_id=instance_id, backend=self._name) from exc
-        fence, record, left = parse_acquire(reply)
-        return Grant(fencing_token=fence, valid_for=ttl, last_start=record, last_start_left=left) if fence > 0 else None
+        fence, record, left, request = parse_acquire(reply)
+        if fence <= 0:
+            return None
+        return Grant(fencing_token=fence, valid_for=ttl, last_start=record, last_start_left=left, last_request=request)
 
     async def extend(self, instance_id: str, token: str, ttl: float) -> bool:
         try:
@@ -250,6 +269,13 @@ class AsyncRedisLease(_RedisLeaseBase):
 
     async def record_start(self, instance_id: str, token: str, record: StartRecord, ttl: float) -> bool:
         keys = [self._keys.lock(instance_id), self._keys.start(instance_id)]
+        try:
+            return bool(await self._record(keys=keys, args=[token, record.encode(), ttl_ms(ttl)]))
+        except REDIS_ERRORS as exc:
+            raise unavailable(exc, instance_id=instance_id, backend=self._name) from exc
+
+    async def record_request(self, instance_id: str, token: str, record: RequestRecord, ttl: float) -> bool:
+        keys = [self._keys.lock(instance_id), self._keys.request(instance_id)]
         try:
             return bool(await self._record(keys=keys, args=[token, record.encode(), ttl_ms(ttl)]))
         except REDIS_ERRORS as exc:

@@ -4,6 +4,16 @@ See :mod:`strict_singleton.lock_backends._redlock_common` for the quorum, validi
 fencing rules. Keys, scripts and tokens are the same as :class:`RedisLease`'s, so each
 node holds an ordinary token-checked lease.
 
+Records: ``record_start``/``release_with_record`` and ``record_request`` succeed only
+once a majority of nodes stored the record while ``token`` held the lease there (each
+node's write is token-checked, as on :class:`RedisLease`); ``acquire`` returns the
+newest start record and the newest request record (highest fencing token) among the
+nodes that granted it. Every later majority overlaps the one that stored a record, so
+it sees that record or a newer one. A write that reaches too few nodes raises
+``LockUnavailableError`` with the lease still held when the nodes that erred could
+have made up the majority, else returns ``False``; the request record lives in its own
+``:request`` key, which no other call writes or deletes.
+
 Assumptions: the nodes are independent masters (not replicas of each other: replicas
 lose locks on failover); a node that restarts should stay down for at least one TTL
 or persist its data, else a majority may forget a held lease. Each node must meet the
@@ -45,7 +55,7 @@ from strict_singleton.lock_backends._redlock_common import (
     validity,
 )
 from strict_singleton.lock_backends._wakeups import RELEASES, wait_async, wait_sync
-from strict_singleton.lock_backends.base import Grant, StartRecord, newest
+from strict_singleton.lock_backends.base import Grant, RequestRecord, StartRecord, newest
 from strict_singleton.lock_backends.redis import AsyncRedisLease, RedisLease
 
 POLL = 0.02  # waiters in other processes re-check this often (no pub/sub across a quorum)
@@ -163,7 +173,7 @@ class RedlockLease(_RedlockBase):
             confirmed = sum(1 for ok, v in raised if ok and int(v) == 1)
             left = validity(ttl, time.monotonic() - started)
             if confirmed >= quorum(len(self._nodes)) and left > 0:
-                return Grant(fencing_token=fence, valid_for=left, **_last_start(results))
+                return Grant(fencing_token=fence, valid_for=left, **_last_records(results))
             verdict = "held"  # too slow or lost nodes meanwhile: give it all back
         self.release(instance_id, token)
         if verdict == "unavailable":
@@ -191,6 +201,18 @@ class RedlockLease(_RedlockBase):
         args = [token, record.encode(), ttl_ms(ttl)]
         results = self._fan_out(lambda i: self._scripts[i]["record"](keys=keys, args=args), self._timeout)
         return _recorded(results, len(self._nodes), instance_id=instance_id, backend=self._name)
+
+    def record_request(self, instance_id: str, token: str, record: RequestRecord, ttl: float) -> bool:
+        """The request record on a majority of nodes, each only while ``token`` holds it there (kept).
+
+        ``True`` once a majority stored it; ``False`` when too few nodes hold the lease for
+        ``token`` to make a majority; ``LockUnavailableError`` (the lease still held) when
+        only the nodes that erred could have made up the majority.
+        """
+        keys = [self._keys.lock(instance_id), self._keys.request(instance_id)]
+        args = [token, record.encode(), ttl_ms(ttl)]
+        results = self._fan_out(lambda i: self._scripts[i]["record"](keys=keys, args=args), self._timeout)
+        return _recorded(results, len(self._nodes), instance_id=instance_id, backend=self._name, what="request record")
 
     def release_with_record(self, instance_id: str, token: str, record: StartRecord, ttl: float) -> bool:
         """Two steps, so a failure leaves the lease held: the record on a majority, then the release."""
@@ -251,7 +273,7 @@ class AsyncRedlockLease(_RedlockBase):
             confirmed = sum(1 for ok, v in raised if ok and int(v) == 1)
             left = validity(ttl, time.monotonic() - started)
             if confirmed >= quorum(len(self._nodes)) and left > 0:
-                return Grant(fencing_token=fence, valid_for=left, **_last_start(results))
+                return Grant(fencing_token=fence, valid_for=left, **_last_records(results))
             verdict = "held"
         await self.release(instance_id, token)
         if verdict == "unavailable":
@@ -278,6 +300,12 @@ class AsyncRedlockLease(_RedlockBase):
         results = await self._fan_out(lambda i: self._scripts[i]["record"](keys=keys, args=args))
         return _recorded(results, len(self._nodes), instance_id=instance_id, backend=self._name)
 
+    async def record_request(self, instance_id: str, token: str, record: RequestRecord, ttl: float) -> bool:
+        keys = [self._keys.lock(instance_id), self._keys.request(instance_id)]
+        args = [token, record.encode(), ttl_ms(ttl)]
+        results = await self._fan_out(lambda i: self._scripts[i]["record"](keys=keys, args=args))
+        return _recorded(results, len(self._nodes), instance_id=instance_id, backend=self._name, what="request record")
+
     async def release_with_record(self, instance_id: str, token: str, record: StartRecord, ttl: float) -> bool:
         """Two steps, so a failure leaves the lease held: the record on a majority, then the release."""
         stored = await self.record_start(instance_id, token, record, ttl)  # raises with the lease still ours
@@ -295,7 +323,8 @@ class AsyncRedlockLease(_RedlockBase):
 
 
 def _parsed(results: list[tuple[bool, Any]]) -> list[tuple[bool, Any]]:
-    """Acquire replies as (ok, (fence, record)); errors and replies that do not parse stay errors."""
+    """Acquire replies as (ok, (fence, start record, its PTTL, request record)); errors and
+    replies that do not parse stay errors."""
     out: list[tuple[bool, Any]] = []
     for ok, value in results:
         if not ok:
@@ -322,16 +351,23 @@ def _answers(results: list[tuple[bool, Any]]) -> NodeAnswers:
     return NodeAnswers(fences=fences, held=held, down=down)
 
 
-def _last_start(results: list[tuple[bool, Any]]) -> dict[str, Any]:
-    """The newest record among the granting nodes (any later majority overlaps the majority
-    that stored it) and the longest any of them keeps it: ``Grant`` keyword arguments."""
+def _last_records(results: list[tuple[bool, Any]]) -> dict[str, Any]:
+    """The newest start record among the granting nodes (any later majority overlaps the
+    majority that stored it), the longest any of them keeps it, and the newest request
+    record among them: ``Grant`` keyword arguments."""
     granted = [value for ok, value in results if ok and value[0] > 0]
     record = newest([value[1] for value in granted])
     lefts = [value[2] for value in granted if record is not None and value[1] == record and value[2] is not None]
-    return {"last_start": record, "last_start_left": max(lefts) if lefts else None}
+    return {
+        "last_start": record,
+        "last_start_left": max(lefts) if lefts else None,
+        "last_request": newest([value[3] for value in granted]),
+    }
 
 
-def _recorded(results: list[tuple[bool, Any]], n: int, *, instance_id: str, backend: str) -> bool:
+def _recorded(
+    results: list[tuple[bool, Any]], n: int, *, instance_id: str, backend: str, what: str = "start record"
+) -> bool:
     """Whether a majority stored the record under our token; raises if the nodes that erred leave it open.
 
     The record must sit on a majority so that every later majority, whose acquire
@@ -343,7 +379,7 @@ def _recorded(results: list[tuple[bool, Any]], n: int, *, instance_id: str, back
     down = [f"node {i}: {type(v).__name__}: {v}" for i, (ok, v) in enumerate(results) if not ok]
     if stored + len(down) >= quorum(n):
         raise LockUnavailableError(
-            f"start record stored on {stored} of {n} Redlock nodes (a majority of {quorum(n)} is needed; "
+            f"{what} stored on {stored} of {n} Redlock nodes (a majority of {quorum(n)} is needed; "
             "the lease is still held): " + "; ".join(down),
             instance_id=instance_id,
             backend=backend,

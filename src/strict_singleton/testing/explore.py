@@ -82,11 +82,15 @@ class Config:
     lenient_renew: bool = False  # the store renews an expired, unclaimed lease (as Azure Blob does)
     late_land: bool = False  # delayed requests may land after ambiguity_timeout
     records: bool = True  # the store keeps start records (every shipped backend); False: the visibility hold
+    request_ids: tuple[str | None, ...] = ()  # per starter (A, B, ...): its request_id; empty: none
     safe: bool = True
     claim: str = ""
 
     def starter_config(self) -> StarterConfig:
-        return replace(self._built(), start_records=self.records)
+        return replace(self._built(), start_records=self.records, request_records=True)
+
+    def request_id(self, index: int) -> str | None:
+        return self.request_ids[index] if index < len(self.request_ids) else None
 
     def _built(self) -> StarterConfig:
         return build_config(
@@ -135,6 +139,16 @@ CONFIGS: dict[str, Config] = {
             max_faults=2,
             claim="status reads lag longer than the lease (below visibility_timeout): the next holder renews "
             "while it waits; an ambiguous start is recorded before its watch (the attack review's F3)",
+        ),
+        Config(
+            "requests",
+            starters=3,
+            request_ids=("r1", None, "r1"),
+            faults=frozenset({"delay", "drop", "unsent", "pause"}),
+            max_faults=2,
+            preemptions=1,
+            claim="row 23: request IDs; C retries A's request (concurrently or later), B starts without one; "
+            "STARTED only for one request per wave, and a deduplicated STARTED only for its request's instance",
         ),
         Config(
             "file",
@@ -298,6 +312,29 @@ def _no_record_before_watch() -> contextlib.AbstractContextManager[Any]:
     return _patched(_flow, "_record_start", record_start)
 
 
+def _no_tombstone() -> contextlib.AbstractContextManager[Any]:
+    real = _flow._write_request
+
+    def write_request(ctx: Any, request_id: Any, **kw: Any) -> Any:
+        if request_id is None:  # a start without a request ID leaves the earlier record in place
+            yield from _nothing()
+            return None
+        return (yield from real(ctx, request_id, **kw))
+
+    return _patched(_flow, "_write_request", write_request)
+
+
+def _retry_unconfirmed() -> contextlib.AbstractContextManager[Any]:
+    def confirm_retry(ctx: Any, lease: Any) -> Any:
+        yield from _nothing()
+
+    return _patched(_flow, "_confirm_retry", confirm_retry)
+
+
+def _dedupe_unseen() -> contextlib.AbstractContextManager[Any]:
+    return _patched(_flow, "shows", lambda state, previous_us, sent_us, skew: True)
+
+
 MUTANTS: dict[str, Mutant] = {
     m.name: m
     for m in [
@@ -333,6 +370,24 @@ MUTANTS: dict[str, Mutant] = {
             "after an ambiguous failure, watch without leaving a start record (the attack review's F3)",
             "eventual-long-lag",
             _no_record_before_watch,
+        ),
+        Mutant(
+            "no-tombstone",
+            "a start without a request ID leaves an earlier request's record in place (row 23)",
+            "requests",
+            _no_tombstone,
+        ),
+        Mutant(
+            "retry-unconfirmed",
+            "a retry claims its request's instance on a read made after its lease may have expired (row 23)",
+            "requests",
+            _retry_unconfirmed,
+        ),
+        Mutant(
+            "dedupe-unseen",
+            "a retry claims its request's instance without a read that shows it (row 23)",
+            "requests",
+            _dedupe_unseen,
         ),
         Mutant(
             "no-reuse-policy",
@@ -432,7 +487,15 @@ class _Run:
             self._advance(s, ("answer", None), first=True)
 
     def _new(self, name: str) -> _Starter:
-        call = StartCall(instance_id=IID, orchestrator="orch", input=None, tags={}, version=None, start_at=None)
+        call = StartCall(
+            instance_id=IID,
+            orchestrator="orch",
+            input=None,
+            tags={},
+            version=None,
+            start_at=None,
+            request_id=self.cfg.request_id(NAMES.index(name)),
+        )
         gen = _flow.start_flow(
             call, self.scfg, token=name, backend="sim", clock=self.world.clock, wall_clock=self.world.clock.wall
         )
@@ -579,6 +642,7 @@ class _Run:
         elif choice == "L":
             w.store.leases.clear()  # the store forgets everything (a restart without persistence)
             w.store.starts.clear()
+            w.store.requests.clear()
         elif choice[0] == "l":
             self._land(choice[1:])
         elif choice[0] == "r":
@@ -712,11 +776,22 @@ class _Run:
     def check(self) -> None:
         backend = self.world.backend
         started = [s for s in self.starters if s.result is not None and s.result.outcome is StartOutcome.STARTED]
-        if len(started) > 1:
+        # One request per wave: calls with the same request ID are one caller (retries).
+        requests = {self.cfg.request_id(NAMES.index(s.name)) or s.name for s in started}
+        if len(requests) > 1:
             raise Violation(f"{len(started)} starters report STARTED: {[s.name for s in started]}")
         created_tags = {c.fencing_token for c in backend.creates}
         for s in started:
-            if str(s.fencing) not in created_tags:
+            if s.result.deduplicated:
+                rid = self.cfg.request_id(NAMES.index(s.name))
+                seen = s.result.existing
+                ours = [c for c in backend.creates if c.request_id == rid and c.request_id is not None]
+                shown = None if seen is None else seen.created_at
+                if not any(c.created_at is not None and c.created_at.replace(tzinfo=None) == shown for c in ours):
+                    raise Violation(
+                        f"{s.name} reports STARTED (deduplicated) for an instance its request {rid!r} did not create"
+                    )
+            elif str(s.fencing) not in created_tags:
                 raise Violation(f"{s.name} reports STARTED but no instance carries its fencing token {s.fencing}")
         overwritten = [c for c in backend.creates if c.overwrote_active]
         if overwritten:

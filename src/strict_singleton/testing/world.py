@@ -30,7 +30,7 @@ from typing import Any, Literal
 from durabletask.client import OrchestrationState, OrchestrationStatus
 
 from strict_singleton import _flow
-from strict_singleton._validation import FENCING_TAG
+from strict_singleton._validation import FENCING_TAG, REQUEST_ID_TAG
 from strict_singleton.errors import LockUnavailableError
 from strict_singleton.lock_backends.base import Grant, RequestRecord, StartRecord
 
@@ -197,6 +197,8 @@ class CreateEvent:
     fencing_token: str | None
     overwrote_active: bool
     at: float
+    request_id: str | None = None  # the request ID tag, if the start carried one
+    created_at: datetime | None = None  # the instance's creation time (what reads show)
 
 
 @dataclass
@@ -237,10 +239,13 @@ class SimBackend:
         if active and self.profile != "overwrite":
             self.rejected += 1
             raise RpcError("ALREADY_EXISTS", f"instance {instance_id!r} already exists")
-        self.instances[instance_id] = SimInstance(instance_id, self.clock.wall(), OrchestrationStatus.RUNNING, tags)
+        created_at = self.clock.wall()
+        self.instances[instance_id] = SimInstance(instance_id, created_at, OrchestrationStatus.RUNNING, tags)
         if self.visibility_lag > 0 or self.profile == "eventual":
             self._lagging[instance_id] = (self.clock() + (self.visibility_lag or 0.05), existing)
-        self.creates.append(CreateEvent(instance_id, tags.get(FENCING_TAG), active, self.clock()))
+        self.creates.append(
+            CreateEvent(instance_id, tags.get(FENCING_TAG), active, self.clock(), tags.get(REQUEST_ID_TAG), created_at)
+        )
         return instance_id
 
     def schedule_later(self, instance_id: str, tags: dict[str, str], delay: float) -> None:
