@@ -360,3 +360,116 @@ def test_start_or_signal_event_record_cannot_be_written_nothing_raised() -> None
     with pytest.raises(LockUnavailableError):
         run(world, signal_call(), "b", down)
     assert world.backend.events == [] and world.store.holder(IID) is None
+
+
+# -- the skeptical review's findings (each failed before its fix) ----------------------
+
+
+def test_another_requests_signal_does_not_displace_a_start() -> None:
+    """Review F1: start_or_signal(r1) starts, start_or_signal(r2) signals; r1's retry is still
+    r1's start (deduplicated) and its event is not raised again; r2's retry is deduplicated too."""
+    world = World()
+    assert run(world, call("r1", signal=("item", "r1")), "a").outcome is StartOutcome.STARTED
+    assert run(world, call("r2", signal=("item", "r2")), "b").outcome is StartOutcome.SIGNALED
+    again = run(world, call("r1", signal=("item", "r1")), "c")
+    other = run(world, call("r2", signal=("item", "r2")), "d")
+    assert (again.outcome, again.deduplicated) == (StartOutcome.STARTED, True)
+    assert (other.outcome, other.deduplicated) == (StartOutcome.SIGNALED, True)
+    assert [e[3] for e in world.backend.events] == ["r1", "r2"]
+
+
+def test_a_signal_never_makes_a_start_retry_terminate_its_own_instance() -> None:
+    """Review F1: start(r1), start_or_signal(r2), then start(r1, TERMINATE_EXISTING) after clock_skew."""
+    world = World()
+    run(world, call("r1"), "a")
+    run(world, call("r2", signal=("item", "x")), "b")
+    world.clock.advance(6.0)
+    log: list[Any] = []
+    again = run(world, call("r1", on_conflict=ConflictPolicy.TERMINATE_EXISTING), "c", log=log)
+    assert (again.outcome, again.deduplicated) == (StartOutcome.STARTED, True)
+    assert "Terminate" not in kinds(log) and world.backend.created(IID) == 1
+
+
+def test_signal_entries_survive_a_later_start() -> None:
+    world = World()
+    run(world, call(None), "a")
+    run(world, call("r2", signal=("item", "x")), "b")
+    world.backend.finish(IID)
+    assert run(world, call(None), "c").outcome is StartOutcome.STARTED  # a tombstone, signals kept
+    again = run(world, call("r2", signal=("item", "x")), "d")
+    assert (again.outcome, again.deduplicated) == (StartOutcome.SIGNALED, True)
+    assert len(world.backend.events) == 1
+
+
+def test_start_or_signal_whose_schedule_was_ambiguous_raises_its_event_on_retry() -> None:
+    """Review F2: the event was surely never raised (the schedule's outcome was unknown);
+    the retry that finds the instance raises it, once."""
+    world = World()
+    with pytest.raises(ScheduleError):
+        run(world, call("r1", signal=("item", "x")), "a", late_schedule(world, 10.0))
+    world.clock.advance(10.0)
+    again = run(world, call("r1", signal=("item", "x")), "b")
+    assert (again.outcome, again.deduplicated) == (StartOutcome.STARTED, True)
+    assert len(world.backend.events) == 1 and world.backend.created(IID) == 1
+    third = run(world, call("r1", signal=("item", "x")), "c")
+    assert third.deduplicated and len(world.backend.events) == 1
+
+
+def landing_before_send(world: World) -> Any:
+    """Every held request executes right before the next schedule is sent (it lands first)."""
+
+    def intercept(op: Any) -> Any:
+        if isinstance(op, _flow.Schedule):
+            for item in list(world.backend._queued):
+                world.backend._queued.remove(item)
+                world.backend.schedule(item[1], item[2])
+        return DEFAULT
+
+    return intercept
+
+
+def test_already_exists_from_the_requests_own_late_start_is_deduplicated() -> None:
+    """Review F3b: the retry's schedule is refused because the first call's held request lands first."""
+    world = World(profile="atomic")
+    with pytest.raises(ScheduleError):
+        run(world, call("r1"), "a", late_schedule(world, 10.0))
+    again = run(world, call("r1", on_conflict=ConflictPolicy.FAIL), "b", landing_before_send(world))
+    assert (again.outcome, again.deduplicated) == (StartOutcome.STARTED, True)
+    third = run(world, call("r1"), "c")
+    assert (third.outcome, third.deduplicated) == (StartOutcome.STARTED, True)
+    assert world.backend.created(IID) == 1
+
+
+def test_already_exists_in_start_or_signal_signals_under_a_record() -> None:
+    """Review F3: another caller's late start lands first; the event goes to that instance under
+    a signal record, and the retry does not raise it again."""
+    world = World(profile="atomic")
+    with pytest.raises(ScheduleError):
+        run(world, call(None), "x", late_schedule(world, 100.0))  # held past the watch
+    world.clock.advance(5.0)  # past the start record the watch left; the request is still held
+    assert world.backend.created(IID) == 0
+    first = run(world, call("r1", signal=("item", "x")), "a", landing_before_send(world))
+    again = run(world, call("r1", signal=("item", "x")), "b")
+    assert first.outcome is StartOutcome.SIGNALED
+    assert (again.outcome, again.deduplicated) == (StartOutcome.SIGNALED, True)
+    assert len(world.backend.events) == 1 and world.backend.created(IID) == 1
+
+
+def test_a_retry_does_not_claim_the_predecessor_seen_active_again() -> None:
+    """Review F4: the request never executed; the instance it would have replaced shows as
+    active again (rewound, or a stale read): not this request's instance."""
+    world = World()
+    run(world, call(None), "a")
+    world.backend.finish(IID, OrchestrationStatus.FAILED)
+    world.clock.advance(30.0)
+
+    def lost(op: Any) -> Any:
+        if isinstance(op, _flow.Schedule):
+            raise RpcError("UNAVAILABLE")
+        return DEFAULT
+
+    with pytest.raises(ScheduleError):
+        run(world, call("r1"), "b", lost)
+    world.backend.instances[IID].status = OrchestrationStatus.RUNNING
+    retry = run(world, call("r1"), "c")
+    assert not retry.deduplicated and retry.outcome is StartOutcome.ALREADY_RUNNING

@@ -375,7 +375,9 @@ class _Progress:
     sent_at: datetime | None = None  # set while a schedule may be in flight
     watch_until: float | None = None
     fencing_token: int | None = None
-    request: RequestRecord | None = None  # the request record this call wrote last
+    earlier: RequestRecord | None = None  # the request record the store held when we took the lease
+    stored: RequestRecord | None = None  # what the store holds now, as far as this call knows
+    noting: str | None = None  # whose event _note_event updates: "start", "signal" or None
 
 
 @dataclass(slots=True)
@@ -427,6 +429,19 @@ class _Ctx:
 
     def extend(self) -> Extend:
         return Extend(self.iid, self.token, self.cfg.lease_ttl)
+
+
+def _released_after(ctx: _Ctx, body: Generator[Op, Any, None]) -> Generator[Op, Any, None]:
+    """Run ``body`` holding the lease, then release it, also when ``body`` raises (not on
+    ``GeneratorExit``: a flow being discarded may yield nothing more)."""
+    try:
+        yield from body
+    except GeneratorExit:
+        raise
+    except BaseException:
+        yield from _release(ctx)
+        raise
+    yield from _release(ctx)
 
 
 def _release(ctx: _Ctx) -> Generator[Op, Any, None]:
@@ -695,6 +710,8 @@ def _abandon(ctx: _Ctx) -> Generator[Op, Any, None]:
             ctx.iid,
             "the instance was created" if state is not None else reason or "the instance did not show up",
         )
+        if state is None and reason is None:
+            yield from _note_event(ctx, "not-raised")  # start_or_signal: its event was never raised
     if p.may_hold:
         yield from _release(ctx)
 
@@ -752,37 +769,71 @@ def _signal(ctx: _Ctx, *, started: bool) -> Generator[Op, Any, None]:
 # -- request records (request_id: idempotent retries) ---------------------------
 
 
-def _write_request(
-    ctx: _Ctx,
-    request_id: str | None,
-    *,
-    action: str,
-    event: str,
-    previous_us: int | None,
-    sent_us: int | None = None,
-) -> Generator[Op, Any, None]:
-    """Leave a request record under the lease *before* sending (a start or an event).
+def _expiry_us(ctx: _Ctx) -> int:
+    return epoch_us(ctx.wall_clock()) + round(ctx.cfg.request_ttl * 1_000_000)
 
-    Raises ``LockUnavailableError`` (store down) or ``LeaseLostError`` (not ours):
-    then nothing may be sent. ``request_id=None`` writes a tombstone: the latest start
-    had no request ID, so no earlier request may claim the instance it creates.
-    """
+
+def _put_request(ctx: _Ctx, record: RequestRecord, *, must: bool) -> Generator[Op, Any, bool]:
+    """Write ``record`` (token-checked, lease kept). ``must``: a store error or a refusal
+    raises (``LockUnavailableError`` / ``LeaseLostError``: nothing may be sent); else it is
+    logged and ``False`` returned (the store keeps what it had)."""
+    p = ctx.progress
+    try:
+        stored = yield RecordRequest(ctx.iid, ctx.token, record, ctx.cfg.request_ttl)
+    except LockUnavailableError as exc:
+        if must:
+            raise
+        _log.warning("could not update the request record of %r: %s", ctx.iid, exc)
+        return False
+    if not stored:
+        if must:
+            raise ctx.lost("the lease is no longer ours (request record refused); nothing was sent")
+        _log.warning("could not update the request record of %r: the lease is no longer ours", ctx.iid)
+        return False
+    p.stored = record
+    return True
+
+
+def _write_start(ctx: _Ctx, request_id: str | None, *, event: str, previous_us: int | None) -> Generator[Op, Any, None]:
+    """Before a schedule is sent: this start's request ID (``None``: a tombstone, so no
+    earlier request can claim the instance this start creates), keeping the signal entries."""
     p = ctx.progress
     assert p.fencing_token is not None
-    now_us = epoch_us(ctx.wall_clock())
     record = RequestRecord(
         request_id=request_id,
         fencing_token=p.fencing_token,
-        sent_at_us=now_us if sent_us is None else sent_us,
+        sent_at_us=epoch_us(ctx.wall_clock()),
         previous_created_us=previous_us,
-        action=action,
+        action="start",
         event=event,
-        expires_at_us=now_us + round(ctx.cfg.request_ttl * 1_000_000),
+        expires_at_us=_expiry_us(ctx),
+        signals=p.stored.signals if p.stored is not None else (),
     )
-    stored = yield RecordRequest(ctx.iid, ctx.token, record, ctx.cfg.request_ttl)
-    if not stored:
-        raise ctx.lost("the lease is no longer ours (request record refused); nothing was sent")
-    p.request = record
+    yield from _put_request(ctx, record, must=True)
+    p.noting = "start" if request_id is not None else None
+
+
+def _base_record(ctx: _Ctx) -> RequestRecord:
+    """What the store holds, re-signed with this lease's fencing token (the newest for Redlock)
+    and a fresh expiry; a bare tombstone if it holds nothing."""
+    p = ctx.progress
+    assert p.fencing_token is not None
+    if p.stored is None:
+        now_us = epoch_us(ctx.wall_clock())
+        return RequestRecord(None, p.fencing_token, now_us, None, "start", "", _expiry_us(ctx))
+    return dataclasses.replace(p.stored, fencing_token=p.fencing_token, expires_at_us=_expiry_us(ctx))
+
+
+def _write_signal(ctx: _Ctx, target: OrchestrationState | None) -> Generator[Op, Any, None]:
+    """Before raising the event to an existing instance: this request's signal entry,
+    "pending". The start entry is left as it is (a signal creates nothing)."""
+    rid = ctx.call.request_id
+    assert rid is not None
+    base = _base_record(ctx)
+    yield from _put_request(
+        ctx, dataclasses.replace(base, signals=base.with_signal(rid, "pending", created_us(target))), must=True
+    )
+    ctx.progress.noting = "signal"
 
 
 def _note_event(ctx: _Ctx, event: str) -> Generator[Op, Any, None]:
@@ -792,42 +843,56 @@ def _note_event(ctx: _Ctx, event: str) -> Generator[Op, Any, None]:
     with the same request ID is told the event may have been delivered (never raised twice).
     """
     p = ctx.progress
-    if p.request is None or p.request.request_id is None or p.request.event == event:
+    rid = ctx.call.request_id
+    if rid is None or ctx.call.signal is None or p.stored is None or p.noting is None:
         return
-    record = dataclasses.replace(p.request, event=event)
-    try:
-        stored = yield RecordRequest(ctx.iid, ctx.token, record, ctx.cfg.request_ttl)
-    except LockUnavailableError as exc:
-        _log.warning("could not note the event of request %r on %r: %s", record.request_id, ctx.iid, exc)
-        return
-    if stored:
-        p.request = record
+    if p.noting == "start":
+        if p.stored.request_id != rid or p.stored.event == event:
+            return
+        record = dataclasses.replace(p.stored, event=event)
     else:
-        _log.warning(
-            "could not note the event of request %r on %r: the lease is no longer ours", record.request_id, ctx.iid
-        )
+        entry = p.stored.signal(rid)
+        if entry is None or entry[1] == event:
+            return
+        record = dataclasses.replace(p.stored, signals=p.stored.with_signal(rid, event, entry[2]))
+    yield from _put_request(ctx, record, must=False)
 
 
-def _forget_request(ctx: _Ctx, previous: OrchestrationState | None) -> Generator[Op, Any, None]:
-    """Nothing was created after all: replace this call's request record by a tombstone (best effort)."""
+def _restore_request(ctx: _Ctx) -> Generator[Op, Any, None]:
+    """Nothing was created after all (a refused or unsent schedule): put back the record the
+    store held before this call's (under this lease's token), so an earlier request still
+    knows its instance. Best effort."""
     p = ctx.progress
-    if p.request is None or p.request.request_id is None:
+    if p.noting != "start":
         return
-    try:
-        yield from _write_request(ctx, None, action="start", event="", previous_us=created_us(previous))
-    except (LockUnavailableError, LeaseLostError) as exc:
-        _log.warning("could not clear the request record of %r: %s", ctx.iid, exc)
-    p.request = None
+    assert p.fencing_token is not None
+    if p.earlier is None:
+        now_us = epoch_us(ctx.wall_clock())
+        signals = p.stored.signals if p.stored is not None else ()
+        record = RequestRecord(None, p.fencing_token, now_us, None, "start", "", _expiry_us(ctx), signals)
+    else:
+        record = dataclasses.replace(p.earlier, fencing_token=p.fencing_token, expires_at_us=_expiry_us(ctx))
+        if p.stored is not None:  # keep signal entries written since (none in practice)
+            record = dataclasses.replace(record, signals=p.stored.signals)
+    p.noting = None
+    yield from _put_request(ctx, record, must=False)
 
 
 def _remembered(ctx: _Ctx, grant: Grant) -> RequestRecord | None:
-    """The store's request record if it is this call's request ID and not expired."""
+    """The store's request record, unless expired (``None`` without a request ID)."""
     record = grant.last_request
-    if ctx.call.request_id is None or record is None or record.request_id != ctx.call.request_id:
+    if ctx.call.request_id is None or record is None:
         return None
     if record.expires_at_us + round(ctx.cfg.clock_skew * 1_000_000) < epoch_us(ctx.wall_clock()):
         return None
     return record
+
+
+def _shows_request(state: OrchestrationState | None, record: RequestRecord, skew: float) -> bool:
+    """Whether ``state`` is the instance the record's start created: :func:`shows_start` only
+    (an active instance with the replaced one's creation time is not proof here: it may be
+    that one, resumed or read stale, which the request did not create)."""
+    return shows_start(state, record.previous_created_us, record.sent_at_us, skew)
 
 
 def _confirm_retry(ctx: _Ctx, lease: LeaseClock) -> Generator[Op, Any, None]:
@@ -844,46 +909,42 @@ def _retried(
 ) -> Generator[Op, Any, FlowResult | None]:
     """A retry of a request the store remembers: the earlier call's answer, or ``None`` to go on.
 
-    A record naming this request ID is the latest request sent under the lease (later
-    starts leave tombstones first), so an instance that shows its start (as
-    :func:`shows`) is the one it created. That wins over every policy: a retry never
-    fails on, terminates or replaces its own instance. Holding the lease; raises only
-    after releasing it.
+    The record's start entry names the latest request whose start was sent under the lease
+    (later starts leave tombstones first), so an instance that shows that start (created
+    after it was sent, and newer than the instance it replaced) is the one it created. That
+    wins over every policy: a retry never fails on, terminates or replaces its own instance.
+    Signal entries say what became of a ``start_or_signal``'s event to an existing instance.
+    Holding the lease; raises only after releasing it.
     """
     record = _remembered(ctx, grant)
-    if record is None:
+    rid = ctx.call.request_id
+    if record is None or rid is None:
         return None
     signal = ctx.call.signal is not None
-    if record.action == "start":
-        if not shows(state, record.previous_created_us, record.sent_at_us, ctx.cfg.clock_skew):
-            return None  # that request created nothing (or not yet: see docs/guarantees.md)
-        outcome = StartOutcome.STARTED
-        owed = signal and record.event in ("", "not-raised")
-    elif signal and record.event in ("raised", "pending"):
-        outcome, owed = StartOutcome.SIGNALED, False
+    started = record.request_id == rid and _shows_request(state, record, ctx.cfg.clock_skew)
+    entry = record.signal(rid) if signal else None
+    if started:
+        outcome, event = StartOutcome.STARTED, record.event if signal else "raised"
+    elif entry is not None and entry[1] != "not-raised":
+        outcome, event = StartOutcome.SIGNALED, entry[1]
     else:
-        return None  # a signal that surely failed, or a start() retrying a start_or_signal's signal: go on
+        return None  # nothing this request did is known: go on as a new request
     yield from _confirm_retry(ctx, lease)
-    if owed:  # the instance is this request's, its event was never raised: raise it now
-        try:
-            # Same start (its send time and predecessor, so later retries still know the
-            # instance), under this lease's token, the event now pending.
-            yield from _write_request(
-                ctx,
-                record.request_id,
-                action="start",
-                event="pending",
-                previous_us=record.previous_created_us,
-                sent_us=record.sent_at_us,
-            )
+    if event in ("", "not-raised"):  # this request's instance; its event was surely never raised
+
+        def owed_event() -> Generator[Op, Any, None]:
+            base = _base_record(ctx)
+            yield from _put_request(ctx, dataclasses.replace(base, event="pending"), must=True)
+            ctx.progress.noting = "start"
             yield from _signal(ctx, started=False)
-        finally:
-            yield from _release(ctx)
+
+        yield from _released_after(ctx, owed_event())
         return ctx.done(outcome, state, record.fencing_token, deduplicated=True)
     yield from _release(ctx)
-    if signal and record.event == "pending":
+    if event == "pending":
+        assert ctx.call.signal is not None
         raise SignalError(
-            f"an earlier call with request_id {record.request_id!r} was raising event {ctx.call.signal[0]!r} "  # type: ignore[index]
+            f"an earlier call with request_id {rid!r} was raising event {ctx.call.signal[0]!r} "
             "and may have delivered it; not raised again (use a new request_id to send it anyway)",
             instance_id=ctx.iid,
             backend=ctx.backend,
@@ -911,13 +972,12 @@ def _signal_remembered(
     The request record is left before the event is raised (a store that cannot take it
     means nothing is raised), so a retry with the same request ID never raises it twice.
     """
-    try:
-        yield from _write_request(
-            ctx, ctx.call.request_id, action="signal", event="pending", previous_us=created_us(state)
-        )
+
+    def signalled() -> Generator[Op, Any, None]:
+        yield from _write_signal(ctx, state)
         yield from _signal(ctx, started=False)
-    finally:
-        yield from _release(ctx)
+
+    yield from _released_after(ctx, signalled())
     return ctx.done(StartOutcome.SIGNALED, state, fencing_token)
 
 
@@ -1002,6 +1062,7 @@ def _start(ctx: _Ctx) -> Flow:
 
     lease = p.lease = LeaseClock(granted_at=granted_at, valid_for=grant.valid_for)
     p.fencing_token = grant.fencing_token
+    p.earlier = p.stored = grant.last_request
     replaced: OrchestrationState | None = None
     try:
         state = yield from _read(ctx)
@@ -1030,7 +1091,7 @@ def _start(ctx: _Ctx) -> Flow:
         ):
             # Before sending: this start's request ID, or a tombstone over an earlier one.
             event = "pending" if call.signal is not None else ""
-            yield from _write_request(ctx, call.request_id, action="start", event=event, previous_us=created_us(state))
+            yield from _write_start(ctx, call.request_id, event=event, previous_us=created_us(state))
         reason = yield from _keep(ctx, lease, confirm=True)
         if reason is not None:
             raise ctx.lost(f"{reason} before scheduling; nothing was scheduled")
@@ -1049,7 +1110,7 @@ def _start(ctx: _Ctx) -> Flow:
         yield Schedule(call, tags, send_by)
     except NotSent:
         p.sent_at = None
-        yield from _forget_request(ctx, state)
+        yield from _restore_request(ctx)
         yield from _release(ctx)
         raise ctx.lost("the lease's deadline passed before the request could be sent; nothing was scheduled") from None
     except Exception as exc:
@@ -1061,7 +1122,19 @@ def _start(ctx: _Ctx) -> Flow:
                 existing = yield ctx.read()
             except Exception:
                 existing = None
-            yield from _forget_request(ctx, state)
+            if call.request_id is not None:
+                # Nothing of ours was created: the earlier record is still the truth, and the
+                # existing instance may be this request's own (an earlier call's late start).
+                yield from _restore_request(ctx)
+                try:
+                    retried = yield from _retried(ctx, lease, grant, existing)
+                except (LeaseLostError, LockUnavailableError):
+                    yield from _release(ctx)
+                    raise
+                if retried is not None:
+                    return retried
+                if call.signal is not None and is_active(existing) and call.on_conflict is not ConflictPolicy.FAIL:
+                    return (yield from _signal_remembered(ctx, existing, grant.fencing_token))
             yield from _release(ctx)
             # Active (or not readable): running; finished: the reuse policy forbade replacing it.
             finished = existing is not None and not is_active(existing)
@@ -1082,19 +1155,18 @@ def _start(ctx: _Ctx) -> Flow:
             if ours is not None:
                 _log.info("schedule of %r failed ambiguously (%s) but the instance was created", ctx.iid, code)
                 if call.signal is not None:
-                    try:  # under the lease, so the request record can note the event
-                        yield from _signal(ctx, started=True)
-                    finally:
-                        yield from _release(ctx)
+                    # under the lease, so the request record can note the event
+                    yield from _released_after(ctx, _signal(ctx, started=True))
                 else:
                     yield from _release(ctx)
                 return ctx.done(StartOutcome.STARTED, None, grant.fencing_token, replaced=replaced)
+            yield from _note_event(ctx, "not-raised")  # start_or_signal: its event was never raised
             yield from _release(ctx)
             why = reason or f"the instance did not show up within ambiguity_timeout={cfg.ambiguity_timeout:g}s"
             detail = f"{detail}; {why}; the backend may still create it"
         else:
             p.sent_at = None
-            yield from _forget_request(ctx, state)
+            yield from _restore_request(ctx)
             yield from _release(ctx)
         if ambiguous and call.request_id is not None:
             detail += f"; retry with request_id={call.request_id!r} to find out (a retry never starts it twice)"

@@ -139,6 +139,11 @@ class RequestRecord:
         event: ``""`` (no event), ``"pending"`` (an event was about to be raised),
             ``"raised"`` (it was raised), ``"not-raised"`` (raising it surely failed).
         expires_at_us: the writer's wall clock plus the record's TTL.
+        signals: the events ``start_or_signal`` raised (or was raising) to an *existing*
+            instance, newest first, as ``(request ID, event, creation time of the instance
+            signalled)``. Starts and tombstones carry them forward; the oldest are dropped
+            when the record would exceed :data:`REQUEST_RECORD_MAX` (at least the newest is
+            kept: request IDs are at most 128 characters).
     """
 
     request_id: str | None
@@ -148,18 +153,37 @@ class RequestRecord:
     action: str
     event: str
     expires_at_us: int
+    signals: tuple[tuple[str, str, int | None], ...] = ()
 
     ACTIONS: ClassVar[tuple[str, ...]] = ("start", "signal")
     EVENTS: ClassVar[tuple[str, ...]] = ("", "pending", "raised", "not-raised")
 
+    def signal(self, request_id: str) -> tuple[str, str, int | None] | None:
+        """The signal entry of ``request_id``, if kept."""
+        return next((entry for entry in self.signals if entry[0] == request_id), None)
+
+    def with_signal(
+        self, request_id: str, event: str, target_us: int | None
+    ) -> tuple[tuple[str, str, int | None], ...]:
+        """The signal entries with ``request_id``'s set to (event, target), moved to the front."""
+        return ((request_id, event, target_us), *(e for e in self.signals if e[0] != request_id))
+
     def encode(self) -> str:
-        """ASCII, at most :data:`REQUEST_RECORD_MAX` bytes (request IDs are percent-encoded)."""
+        """ASCII, at most :data:`REQUEST_RECORD_MAX` bytes (request IDs are percent-encoded);
+        the oldest signal entries are left out when it would be longer."""
         previous = "" if self.previous_created_us is None else str(self.previous_created_us)
         rid = "" if self.request_id is None else quote(self.request_id, safe="")
         text = (
             f"{_REQUEST_VERSION}:{self.fencing_token}:{self.sent_at_us}:{previous}:{self.expires_at_us}:"
             f"{self.action}:{self.event}:{rid}"
         )
+        entries = [
+            f"{quote(srid, safe='')}|{event}|{'' if target is None else target}" for srid, event, target in self.signals
+        ]
+        while entries and len(text) + 1 + len(";".join(entries)) > REQUEST_RECORD_MAX:
+            entries.pop()
+        if entries:
+            text += ":" + ";".join(entries)
         if len(text) > REQUEST_RECORD_MAX:
             raise ValueError(f"request record too long ({len(text)} bytes)")
         return text
@@ -172,12 +196,18 @@ class RequestRecord:
         if not text:
             return None
         parts = text.strip().split(":")
-        if len(parts) != 8 or parts[0] != _REQUEST_VERSION:
+        if len(parts) not in (8, 9) or parts[0] != _REQUEST_VERSION:
             return None
         action, event = parts[5], parts[6]
         if action not in cls.ACTIONS or event not in cls.EVENTS:
             return None
         try:
+            signals: list[tuple[str, str, int | None]] = []
+            for entry in parts[8].split(";") if len(parts) == 9 and parts[8] else []:
+                srid, sevent, target = entry.split("|")
+                if not srid or sevent not in cls.EVENTS:
+                    return None
+                signals.append((unquote(srid, errors="strict"), sevent, int(target) if target else None))
             return cls(
                 request_id=unquote(parts[7], errors="strict") if parts[7] else None,
                 fencing_token=int(parts[1]),
@@ -186,6 +216,7 @@ class RequestRecord:
                 action=action,
                 event=event,
                 expires_at_us=int(parts[4]),
+                signals=tuple(signals),
             )
         except (ValueError, UnicodeDecodeError):
             return None

@@ -50,6 +50,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -83,6 +84,7 @@ class Config:
     late_land: bool = False  # delayed requests may land after ambiguity_timeout
     records: bool = True  # the store keeps start records (every shipped backend); False: the visibility hold
     request_ids: tuple[str | None, ...] = ()  # per starter (A, B, ...): its request_id; empty: none
+    signals: bool = False  # every starter calls start_or_signal, its event's data its request ID (or name)
     safe: bool = True
     claim: str = ""
 
@@ -149,6 +151,17 @@ CONFIGS: dict[str, Config] = {
             preemptions=1,
             claim="row 23: request IDs; C retries A's request (concurrently or later), B starts without one; "
             "STARTED only for one request per wave, and a deduplicated STARTED only for its request's instance",
+        ),
+        Config(
+            "requests-signal",
+            starters=3,
+            request_ids=("r1", "r2", "r1"),
+            signals=True,
+            faults=frozenset({"delay", "drop", "pause"}),
+            max_faults=2,
+            preemptions=1,
+            claim="row 23: start_or_signal with request IDs; C retries A's request, B signals with another: "
+            "one STARTED per request, and no request's event raised twice",
         ),
         Config(
             "file",
@@ -313,15 +326,15 @@ def _no_record_before_watch() -> contextlib.AbstractContextManager[Any]:
 
 
 def _no_tombstone() -> contextlib.AbstractContextManager[Any]:
-    real = _flow._write_request
+    real = _flow._write_start
 
-    def write_request(ctx: Any, request_id: Any, **kw: Any) -> Any:
+    def write_start(ctx: Any, request_id: Any, **kw: Any) -> Any:
         if request_id is None:  # a start without a request ID leaves the earlier record in place
             yield from _nothing()
             return None
         return (yield from real(ctx, request_id, **kw))
 
-    return _patched(_flow, "_write_request", write_request)
+    return _patched(_flow, "_write_start", write_start)
 
 
 def _retry_unconfirmed() -> contextlib.AbstractContextManager[Any]:
@@ -331,8 +344,17 @@ def _retry_unconfirmed() -> contextlib.AbstractContextManager[Any]:
     return _patched(_flow, "_confirm_retry", confirm_retry)
 
 
+def _signal_displaces_start() -> contextlib.AbstractContextManager[Any]:
+    real = _flow._base_record
+
+    def base_record(ctx: Any) -> Any:
+        return replace(real(ctx), request_id=None)  # a signal forgets the start it does not create
+
+    return _patched(_flow, "_base_record", base_record)
+
+
 def _dedupe_unseen() -> contextlib.AbstractContextManager[Any]:
-    return _patched(_flow, "shows", lambda state, previous_us, sent_us, skew: True)
+    return _patched(_flow, "_shows_request", lambda state, record, skew: True)
 
 
 MUTANTS: dict[str, Mutant] = {
@@ -382,6 +404,12 @@ MUTANTS: dict[str, Mutant] = {
             "a retry claims its request's instance on a read made after its lease may have expired (row 23)",
             "requests",
             _retry_unconfirmed,
+        ),
+        Mutant(
+            "signal-displaces-start",
+            "a start_or_signal that signals replaces the record of the start before it (the review's F1)",
+            "requests-signal",
+            _signal_displaces_start,
         ),
         Mutant(
             "dedupe-unseen",
@@ -495,6 +523,7 @@ class _Run:
             version=None,
             start_at=None,
             request_id=self.cfg.request_id(NAMES.index(name)),
+            signal=("item", self.cfg.request_id(NAMES.index(name)) or name) if self.cfg.signals else None,
         )
         gen = _flow.start_flow(
             call, self.scfg, token=name, backend="sim", clock=self.world.clock, wall_clock=self.world.clock.wall
@@ -793,6 +822,10 @@ class _Run:
                     )
             elif str(s.fencing) not in created_tags:
                 raise Violation(f"{s.name} reports STARTED but no instance carries its fencing token {s.fencing}")
+        raised = Counter(event[3] for event in backend.events)
+        twice = sorted(data for data, n in raised.items() if n > 1)
+        if twice:
+            raise Violation(f"the event of {twice[0]!r} was raised {raised[twice[0]]} times")
         overwritten = [c for c in backend.creates if c.overwrote_active]
         if overwritten:
             raise Violation(
