@@ -51,6 +51,8 @@ def _utcnow() -> datetime:
 class StarterBase:
     _is_async: bool
     _sleep: Callable[[float], Any]  # time.sleep or asyncio.sleep
+    # The client's own schedule method takes the send-by deadline (``timeout=``): no warning.
+    _deadline_in_client: bool = False
 
     def __init__(self, client: Any, *, lock: Any, **options: Any) -> None:
         backend_name = getattr(lock, "name", None) or type(lock).__name__
@@ -107,7 +109,7 @@ class StarterBase:
         self._wall_clock: Callable[[], datetime] = wall_clock if wall_clock is not None else _utcnow
         self._policies = {policy: policy.request_policy() for policy in ReusePolicy}
         self._with_deadline = _deadline.supports_deadline(client, is_async=self._is_async)
-        if not self._with_deadline:
+        if not self._with_deadline and not self._deadline_in_client:
             _log.warning(
                 "%s: this client's schedule call cannot carry a deadline (payload store or another "
                 "durabletask version); a schedule that stalls past the lease is not cut short "

@@ -125,6 +125,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--profile", choices=PROFILES, default="overwrite", help="Durable backend behaviour (default: overwrite)"
     )
     race.add_argument(
+        "--client",
+        choices=("durabletask", "functions"),
+        default="durabletask",
+        help="durabletask: the gRPC clients (default); functions: the docs' Azure Functions HTTP starter "
+        "(azure-functions-durable 1.x: get_status, then start_new) against DurableFunctionsStarter, through "
+        "a Functions host stand-in on each of its profiles (reject, anystate, racy); asyncio tasks, one new "
+        "client per invocation; --lock must be file or redis",
+    )
+    race.add_argument(
         "--lock",
         type=_lock_url,
         default="file",
@@ -376,6 +385,46 @@ def route_harness_logs(err: TextIO, *, verbose: bool) -> None:
         log.setLevel(logging.INFO if verbose else logging.WARNING)
 
 
+def run_functions(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """``race --client functions``: the docs' Functions starter against the strict one, per host profile."""
+    problem = missing_extra("functions", ("azure.durable_functions", "azure.functions"))
+    if problem:
+        print(f"strict-singleton race: error: --client functions {problem}", file=err)
+        return EXIT_USAGE
+    if not (args.lock == "file" or args.lock.startswith(("file:", "redis://", "rediss://"))):
+        print("strict-singleton race: error: --client functions needs --lock file, file:/dir or redis://", file=err)
+        return EXIT_USAGE
+    from strict_singleton._harness.functions_race import run_functions_race, summary_lines
+
+    print(
+        f"race --client functions: {args.processes} processes x {args.starters} invocations (asyncio tasks), "
+        f"{args.rounds} rounds per strategy and host profile, lock={redact_url(args.lock)}",
+        file=out,
+    )
+    route_harness_logs(err, verbose=args.verbose)
+    try:
+        rounds = run_functions_race(
+            processes=args.processes,
+            tasks=args.starters,
+            rounds=args.rounds,
+            lock_url=None if args.lock == "file" else args.lock,
+        )
+    except (RuntimeError, TimeoutError) as exc:
+        print(f"strict-singleton race: the race could not run: {exc}", file=err)
+        return EXIT_RACE_FAILED
+    for line in summary_lines(rounds):
+        print(line, file=out)
+    strict = [r for r in rounds if r.strategy == "strict"]
+    if any(r.violation and (r.statuses[202] > 1 or r.created > 1) for r in strict):
+        print("VIOLATION: strict answered 202 more than once, or the host created more than one instance", file=out)
+        return EXIT_VIOLATION
+    if any(r.violation for r in strict):
+        print("UNAVAILABLE: some strict rounds started nothing (lock store or host errors)", file=out)
+        return EXIT_UNAVAILABLE
+    print("OK: strict answered 202 exactly once and the host created exactly one instance in every round", file=out)
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
     out = stdout or sys.stdout
     err = stderr or sys.stderr
@@ -383,6 +432,8 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
     args = parser.parse_args(argv)
     if args.command == "explore":
         return run_explore(args, out, err)
+    if args.client == "functions":
+        return run_functions(args, out, err)
     cfg = config_from_args(args)
     try:
         validate_config(cfg)

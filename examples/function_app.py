@@ -1,0 +1,52 @@
+"""The singleton HTTP starter from the Durable Functions docs (Python v2 programming model), strict.
+
+The docs' version reads the status, then starts if there is none or it finished: two
+invocations can both start (one start lost, or a running instance replaced). Here the
+check-and-start is one call to :class:`~strict_singleton.functions.DurableFunctionsStarter`,
+under a lease per instance ID. Same route, same answers: 202 with the check-status payload,
+409 when an instance is already running; also 400 for an instance ID Durable Functions refuses,
+503 (with ``Retry-After``) when the lock store cannot be reached or another caller holds the
+lease for longer than ``wait``.
+
+The lock: by default a Blob lease on the app's own storage account (``AzureWebJobsStorage``,
+container ``strict-singleton-locks``). Set ``STRICT_SINGLETON_LOCK_URL`` to use another one,
+for example ``redis://my-redis:6379/0`` (fewer round trips than Blob).
+"""
+
+from __future__ import annotations
+
+import os
+
+import azure.durable_functions as df
+import azure.functions as func
+
+from strict_singleton import InvalidArgumentError, StrictSingletonError
+from strict_singleton.functions import DurableFunctionsStarter, shared_lock
+
+myApp = df.DFApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+
+
+@myApp.route(route="orchestrators/{functionName}/{instanceId}")
+@myApp.durable_client_input(client_name="client")
+async def http_start_single(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    instance_id = req.route_params["instanceId"]
+    function_name = req.route_params["functionName"]
+    try:
+        starter = DurableFunctionsStarter(client, lock=shared_lock(os.environ.get("STRICT_SINGLETON_LOCK_URL")))
+        result = await starter.start(function_name, instance_id=instance_id, input=req.get_body().decode() or None)
+    except InvalidArgumentError as exc:
+        return func.HttpResponse(exc.message, status_code=400)
+    except StrictSingletonError as exc:  # nothing was started, or the error says whether it may have been
+        return func.HttpResponse(exc.message, status_code=503, headers={"Retry-After": "5"})
+    return starter.http_response(req, result)
+
+
+@myApp.orchestration_trigger(context_name="context")
+def orch(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    result = yield context.call_activity("hello", context.get_input() or "world")
+    return result
+
+
+@myApp.activity_trigger(input_name="name")
+def hello(name: str) -> str:
+    return f"Hello {name}!"

@@ -1,0 +1,491 @@
+"""Durable Functions for Python (``azure-functions-durable`` 1.x): the docs' singleton HTTP trigger, strict.
+
+The singleton article's Python example reads the instance's status with the binding's
+``DurableOrchestrationClient`` and starts a new instance if there is none (or it finished):
+two invocations can both start, and one start is lost or a running instance replaced.
+:class:`DurableFunctionsStarter` runs this library's start algorithm (the same flow as
+:class:`~strict_singleton.AsyncSingletonStarter`, not a copy) over that client::
+
+    import azure.durable_functions as df
+    import azure.functions as func
+    from strict_singleton.functions import DurableFunctionsStarter
+
+    app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
+
+    @app.route(route="orchestrators/{functionName}/{instanceId}")
+    @app.durable_client_input(client_name="client")
+    async def http_start_single(req: func.HttpRequest, client: df.DurableOrchestrationClient):
+        starter = DurableFunctionsStarter(client)  # the lock: AzureWebJobsStorage's Blob service
+        result = await starter.start(req.route_params["functionName"], instance_id=req.route_params["instanceId"],
+                                     input=req.get_body() or None)
+        return starter.http_response(req, result)
+
+Guarantees and outcomes are those of the async starter (``docs/guarantees.md``), with what
+this path cannot do:
+
+* **No tags**: the host's HTTP API has none, so the fencing token is not written on the
+  instance (``result.fencing_token`` is still returned); request IDs (``request_id=``) are
+  kept in the lock store only.
+* **No deadline in the client**: the schedule call is cut by the lease's send-by time with
+  ``asyncio`` (a cut call is ambiguous: the host may still create the instance, which the
+  starter then watches for, as after a gRPC deadline).
+* **One-second ``createdTime``**: handled as on every backend (``clock_skew`` covers it; see
+  the Functions row of the evidence table in ``docs/guarantees.md``).
+* **The host's own duplicate check** (``overridableExistingInstanceStates``) is the second
+  line of defence: with ``NonRunningStates`` a duplicate that gets past the lease is rejected
+  with HTTP 500 "... already exists", which this module reads as ALREADY_RUNNING; with
+  ``AnyState`` (or the Azure Storage provider's non-atomic check) only the lease protects.
+
+Instance IDs are checked against the Durable Functions rules before any lease or host request:
+1 to 100 characters, no ``/``, ``\\``, ``#`` or ``?`` (the 1.x client puts IDs in URLs
+unescaped), no leading ``@`` (entity IDs), no control characters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import weakref
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from durabletask.client import OrchestrationState, OrchestrationStatus
+
+from strict_singleton import _flow
+from strict_singleton._validation import validate_instance_id
+from strict_singleton.async_starter import AsyncSingletonStarter
+from strict_singleton.errors import InvalidArgumentError, InvalidInstanceIdError
+from strict_singleton.policies import ConflictPolicy, ReusePolicy
+from strict_singleton.result import StartOutcome, StartResult
+
+try:
+    import aiohttp
+    import azure.durable_functions as df
+    import azure.functions as func
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "strict_singleton.functions needs the 'functions' extra: pip install 'strict-singleton[functions]'"
+    ) from exc
+
+if TYPE_CHECKING:
+    from strict_singleton.lock_backends.base import AsyncLeaseBackend
+
+_log = logging.getLogger("strict_singleton")
+
+MAX_FUNCTIONS_INSTANCE_ID_LENGTH = 100
+_FORBIDDEN_IN_IDS = "/\\#?"
+LOCK_CONTAINER = "strict-singleton-locks"
+STORAGE_SETTING = "AzureWebJobsStorage"
+# The storage emulator's well-known development account (Azurite), as "UseDevelopmentStorage=true" means.
+_DEV_ACCOUNT = "devstoreaccount1"
+_DEV_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+_DEV_BLOB = ("127.0.0.1", 10000)
+
+_STATUS = {
+    "Running": OrchestrationStatus.RUNNING,
+    "Pending": OrchestrationStatus.PENDING,
+    "Suspended": OrchestrationStatus.SUSPENDED,
+    "ContinuedAsNew": OrchestrationStatus.CONTINUED_AS_NEW,
+    "Completed": OrchestrationStatus.COMPLETED,
+    "Failed": OrchestrationStatus.FAILED,
+    "Terminated": OrchestrationStatus.TERMINATED,
+    # durabletask's OrchestrationStatus has no Canceled; both are finished and every reuse
+    # policy treats them alike.
+    "Canceled": OrchestrationStatus.TERMINATED,
+}
+
+
+def validate_functions_instance_id(instance_id: object) -> str:
+    """``instance_id`` if Durable Functions accepts it, else :class:`InvalidInstanceIdError`."""
+    iid = validate_instance_id(instance_id, max_length=MAX_FUNCTIONS_INSTANCE_ID_LENGTH)
+    bad = sorted({c for c in iid if c in _FORBIDDEN_IN_IDS})
+    if bad:
+        raise InvalidInstanceIdError(
+            f"Durable Functions instance IDs must not contain {' '.join(bad)} (the client puts IDs in URLs)",
+            instance_id=iid,
+        )
+    if iid.startswith("@"):
+        raise InvalidInstanceIdError(
+            "Durable Functions instance IDs must not start with @ (entity IDs)", instance_id=iid
+        )
+    return iid
+
+
+class HostError(Exception):
+    """A host HTTP API failure, with a gRPC-like ``code()`` the start flow classifies
+    (``ALREADY_EXISTS``, ``INVALID_ARGUMENT``, ``NOT_FOUND``, ``DEADLINE_EXCEEDED``,
+    ``UNAVAILABLE``, ``INTERNAL``: the last three may have been executed)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code_name = code
+
+    def code(self) -> Any:
+        return type("Code", (), {"name": self.code_name})()
+
+
+def _message_of(exc: BaseException) -> str:
+    """The host's error text inside a 1.x client exception (a parsed JSON body or a string)."""
+    arg = exc.args[0] if exc.args else ""
+    if isinstance(arg, dict):
+        return str(arg.get("ExceptionMessage") or arg.get("Message") or arg)
+    return str(arg)
+
+
+def _classify(exc: BaseException, doing: str) -> HostError:
+    if isinstance(exc, HostError):
+        return exc
+    if isinstance(exc, asyncio.TimeoutError):
+        return HostError("DEADLINE_EXCEEDED", f"{doing}: no answer before the lease's send-by deadline")
+    if isinstance(exc, (aiohttp.ClientError, OSError)):
+        return HostError("UNAVAILABLE", f"{doing}: {type(exc).__name__}: {exc}")
+    text = _message_of(exc)
+    if "already exists" in text:
+        return HostError("ALREADY_EXISTS", f"{doing}: {text}")
+    if exc.args and isinstance(exc.args[0], str):
+        # The 1.x client raises the ExceptionMessage string for a 400 (an unknown function,
+        # a bad request), and plain messages for 404/410: nothing was created.
+        lowered = text.lower()
+        code = "NOT_FOUND" if ("no instance" in lowered or "is gone" in lowered) else "INVALID_ARGUMENT"
+        return HostError(code, f"{doing}: {text}")
+    return HostError("INTERNAL", f"{doing}: {text}")  # a 500 of another kind: it may have executed
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        moment = value
+    else:
+        try:
+            moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    return moment.astimezone(timezone.utc).replace(tzinfo=None) if moment.tzinfo else moment
+
+
+def to_state(status: Any, instance_id: str) -> OrchestrationState | None:
+    """A ``DurableOrchestrationStatus`` as durabletask's ``OrchestrationState`` (``None``: no instance).
+
+    The 1.x client answers a missing instance (HTTP 404, empty body) with a *falsy* status
+    whose ``message`` is ``""``; any other falsy status is an error body (HTTP 500 or 400),
+    raised as :class:`HostError`.
+    """
+    if not status:
+        if getattr(status, "message", None) == "" and not getattr(status, "ExceptionMessage", None):
+            return None
+        detail = getattr(status, "ExceptionMessage", None) or getattr(status, "Message", None) or status
+        raise HostError("INTERNAL", f"status read failed: {detail}")
+    runtime = getattr(status.runtime_status, "value", status.runtime_status)
+    if runtime not in _STATUS:
+        raise HostError("INTERNAL", f"status read returned an unknown runtimeStatus {runtime!r}")
+    created = _parse_time(status.created_time)
+    updated = _parse_time(status.last_updated_time) or created
+    if created is None:  # pragma: no cover - a truthy status always has a creation time
+        raise HostError("INTERNAL", "status read returned no createdTime")
+    return OrchestrationState(
+        instance_id,
+        status.name or "",
+        _STATUS[runtime],
+        created,
+        updated or created,
+        None if status.input_ is None else str(status.input_),
+        None if status.output is None else str(status.output),
+        None if status.custom_status is None else str(status.custom_status),
+        None,
+    )
+
+
+def forget_stale_session() -> None:
+    """Drop the 1.x client's module-global aiohttp session if it belongs to another event loop.
+
+    The client creates one session on first use, bound to the loop running then, and keeps it
+    until it is closed; a second event loop in the same process (``asyncio.run`` twice, test
+    runs) would fail with "Event loop is closed". It cannot be closed from here (its loop is
+    gone or another one); it is forgotten, and the client creates a new one on this loop.
+    """
+    from azure.durable_functions.models.utils import http_utils
+
+    session = getattr(http_utils, "_client_session", None)
+    if session is None:
+        return
+    loop = getattr(session, "_loop", None)
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    if session.closed or loop is not running:
+        http_utils._client_session = None
+        http_utils._session_lock = asyncio.Lock()
+
+
+class _Serializer:
+    """The 1.x client's own input serializer (``df_dumps``), as a data converter for the input check."""
+
+    def serialize(self, value: Any) -> str | None:
+        text: str | None = df.DurableOrchestrationClient._get_json_input(value)
+        return text
+
+    def deserialize(self, text: str | None, expected_type: Any = None) -> Any:  # pragma: no cover - unused
+        raise NotImplementedError
+
+
+class FunctionsClient:
+    """The binding's ``DurableOrchestrationClient`` behind the async durabletask client methods
+    the starter calls (status read, start with a send-by deadline, terminate, raise event)."""
+
+    def __init__(self, client: df.DurableOrchestrationClient) -> None:
+        if not callable(getattr(client, "start_new", None)) or not callable(getattr(client, "get_status", None)):
+            raise InvalidArgumentError(
+                f"client must be the binding's azure.durable_functions.DurableOrchestrationClient, "
+                f"got {type(client).__name__}"
+            )
+        self.client = client
+        self._data_converter = _Serializer()
+
+    async def get_orchestration_state(
+        self, instance_id: str, *, fetch_payloads: bool = True
+    ) -> OrchestrationState | None:
+        forget_stale_session()
+        try:
+            status = await self.client.get_status(instance_id, show_input=fetch_payloads)
+        except Exception as exc:
+            raise _classify(exc, "status read") from exc
+        return to_state(status, instance_id)
+
+    async def schedule_new_orchestration(
+        self,
+        orchestrator: Any,
+        *,
+        input: Any = None,
+        instance_id: str | None = None,
+        version: str | None = None,
+        timeout: float | None = None,
+        **_ignored: Any,  # start_at, reuse_id_policy, tags: the host's HTTP API has none of them
+    ) -> str:
+        forget_stale_session()
+        extra = {"version": version} if version is not None else {}
+        call = self.client.start_new(str(orchestrator), instance_id, input, **extra)
+        try:
+            if timeout is None:
+                return str(await call)
+            return str(await asyncio.wait_for(call, timeout))
+        except Exception as exc:
+            raise _classify(exc, "start") from exc
+
+    async def raise_orchestration_event(self, instance_id: str, event_name: str, *, data: Any = None) -> None:
+        forget_stale_session()
+        try:
+            await self.client.raise_event(instance_id, event_name, data)
+        except Exception as exc:
+            raise _classify(exc, "raise event") from exc
+
+    async def terminate_orchestration(self, instance_id: str, *, output: Any = None) -> None:
+        forget_stale_session()
+        try:
+            await self.client.terminate(instance_id, str(output or "terminated by strict-singleton"))
+        except Exception as exc:
+            raise _classify(exc, "terminate") from exc
+
+
+class _Starter(AsyncSingletonStarter):
+    """The async starter, with the schedule call cut at the lease's send-by time by asyncio."""
+
+    _deadline_in_client = True
+
+    def _bind_schedule(self, op: _flow.Schedule) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
+        call = op.call
+        timeout = self._timeout(op)  # read immediately before the call; NotSent once passed
+        kwargs = {"input": call.input, "instance_id": call.instance_id, "version": call.version, "timeout": timeout}
+        return self._client.schedule_new_orchestration, (call.orchestrator,), kwargs
+
+
+def default_lock(*, environ: Any = None) -> AsyncLeaseBackend:
+    """An :class:`~strict_singleton.lock_backends.AsyncBlobLease` on the app's own storage account
+    (the ``AzureWebJobsStorage`` setting), container ``strict-singleton-locks``, or a clear
+    :class:`InvalidArgumentError` saying what to pass instead."""
+    env = os.environ if environ is None else environ
+    setting = env.get(STORAGE_SETTING)
+    if not setting:
+        raise InvalidArgumentError(
+            f"no lock given and the {STORAGE_SETTING} setting is missing; pass lock= (for example "
+            "AsyncBlobLease(ContainerClient.from_connection_string(..., 'strict-singleton-locks')) or AsyncRedisLease)"
+        )
+    if "AccountName=" not in setting and "UseDevelopmentStorage=true" not in setting.replace(" ", ""):
+        raise InvalidArgumentError(
+            f"no lock given and {STORAGE_SETTING} is not a connection string (an identity-based connection?); "
+            "pass lock=AsyncBlobLease(ContainerClient(account_url, 'strict-singleton-locks', credential=...))"
+        )
+    from azure.storage.blob.aio import ContainerClient
+
+    from strict_singleton.lock_backends.blob import AsyncBlobLease
+
+    if "UseDevelopmentStorage=true" in setting.replace(" ", ""):
+        try:
+            socket.create_connection(_DEV_BLOB, timeout=0.5).close()
+        except OSError:
+            raise InvalidArgumentError(
+                f"no lock given and {STORAGE_SETTING} is UseDevelopmentStorage=true, but no storage emulator "
+                f"answers on {_DEV_BLOB[0]}:{_DEV_BLOB[1]}; start Azurite, or pass lock= (AsyncRedisLease, "
+                "AsyncFileLease for one host, or an AsyncBlobLease on a real account)"
+            ) from None
+        setting = (
+            f"DefaultEndpointsProtocol=http;AccountName={_DEV_ACCOUNT};AccountKey={_DEV_KEY};"
+            f"BlobEndpoint=http://{_DEV_BLOB[0]}:{_DEV_BLOB[1]}/{_DEV_ACCOUNT};"
+        )
+    return AsyncBlobLease(ContainerClient.from_connection_string(setting, LOCK_CONTAINER))
+
+
+_SHARED: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str | None, Any]] = weakref.WeakKeyDictionary()
+
+
+def shared_lock(url: str | None = None) -> AsyncLeaseBackend:
+    """One lease backend per event loop and lock URL, for a starter built per invocation.
+
+    ``url`` as :func:`strict_singleton.lock_backends.from_url` takes it (``redis://...``,
+    ``file:/dir``, ...); ``None``: :func:`default_lock` (a Blob lease on ``AzureWebJobsStorage``).
+    The Functions Python worker runs async functions on one event loop, so an app gets one
+    lock client (one connection pool) instead of one per invocation. Call it inside the
+    event loop (in the function).
+    """
+    loop = asyncio.get_running_loop()
+    per_loop = _SHARED.setdefault(loop, {})
+    lock = per_loop.get(url)
+    if lock is None:
+        if url is None:
+            lock = default_lock()
+        else:
+            from strict_singleton.lock_backends import from_url
+
+            lock = from_url(url, asynchronous=True)
+        per_loop[url] = lock
+    result: AsyncLeaseBackend = lock
+    return result
+
+
+class DurableFunctionsStarter:
+    """Start an orchestration from an Azure Functions trigger at most once per start wave.
+
+    Args:
+        client: the ``DurableOrchestrationClient`` the binding gives
+            (``@app.durable_client_input(client_name="client")``). A new client and a new
+            starter per invocation is fine (that is how Functions calls you), and so is one
+            starter reused.
+        lock: an async lease backend; default ``shared_lock()``: one :func:`default_lock` per
+            event loop (a Blob lease on the app's ``AzureWebJobsStorage`` account, no new
+            infrastructure). Use ``AsyncRedisLease``
+            if you have Redis: fewer round trips than Blob.
+        lease_ttl, wait, and the other keyword options of
+        :class:`~strict_singleton.AsyncSingletonStarter`.
+
+    Same outcomes, errors and guarantees as the async starter; see the module docstring for
+    what this path cannot do.
+    """
+
+    def __init__(self, client: Any, *, lock: AsyncLeaseBackend | None = None, **options: Any) -> None:
+        self._client = FunctionsClient(client)
+        chosen = lock if lock is not None else shared_lock()
+        self._starter = _Starter(self._client, lock=chosen, **options)  # type: ignore[arg-type]  # duck-typed client
+
+    @property
+    def lock(self) -> Any:
+        return self._starter.lock
+
+    async def start(
+        self,
+        function_name: str,
+        *,
+        instance_id: str,
+        input: Any = None,
+        version: str | None = None,
+        reuse: ReusePolicy = ReusePolicy.ALLOW_DUPLICATE,
+        on_conflict: ConflictPolicy = ConflictPolicy.USE_EXISTING,
+        terminate_timeout: float = 30.0,
+        request_id: str | None = None,
+    ) -> StartResult:
+        """Start ``function_name`` as ``instance_id`` unless an active instance exists.
+
+        As :meth:`SingletonStarter.start <strict_singleton.SingletonStarter.start>`. Bad input
+        (including instance IDs Durable Functions refuses) raises ``InvalidArgumentError``
+        before any lease or host request.
+        """
+        iid = validate_functions_instance_id(instance_id)
+        return await self._starter.start(
+            function_name,
+            instance_id=iid,
+            input=input,
+            version=version,
+            reuse=reuse,
+            on_conflict=on_conflict,
+            terminate_timeout=terminate_timeout,
+            request_id=request_id,
+        )
+
+    async def start_or_signal(
+        self,
+        function_name: str,
+        *,
+        instance_id: str,
+        event_name: str,
+        event_data: Any = None,
+        input: Any = None,
+        reuse: ReusePolicy = ReusePolicy.ALLOW_DUPLICATE,
+        request_id: str | None = None,
+    ) -> StartResult:
+        """As :meth:`SingletonStarter.start_or_signal <strict_singleton.SingletonStarter.start_or_signal>`."""
+        iid = validate_functions_instance_id(instance_id)
+        return await self._starter.start_or_signal(
+            function_name,
+            instance_id=iid,
+            event_name=event_name,
+            event_data=event_data,
+            input=input,
+            reuse=reuse,
+            request_id=request_id,
+        )
+
+    def http_response(self, req: func.HttpRequest, result: StartResult) -> func.HttpResponse:
+        """The trigger's answer: STARTED (and SIGNALED) the client's own 202 check-status
+        response; ALREADY_RUNNING 409 with the instance ID (as the docs' example);
+        ALREADY_COMPLETED 409 too; BUSY 503 with ``Retry-After``."""
+        iid = result.instance_id
+        if result.outcome in (StartOutcome.STARTED, StartOutcome.SIGNALED):
+            response: func.HttpResponse = self._client.client.create_check_status_response(req, iid)
+            return response
+        if result.outcome is StartOutcome.ALREADY_RUNNING:
+            return func.HttpResponse(f"An instance with ID '{iid}' already exists.", status_code=409)
+        if result.outcome is StartOutcome.ALREADY_COMPLETED:
+            return func.HttpResponse(
+                f"An instance with ID '{iid}' already completed and the reuse policy keeps it.", status_code=409
+            )
+        retry = max(1, round(self._starter.config.lease_ttl))
+        return func.HttpResponse(
+            f"Another caller is starting instance '{iid}'; try again.",
+            status_code=503,
+            headers={"Retry-After": str(retry)},
+        )
+
+    async def aclose(self) -> None:
+        """Wait for pending background finishes (the lease's release with its start record)."""
+        await self._starter.aclose()
+
+    async def __aenter__(self) -> DurableFunctionsStarter:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+__all__ = [
+    "MAX_FUNCTIONS_INSTANCE_ID_LENGTH",
+    "DurableFunctionsStarter",
+    "FunctionsClient",
+    "HostError",
+    "default_lock",
+    "forget_stale_session",
+    "shared_lock",
+    "to_state",
+    "validate_functions_instance_id",
+]

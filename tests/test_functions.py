@@ -1,0 +1,462 @@
+"""Issue 13: the docs' Azure Functions singleton starter, strict. Driven through the real 1.x
+client (``azure.durable_functions.DurableOrchestrationClient``) over HTTP against the host
+stand-in (``strict_singleton.testing.functions_host``) over the in-memory Durable backend
+through real gRPC; real lock stores; asyncio tasks and spawned processes. What happened is
+counted by the host (instances created per ID) and the HTTP answers."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import socket
+import sys
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+df = pytest.importorskip("azure.durable_functions")
+func = pytest.importorskip("azure.functions")
+
+from durabletask import task  # noqa: E402
+from durabletask.client import TaskHubGrpcClient  # noqa: E402
+
+from strict_singleton import InvalidArgumentError, LockUnavailableError, StartOutcome  # noqa: E402
+from strict_singleton._harness import functions_race as fr  # noqa: E402
+from strict_singleton.functions import (  # noqa: E402
+    DurableFunctionsStarter,
+    default_lock,
+    forget_stale_session,
+    validate_functions_instance_id,
+)
+from strict_singleton.lock_backends import AsyncFileLease  # noqa: E402
+from strict_singleton.testing import DurableTestBackend  # noqa: E402
+from strict_singleton.testing import functions_host as fh  # noqa: E402
+from strict_singleton.testing.azurite import Azurite  # noqa: E402
+from suite_helpers import poll_until, running_worker  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+CALLERS = 16
+
+
+@pytest.fixture
+def make_host(strict_singleton_durable_backend: DurableTestBackend) -> Iterator[Callable[..., fh.FunctionsHost]]:
+    hosts: list[fh.FunctionsHost] = []
+
+    def make(profile: fh.Profile = "reject", **kwargs: Any) -> fh.FunctionsHost:
+        host = fh.FunctionsHost(strict_singleton_durable_backend, profile=profile, **kwargs)
+        hosts.append(host)
+        return host.start()
+
+    yield make
+    for host in hosts:
+        host.stop()
+
+
+def new_id() -> str:
+    return f"fn-{uuid.uuid4().hex[:12]}"
+
+
+def waves(host: fh.FunctionsHost, invoke: Callable[[str], Any], rounds: int) -> list[tuple[Counter[int], int]]:
+    """``rounds`` waves of CALLERS concurrent invocations (asyncio tasks): (HTTP answers, created) per round."""
+
+    async def main() -> list[tuple[Counter[int], int]]:
+        out = []
+        for _ in range(rounds):
+            iid = new_id()
+            answers = await asyncio.gather(*(invoke(iid) for _ in range(CALLERS)), return_exceptions=True)
+            out.append((Counter(a if isinstance(a, int) else 500 for a in answers), iid))
+        return [(answers, host.counts.created[iid]) for answers, iid in out]
+
+    return fh.run(main())
+
+
+def violations(report: list[tuple[Counter[int], int]]) -> int:
+    return sum(1 for answers, created in report if answers[202] != 1 or created != 1)
+
+
+def check_strict(report: list[tuple[Counter[int], int]]) -> None:
+    for answers, created in report:
+        assert answers[202] == 1 and created == 1, (answers, created)
+        assert set(answers) <= {202, 409, 503}, answers
+
+
+# -- the issue's race: the docs' code violates, the strict starter does not ------------------------
+
+
+def race(make_host: Callable[..., fh.FunctionsHost], tmp_path: Path, profile: str, rounds: int, per_call: bool) -> None:
+    host = make_host(profile)
+    binding = fh.binding_json(host)
+    naive = waves(host, lambda iid: fr.naive_http_start(binding, iid), rounds)
+    shared: dict[str, Any] = {}
+
+    async def strict(iid: str) -> int:
+        if per_call:  # a new client, a new starter and a new lock object per invocation
+            return await fr.strict_http_start(binding, iid, AsyncFileLease(tmp_path))
+        if "starter" not in shared:  # one starter reused (and its client)
+            shared["starter"] = DurableFunctionsStarter(
+                df.DurableOrchestrationClient(binding), lock=AsyncFileLease(tmp_path)
+            )
+        starter = shared["starter"]
+        result = await starter.start(fr.ORCHESTRATOR, instance_id=iid)
+        return int(starter.http_response(fr.http_request(iid), result).status_code)
+
+    strict_report = waves(host, strict, rounds)
+    print(
+        f"\n[{profile}] docs' code: {violations(naive)}/{rounds} rounds violated; strict: {violations(strict_report)}"
+    )
+    assert violations(naive) > rounds // 2  # "violations in most rounds", measured
+    check_strict(strict_report)
+
+
+@pytest.mark.parametrize("per_call", [True, False], ids=["new-client-per-call", "one-starter"])
+@pytest.mark.parametrize("profile", ["anystate", "racy"])
+def test_docs_code_violates_and_the_strict_starter_does_not(
+    make_host: Callable[..., fh.FunctionsHost], tmp_path: Path, profile: str, per_call: bool
+) -> None:
+    race(make_host, tmp_path, profile, rounds=6, per_call=per_call)
+
+
+@pytest.mark.slow  # the issue's 16 invocations x 30 rounds
+@pytest.mark.parametrize("per_call", [True, False], ids=["new-client-per-call", "one-starter"])
+@pytest.mark.parametrize("profile", ["anystate", "racy"])
+def test_docs_code_violates_and_the_strict_starter_does_not_30_rounds(
+    make_host: Callable[..., fh.FunctionsHost], tmp_path: Path, profile: str, per_call: bool
+) -> None:
+    race(make_host, tmp_path, profile, rounds=30, per_call=per_call)
+
+
+@pytest.mark.parametrize("profile", ["anystate", "racy"])
+def test_several_processes(strict_singleton_durable_backend: DurableTestBackend, tmp_path: Path, profile: str) -> None:
+    with fh.FunctionsHost(strict_singleton_durable_backend, profile=profile) as host:
+        common = {"processes": 4, "tasks": 4, "rounds": 5, "lock_url": f"file:{tmp_path}"}
+        naive = fr.run_rounds(host, "naive", **common)  # type: ignore[arg-type]
+        strict = fr.run_rounds(host, "strict", **common)  # type: ignore[arg-type]
+    assert sum(r.violation for r in naive) >= 3
+    assert not [r for r in strict if r.violation], [(r.statuses, r.created) for r in strict]
+    assert all(set(r.statuses) <= {202, 409, 503} for r in strict)
+
+
+def test_the_hosts_already_exists_500_is_already_running(
+    make_host: Callable[..., fh.FunctionsHost], tmp_path: Path
+) -> None:
+    """Every caller with a lease of its own (the lease bypassed): the host's atomic check rejects
+    the duplicates with HTTP 500 "... already exists", answered ALREADY_RUNNING, never an error."""
+    host = make_host("reject")
+    binding = fh.binding_json(host)
+    iid = new_id()
+
+    async def main() -> list[Any]:
+        starters = [
+            DurableFunctionsStarter(df.DurableOrchestrationClient(binding), lock=AsyncFileLease(tmp_path / str(i)))
+            for i in range(CALLERS)
+        ]
+        return await asyncio.gather(*(s.start(fr.ORCHESTRATOR, instance_id=iid) for s in starters))
+
+    results = fh.run(main())
+    outcomes = Counter(r.outcome for r in results)
+    assert outcomes == {StartOutcome.STARTED: 1, StartOutcome.ALREADY_RUNNING: CALLERS - 1}
+    assert host.counts.created[iid] == 1 and host.counts.rejected[iid] >= 1
+
+
+# -- reuse after completion, with a real worker -----------------------------------------------------
+
+
+def orch(ctx: task.OrchestrationContext, _: Any) -> Any:
+    """Runs until told to finish, so a wave overlaps a running instance (then it completes)."""
+    yield ctx.wait_for_external_event("finish")
+    return "done"
+
+
+def test_after_the_instance_completes_the_next_wave_starts_exactly_one(
+    make_host: Callable[..., fh.FunctionsHost], tmp_path: Path, strict_singleton_durable_backend: DurableTestBackend
+) -> None:
+    host = make_host("anystate")
+    binding = fh.binding_json(host)
+    iid = new_id()
+
+    async def wave() -> Counter[int]:
+        calls = [fr.strict_http_start(binding, iid, AsyncFileLease(tmp_path)) for _ in range(CALLERS)]
+        return Counter(await asyncio.gather(*calls))
+
+    client = TaskHubGrpcClient(host_address=strict_singleton_durable_backend.address)
+    with running_worker(strict_singleton_durable_backend.address, orch):
+        for expected in (1, 2):
+            assert fh.run(wave())[202] == 1
+            assert host.counts.created[iid] == expected
+            client.raise_orchestration_event(iid, "finish")
+            poll_until(
+                lambda: strict_singleton_durable_backend.status_of(iid) == 1,  # ORCHESTRATION_STATUS_COMPLETED
+                30,
+                f"{iid} to complete",
+            )
+    client.close()
+
+
+# -- fail closed, bad input, the HTTP answers ---------------------------------------------------------
+
+
+def test_lock_store_down_gives_no_202_and_nothing_created(make_host: Callable[..., fh.FunctionsHost]) -> None:
+    host = make_host("anystate")
+    binding = fh.binding_json(host)
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"redis://127.0.0.1:{port}/0"
+
+    async def invoke(iid: str) -> int:
+        from strict_singleton.lock_backends import from_url
+
+        return await fr.strict_http_start(binding, iid, from_url(url, asynchronous=True))
+
+    report = waves(host, invoke, 2)
+    assert all(answers == {503: CALLERS} and created == 0 for answers, created in report), report
+
+    async def direct() -> None:
+        from strict_singleton.lock_backends import from_url
+
+        starter = DurableFunctionsStarter(df.DurableOrchestrationClient(binding), lock=from_url(url, asynchronous=True))
+        with pytest.raises(LockUnavailableError):
+            await starter.start(fr.ORCHESTRATOR, instance_id="down-1")
+
+    fh.run(direct())
+    assert host.counts.total_created == 0 and host.counts.total_accepted == 0
+
+
+BAD_IDS = ["a/b", "a?b", "a#b", "a\\b", "@entity", "a\x00b", "a\nb", "x" * 101, "", " padded"]
+
+
+@pytest.mark.parametrize("bad", BAD_IDS, ids=repr)
+def test_bad_instance_ids_are_refused_before_any_lease_or_host_request(
+    make_host: Callable[..., fh.FunctionsHost],
+    tmp_path: Path,
+    strict_singleton_durable_backend: DurableTestBackend,
+    bad: str,
+) -> None:
+    host = make_host("anystate")
+    binding = fh.binding_json(host)
+
+    async def main() -> None:
+        starter = DurableFunctionsStarter(df.DurableOrchestrationClient(binding), lock=AsyncFileLease(tmp_path))
+        with pytest.raises(InvalidArgumentError):
+            await starter.start(fr.ORCHESTRATOR, instance_id=bad)
+        with pytest.raises(InvalidArgumentError):
+            await starter.start_or_signal(fr.ORCHESTRATOR, instance_id=bad, event_name="e")
+
+    fh.run(main())
+    assert list(tmp_path.iterdir()) == []
+    assert host.counts.total_accepted == 0 and host.counts.total_created == 0
+    assert strict_singleton_durable_backend.calls.snapshot().total == 0
+
+
+def test_valid_ids_pass_the_functions_rules() -> None:
+    for ok in ("a", "x" * 100, "order-42", "ünïcode id", "a@b"):
+        assert validate_functions_instance_id(ok) == ok
+
+
+def test_http_answers(make_host: Callable[..., fh.FunctionsHost], tmp_path: Path) -> None:
+    host = make_host("reject")
+    binding = fh.binding_json(host)
+    iid = new_id()
+
+    async def main() -> None:
+        starter = DurableFunctionsStarter(df.DurableOrchestrationClient(binding), lock=AsyncFileLease(tmp_path))
+        req = fr.http_request(iid)
+        first = starter.http_response(req, await starter.start(fr.ORCHESTRATOR, instance_id=iid))
+        assert first.status_code == 202 and iid in first.headers["Location"]
+        second = starter.http_response(req, await starter.start(fr.ORCHESTRATOR, instance_id=iid))
+        assert second.status_code == 409 and f"'{iid}'" in second.get_body().decode()
+        busy = DurableFunctionsStarter(df.DurableOrchestrationClient(binding), lock=AsyncFileLease(tmp_path), wait=0)
+        other = new_id()
+        holder = AsyncFileLease(tmp_path)
+        assert await holder.acquire(other, "someone", 30) is not None
+        result = await busy.start(fr.ORCHESTRATOR, instance_id=other)
+        assert result.outcome is StartOutcome.BUSY
+        answer = busy.http_response(req, result)
+        assert answer.status_code == 503 and int(answer.headers["Retry-After"]) >= 1
+        await holder.release(other, "someone")
+        await starter.aclose()
+        await busy.aclose()
+
+    fh.run(main())
+    assert host.counts.created[iid] == 1
+
+
+def test_new_event_loops_need_no_session_helpers(make_host: Callable[..., fh.FunctionsHost], tmp_path: Path) -> None:
+    """The 1.x client keeps one aiohttp session per process, bound to the first loop: the starter
+    drops a session of another loop before each call, so plain ``asyncio.run`` works every time."""
+    host = make_host("reject")
+    binding = fh.binding_json(host)
+    fh.reset_client_session()
+
+    async def one() -> StartOutcome:
+        starter = DurableFunctionsStarter(df.DurableOrchestrationClient(binding), lock=AsyncFileLease(tmp_path))
+        async with starter:
+            return (await starter.start(fr.ORCHESTRATOR, instance_id=new_id())).outcome
+
+    outcomes = [asyncio.run(one()) for _ in range(3)]  # no fh.run, no reset between loops
+    assert outcomes == [StartOutcome.STARTED] * 3
+    fh.run(fh.close_client_session())
+
+
+# -- the default lock ------------------------------------------------------------------------------
+
+
+def test_default_lock_without_the_setting_says_what_to_pass() -> None:
+    with pytest.raises(InvalidArgumentError, match="pass lock="):
+        default_lock(environ={})
+
+
+def test_default_lock_development_storage_without_an_emulator_says_what_to_pass() -> None:
+    try:
+        socket.create_connection(("127.0.0.1", 10000), timeout=0.2).close()
+        pytest.skip("something listens on 127.0.0.1:10000 (a storage emulator)")
+    except OSError:
+        pass
+    with pytest.raises(InvalidArgumentError, match="start Azurite, or pass lock="):
+        default_lock(environ={"AzureWebJobsStorage": "UseDevelopmentStorage=true"})
+
+
+def test_default_lock_is_a_blob_lease_on_azurewebjobsstorage(
+    make_host: Callable[..., fh.FunctionsHost], strict_singleton_azurite: Azurite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AzureWebJobsStorage", strict_singleton_azurite.connection_string)
+    host = make_host("anystate")
+    binding = fh.binding_json(host)
+
+    async def main() -> list[tuple[Counter[int], str]]:
+        out = []
+        for _ in range(2):
+            iid = new_id()
+            answers = await asyncio.gather(*(fr.strict_http_start(binding, iid, None) for _ in range(8)))
+            out.append((Counter(answers), iid))
+        forget_stale_session()
+        return out
+
+    for answers, iid in fh.run(main()):
+        assert answers[202] == 1 and host.counts.created[iid] == 1
+
+
+# -- the example app, through its decorated handler ---------------------------------------------------
+
+
+def load_example() -> Any:
+    spec = importlib.util.spec_from_file_location("function_app_example", ROOT / "examples" / "function_app.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["function_app_example"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_example_app_handler_is_strict(
+    make_host: Callable[..., fh.FunctionsHost], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STRICT_SINGLETON_LOCK_URL", f"file:{tmp_path}")
+    app = load_example()
+    handler = next(f for f in app.myApp.get_functions() if f.get_function_name() == "http_start_single")
+    user_function = handler.get_user_function()
+    host = make_host("racy")
+    binding = fh.binding_json(host)
+    iid = new_id()
+
+    def request(instance_id: str) -> Any:
+        return func.HttpRequest(
+            method="POST",
+            url=f"http://localhost:7071/api/orchestrators/orch/{instance_id}",
+            body=b"",
+            route_params={"functionName": "orch", "instanceId": instance_id},
+        )
+
+    async def main() -> tuple[Counter[int], int]:
+        answers = await asyncio.gather(*(user_function(req=request(iid), client=binding) for _ in range(CALLERS)))
+        bad = await user_function(req=request("bad#id"), client=binding)
+        return Counter(a.status_code for a in answers), bad.status_code
+
+    answers, bad = fh.run(main())
+    assert answers[202] == 1 and set(answers) <= {202, 409, 503}
+    assert bad == 400
+    assert host.counts.created[iid] == 1 and host.counts.created["bad#id"] == 0
+
+
+def test_a_failing_status_read_is_not_taken_for_a_missing_instance(
+    make_host: Callable[..., fh.FunctionsHost], tmp_path: Path, strict_singleton_durable_backend: DurableTestBackend
+) -> None:
+    """The host answers 500 with an error body; the 1.x client turns that into a *falsy* status,
+    like a missing instance. The starter reads it as a failed read: nothing is started."""
+    from strict_singleton import StatusReadError
+
+    host = make_host("anystate")
+    binding = fh.binding_json(host)
+
+    def broken(instance_id: str) -> None:
+        raise RuntimeError("status store unavailable")
+
+    strict_singleton_durable_backend.read_hook = broken
+
+    async def main() -> None:
+        starter = DurableFunctionsStarter(df.DurableOrchestrationClient(binding), lock=AsyncFileLease(tmp_path))
+        with pytest.raises(StatusReadError):
+            await starter.start(fr.ORCHESTRATOR, instance_id="status-500")
+
+    fh.run(main())
+    assert host.counts.total_accepted == 0 and host.counts.total_created == 0
+
+
+def test_a_start_stalled_in_the_host_is_cut_at_the_leases_deadline(
+    make_host: Callable[..., fh.FunctionsHost],
+    strict_singleton_durable_backend: DurableTestBackend,
+    strict_singleton_redis: Any,
+) -> None:
+    """The 1.x client's start carries no deadline; the starter cuts it at the lease's send-by
+    time (an ambiguous outcome: it keeps the lease and watches), so a stalled start never
+    outlives the lease."""
+    import threading
+
+    import redis.asyncio as aioredis
+
+    from strict_singleton import ScheduleError
+    from strict_singleton.lock_backends.redis import AsyncRedisLease
+
+    host = make_host("anystate")
+    binding = fh.binding_json(host)
+    arrived, go = threading.Event(), threading.Event()
+
+    def held(instance_id: str) -> None:
+        arrived.set()
+        go.wait(20)
+
+    strict_singleton_durable_backend.start_hook = held
+
+    async def main() -> None:
+        lock = AsyncRedisLease(aioredis.Redis(port=strict_singleton_redis.port))
+        starter = DurableFunctionsStarter(
+            df.DurableOrchestrationClient(binding),
+            lock=lock,
+            lease_ttl=1.0,
+            ambiguity_timeout=0.3,
+            visibility_timeout=0.3,
+        )
+        with pytest.raises(ScheduleError) as err:
+            await starter.start(fr.ORCHESTRATOR, instance_id="stalled")
+        assert err.value.maybe_scheduled and arrived.is_set() and not go.is_set()
+        await lock.close()
+
+    try:
+        fh.run(main())
+    finally:
+        go.set()
+
+
+def test_race_cli_client_functions(capsys: pytest.CaptureFixture[str]) -> None:
+    from strict_singleton.cli import main
+
+    code = main(["race", "--client", "functions", "--rounds", "2", "--processes", "1", "--starters", "6"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "OK: strict answered 202 exactly once" in out
+    for profile in ("reject", "anystate", "racy"):
+        assert f"{profile}" in out and "strict  violations 0/2" in out
