@@ -4,9 +4,10 @@ The docs' version reads the status, then starts if there is none or it finished:
 invocations can both start (one start lost, or a running instance replaced). Here the
 check-and-start is one call to :class:`~strict_singleton.functions.DurableFunctionsStarter`,
 under a lease per instance ID. Same route, same answers: 202 with the check-status payload,
-409 when an instance is already running; also 400 for an instance ID Durable Functions refuses,
-503 (with ``Retry-After``) when the lock store cannot be reached or another caller holds the
-lease for longer than ``wait``.
+409 when an instance is already running; also 400 for an instance ID Durable Functions refuses
+or a function the host does not know, 503 (with ``Retry-After``) when the lock store cannot be
+reached, the outcome of a start is unknown, or another caller holds the lease for longer than
+``wait``, and 500 when the app's lock is misconfigured.
 
 The lock: by default a Blob lease on the app's own storage account (``AzureWebJobsStorage``,
 container ``strict-singleton-locks``). Set ``STRICT_SINGLETON_LOCK_URL`` to use another one,
@@ -20,7 +21,7 @@ import os
 import azure.durable_functions as df
 import azure.functions as func
 
-from strict_singleton import InvalidArgumentError, StrictSingletonError
+from strict_singleton import InvalidArgumentError, ScheduleError, StrictSingletonError
 from strict_singleton.functions import DurableFunctionsStarter, shared_lock
 
 myApp = df.DFApp(http_auth_level=func.AuthLevel.ANONYMOUS)
@@ -32,11 +33,23 @@ async def http_start_single(req: func.HttpRequest, client: df.DurableOrchestrati
     instance_id = req.route_params["instanceId"]
     function_name = req.route_params["functionName"]
     try:
-        starter = DurableFunctionsStarter(client, lock=shared_lock(os.environ.get("STRICT_SINGLETON_LOCK_URL")))
-        result = await starter.start(function_name, instance_id=instance_id, input=req.get_body().decode() or None)
-    except InvalidArgumentError as exc:
+        lock = shared_lock(os.environ.get("STRICT_SINGLETON_LOCK_URL"))
+    except InvalidArgumentError as exc:  # the app's configuration, not the caller's request
+        return func.HttpResponse(exc.message, status_code=500)
+    try:
+        body = req.get_body().decode("utf-8") or None
+    except UnicodeDecodeError:
+        return func.HttpResponse("the request body must be UTF-8 text", status_code=400)
+    starter = DurableFunctionsStarter(client, lock=lock)
+    try:
+        result = await starter.start(function_name, instance_id=instance_id, input=body)
+    except InvalidArgumentError as exc:  # an instance ID Durable Functions refuses: nothing started
         return func.HttpResponse(exc.message, status_code=400)
-    except StrictSingletonError as exc:  # nothing was started, or the error says whether it may have been
+    except ScheduleError as exc:
+        if not exc.maybe_scheduled:  # the host refused the start (an unknown function): nothing started
+            return func.HttpResponse(exc.message, status_code=400)
+        return func.HttpResponse(exc.message, status_code=503, headers={"Retry-After": "5"})
+    except StrictSingletonError as exc:  # nothing was started (lock store down, lease lost, status read failed)
         return func.HttpResponse(exc.message, status_code=503, headers={"Retry-After": "5"})
     return starter.http_response(req, result)
 

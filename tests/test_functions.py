@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 import socket
 import sys
 import uuid
@@ -226,7 +227,10 @@ def test_lock_store_down_gives_no_202_and_nothing_created(make_host: Callable[..
     assert host.counts.total_created == 0 and host.counts.total_accepted == 0
 
 
+# The last five: aliases in the host's decoded URL path ("a%20b", "a+b" and "a b" are one
+# instance there), an entity ID in disguise, and path segments (the Functions review's F1, F2).
 BAD_IDS = ["a/b", "a?b", "a#b", "a\\b", "@entity", "a\x00b", "a\nb", "x" * 101, "", " padded"]
+BAD_IDS += ["a%20b", "a+b", "%40x", ".", ".."]
 
 
 @pytest.mark.parametrize("bad", BAD_IDS, ids=repr)
@@ -460,3 +464,194 @@ def test_race_cli_client_functions(capsys: pytest.CaptureFixture[str]) -> None:
     assert "OK: strict answered 202 exactly once" in out
     for profile in ("reject", "anystate", "racy"):
         assert f"{profile}" in out and "strict  violations 0/2" in out
+
+
+# -- the Functions review's findings: host answers the 1.x client folds into bare exceptions ----------
+
+
+class FakeHost:
+    """A minimal host HTTP API (status, start, raise event) whose start and event answers a test
+    chooses; it records the instances it created (their creation time, as the host formats it)."""
+
+    def __init__(self, start: Callable[..., Any], event: Callable[..., Any] | None = None) -> None:
+        self.start, self.event = start, event
+        self.created: dict[str, str] = {}
+
+    async def __aenter__(self) -> str:
+        from aiohttp import web
+
+        async def status(req: Any) -> Any:
+            iid = req.match_info["iid"]
+            if iid not in self.created:
+                return web.Response(status=404)
+            when = self.created[iid]
+            body = {"name": "orch", "instanceId": iid, "runtimeStatus": "Running", "createdTime": when}
+            body |= {"lastUpdatedTime": when, "input": None, "output": None, "customStatus": None}
+            return web.json_response(body, status=202)
+
+        async def start(req: Any) -> Any:
+            return self.start(req.match_info["iid"], self)
+
+        async def event(req: Any) -> Any:
+            assert self.event is not None
+            return self.event()
+
+        app = web.Application()
+        app.router.add_get("/durabletask/instances/{iid}", status)
+        app.router.add_post("/durabletask/orchestrators/{name}/{iid}", start)
+        app.router.add_post("/durabletask/instances/{iid}/raiseEvent/{ev}", event)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = self.runner.addresses[0][1]
+        rpc = f"http://127.0.0.1:{port}/durabletask/"
+        urls = ("statusQueryGetUri", "sendEventPostUri", "terminatePostUri", "rewindPostUri", "purgeHistoryDeleteUri")
+        management = {k: f"{rpc}instances/INSTANCEID" for k in urls} | {"id": "INSTANCEID"}
+        creation = {"createNewInstancePostUri": rpc, "createAndWaitOnNewInstancePostUri": rpc}
+        binding = {"taskHubName": "h", "creationUrls": creation, "managementUrls": management, "rpcBaseUrl": rpc}
+        return json.dumps(binding)
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.runner.cleanup()
+
+    def create(self, iid: str) -> None:
+        from datetime import datetime, timezone
+
+        self.created[iid] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def error_answer(kind: str) -> Any:
+    from aiohttp import web
+
+    if kind == "text-500":
+        return web.Response(status=500, text="Internal Server Error")
+    if kind == "json-string-500":
+        return web.json_response("Something went wrong while processing your request", status=500)
+    return web.Response(status=502, text="<html>Bad Gateway</html>", content_type="text/html")
+
+
+@pytest.mark.parametrize("kind", ["text-500", "json-string-500", "html-502"])
+def test_a_start_the_host_executed_but_answered_with_an_error_is_ambiguous(tmp_path: Path, kind: str) -> None:
+    """Review F3: an error answer other than a 400 may come after the host created the instance:
+    the starter watches for it (and finds it: STARTED), never calls it "not created"."""
+
+    def start(iid: str, host: FakeHost) -> Any:
+        host.create(iid)
+        return error_answer(kind)
+
+    async def main() -> Any:
+        async with FakeHost(start) as binding:
+            starter = DurableFunctionsStarter(df.DurableOrchestrationClient(binding), lock=AsyncFileLease(tmp_path))
+            result = await starter.start("orch", instance_id="made", request_id="req-1")
+            await starter.aclose()
+            return result
+
+    assert fh.run(main()).outcome is StartOutcome.STARTED
+
+
+def test_an_unrelated_already_exists_500_is_not_already_running(tmp_path: Path) -> None:
+    """Review F4: only the host's own duplicate message means ALREADY_EXISTS."""
+    from aiohttp import web
+
+    from strict_singleton import ScheduleError
+
+    def start(iid: str, host: FakeHost) -> Any:
+        body = {"Message": "Something went wrong", "ExceptionMessage": "The specified container already exists."}
+        return web.json_response(body, status=500)
+
+    async def main() -> None:
+        async with FakeHost(start) as binding:
+            starter = DurableFunctionsStarter(
+                df.DurableOrchestrationClient(binding), lock=AsyncFileLease(tmp_path), ambiguity_timeout=0.2
+            )
+            with pytest.raises(ScheduleError) as err:
+                await starter.start("orch", instance_id="nothing")
+            assert err.value.maybe_scheduled
+
+    fh.run(main())
+
+
+def test_an_event_the_host_answered_500_may_have_been_delivered(tmp_path: Path) -> None:
+    """Review F5: only 400/404/410 answers to an event are definite."""
+    from aiohttp import web
+
+    from strict_singleton import SignalError
+
+    async def main() -> None:
+        host = FakeHost(lambda iid, h: None, lambda: web.Response(status=500, text="oops"))
+        async with host as binding:
+            host.create("busy")
+            starter = DurableFunctionsStarter(df.DurableOrchestrationClient(binding), lock=AsyncFileLease(tmp_path))
+            with pytest.raises(SignalError) as err:
+                await starter.start_or_signal("orch", instance_id="busy", event_name="e", event_data=1)
+            assert err.value.maybe_delivered
+
+    fh.run(main())
+
+
+def test_event_data_the_client_cannot_send_is_refused_before_any_lease(
+    make_host: Callable[..., fh.FunctionsHost], tmp_path: Path
+) -> None:
+    """Review F6: the 1.x client sends event data with json.dumps, not the input's serializer."""
+
+    class Custom:
+        def to_json(self) -> str:
+            return "{}"
+
+    host = make_host("anystate")
+    binding = fh.binding_json(host)
+
+    async def main() -> None:
+        starter = DurableFunctionsStarter(df.DurableOrchestrationClient(binding), lock=AsyncFileLease(tmp_path))
+        with pytest.raises(InvalidArgumentError, match=r"json\.dumps"):
+            await starter.start_or_signal("orch", instance_id="ev", event_name="e", event_data=Custom())
+
+    fh.run(main())
+    assert list(tmp_path.iterdir()) == [] and host.counts.total_created == 0
+
+
+def test_default_lock_reads_connection_strings_the_sdk_reads() -> None:
+    """Review F8: SAS and lowercase-key strings work; identity-based settings and garbage say what to pass."""
+    from strict_singleton.lock_backends.blob import AsyncBlobLease
+
+    sas = "BlobEndpoint=https://acct.blob.core.windows.net;SharedAccessSignature=sv=1&sig=2"
+    lower = "defaultendpointsprotocol=https;accountname=acct;accountkey=YWJj"
+    for setting in (sas, lower):
+        assert isinstance(default_lock(environ={"AzureWebJobsStorage": setting}), AsyncBlobLease)
+    with pytest.raises(InvalidArgumentError, match="identity-based"):
+        default_lock(environ={"AzureWebJobsStorage__accountName": "acct"})
+    with pytest.raises(InvalidArgumentError, match="not a storage connection string"):
+        default_lock(environ={"AzureWebJobsStorage": "garbage"})
+
+
+def test_the_example_app_answers_by_what_went_wrong(
+    make_host: Callable[..., fh.FunctionsHost], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review F7: an unknown function is the caller's 400 (not a retryable 503), a missing lock
+    configuration the app's 500, a body that is not UTF-8 a 400."""
+    app = load_example()
+    handler = next(f for f in app.myApp.get_functions() if f.get_function_name() == "http_start_single")
+    user_function = handler.get_user_function()
+    host = make_host("reject", known_functions={"orch"})
+    binding = fh.binding_json(host)
+
+    def request(name: str, body: bytes = b"") -> Any:
+        return func.HttpRequest(
+            method="POST",
+            url="http://localhost/api",
+            body=body,
+            route_params={"functionName": name, "instanceId": "i1"},
+        )
+
+    async def main() -> list[int]:
+        monkeypatch.setenv("STRICT_SINGLETON_LOCK_URL", f"file:{tmp_path}")
+        unknown = await user_function(req=request("nope"), client=binding)
+        not_utf8 = await user_function(req=request("orch", b"\xff\xfe"), client=binding)
+        monkeypatch.delenv("STRICT_SINGLETON_LOCK_URL")
+        monkeypatch.delenv("AzureWebJobsStorage", raising=False)
+        misconfigured = await user_function(req=request("orch"), client=binding)
+        return [unknown.status_code, not_utf8.status_code, misconfigured.status_code]
+
+    assert fh.run(main()) == [400, 400, 500]
+    assert host.counts.total_created == 0

@@ -44,12 +44,15 @@ unescaped), no leading ``@`` (entity IDs), no control characters.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
+import re
 import socket
 import weakref
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from durabletask.client import OrchestrationState, OrchestrationStatus
 
@@ -75,13 +78,13 @@ if TYPE_CHECKING:
 _log = logging.getLogger("strict_singleton")
 
 MAX_FUNCTIONS_INSTANCE_ID_LENGTH = 100
-_FORBIDDEN_IN_IDS = "/\\#?"
+# "/ \\ # ?": Durable Functions' own rules. "% +": the 1.x client puts IDs in URLs unescaped and
+# the host URL-decodes the path ("+" as a space), so "a%20b", "a+b" and "a b" would be one
+# instance under three leases (attack review F1, F2).
+_FORBIDDEN_IN_IDS = "/\\#?%+"
+_ALREADY_EXISTS = re.compile(r"An Orchestration instance with the status \w+ already exists")
 LOCK_CONTAINER = "strict-singleton-locks"
 STORAGE_SETTING = "AzureWebJobsStorage"
-# The storage emulator's well-known development account (Azurite), as "UseDevelopmentStorage=true" means.
-_DEV_ACCOUNT = "devstoreaccount1"
-_DEV_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-_DEV_BLOB = ("127.0.0.1", 10000)
 
 _STATUS = {
     "Running": OrchestrationStatus.RUNNING,
@@ -110,6 +113,8 @@ def validate_functions_instance_id(instance_id: object) -> str:
         raise InvalidInstanceIdError(
             "Durable Functions instance IDs must not start with @ (entity IDs)", instance_id=iid
         )
+    if iid in (".", ".."):
+        raise InvalidInstanceIdError("Durable Functions instance IDs must not be . or .. (URL path segments)")
     return iid
 
 
@@ -126,31 +131,54 @@ class HostError(Exception):
         return type("Code", (), {"name": self.code_name})()
 
 
-def _message_of(exc: BaseException) -> str:
-    """The host's error text inside a 1.x client exception (a parsed JSON body or a string)."""
-    arg = exc.args[0] if exc.args else ""
-    if isinstance(arg, dict):
-        return str(arg.get("ExceptionMessage") or arg.get("Message") or arg)
-    return str(arg)
+def _message_of(body: Any) -> str:
+    """The host's error text in a response body (the parsed JSON, or a string)."""
+    if isinstance(body, dict):
+        return str(body.get("ExceptionMessage") or body.get("Message") or body)
+    return str(body)
 
 
-def _classify(exc: BaseException, doing: str) -> HostError:
+def _transport_error(exc: BaseException, doing: str) -> HostError | None:
+    """A failure to get an answer at all: the request may or may not have been executed."""
     if isinstance(exc, HostError):
         return exc
     if isinstance(exc, asyncio.TimeoutError):
         return HostError("DEADLINE_EXCEEDED", f"{doing}: no answer before the lease's send-by deadline")
     if isinstance(exc, (aiohttp.ClientError, OSError)):
         return HostError("UNAVAILABLE", f"{doing}: {type(exc).__name__}: {exc}")
-    text = _message_of(exc)
-    if "already exists" in text:
-        return HostError("ALREADY_EXISTS", f"{doing}: {text}")
-    if exc.args and isinstance(exc.args[0], str):
-        # The 1.x client raises the ExceptionMessage string for a 400 (an unknown function,
-        # a bad request), and plain messages for 404/410: nothing was created.
-        lowered = text.lower()
-        code = "NOT_FOUND" if ("no instance" in lowered or "is gone" in lowered) else "INVALID_ARGUMENT"
-        return HostError(code, f"{doing}: {text}")
-    return HostError("INTERNAL", f"{doing}: {text}")  # a 500 of another kind: it may have executed
+    return None
+
+
+def _start_answer(status: int, body: Any) -> str:
+    """The instance ID from the host's answer to a start, or the :class:`HostError` it means.
+
+    Only a 400 (an unknown function, a bad request) surely created nothing; the host's
+    duplicate rejection (500, "An Orchestration instance with the status X already exists.")
+    is ``ALREADY_EXISTS``; anything else may have been executed (``INTERNAL``, ambiguous).
+    """
+    if status <= 202 and isinstance(body, dict) and body.get("id"):
+        return str(body["id"])
+    text = _message_of(body)
+    if status == 400:
+        raise HostError("INVALID_ARGUMENT", f"start refused by the host (400): {text}")
+    if status == 500 and _ALREADY_EXISTS.search(text):
+        raise HostError("ALREADY_EXISTS", f"start: {text}")
+    raise HostError("INTERNAL", f"start: the host answered {status}: {text}")
+
+
+# What the 1.x client raises for raise_event / terminate answers that surely did nothing.
+_DEFINITE = re.compile(r"^(Instance with ID .* is gone|No instance with ID .* found|Only application/json)")
+
+
+def _classify_message(exc: BaseException, doing: str) -> HostError:
+    """An event or terminate failure: definite for the host's 400/404/410 answers, else ambiguous."""
+    transport = _transport_error(exc, doing)
+    if transport is not None:
+        return transport
+    text = str(exc.args[0]) if exc.args else str(exc)
+    if _DEFINITE.search(text):
+        return HostError("INVALID_ARGUMENT" if text.startswith("Only") else "NOT_FOUND", f"{doing}: {text}")
+    return HostError("INTERNAL", f"{doing}: {type(exc).__name__}: {text}")
 
 
 def _parse_time(value: Any) -> datetime | None:
@@ -252,7 +280,7 @@ class FunctionsClient:
         try:
             status = await self.client.get_status(instance_id, show_input=fetch_payloads)
         except Exception as exc:
-            raise _classify(exc, "status read") from exc
+            raise (_transport_error(exc, "status read") or HostError("INTERNAL", f"status read: {exc!r}")) from exc
         return to_state(status, instance_id)
 
     async def schedule_new_orchestration(
@@ -266,28 +294,38 @@ class FunctionsClient:
         **_ignored: Any,  # start_at, reuse_id_policy, tags: the host's HTTP API has none of them
     ) -> str:
         forget_stale_session()
-        extra = {"version": version} if version is not None else {}
-        call = self.client.start_new(str(orchestrator), instance_id, input, **extra)
+        call = self._post_start(str(orchestrator), instance_id, input, version)
         try:
-            if timeout is None:
-                return str(await call)
-            return str(await asyncio.wait_for(call, timeout))
-        except Exception as exc:
-            raise _classify(exc, "start") from exc
+            status, body = await (call if timeout is None else asyncio.wait_for(call, timeout))
+        except Exception as exc:  # no answer, or one that could not be read: it may have executed
+            raise (_transport_error(exc, "start") or HostError("INTERNAL", f"start: {exc!r}")) from exc
+        return _start_answer(status, body)
+
+    async def _post_start(self, name: str, instance_id: str | None, input: Any, version: str | None) -> tuple[int, Any]:
+        """``start_new``'s own request (its URL, body and headers), answered with the status
+        code: the public method folds every error into a bare ``Exception``, and only the
+        status tells a request that surely did nothing (400) from one that may have (500)."""
+        client = self.client
+        url = client._get_start_new_url(instance_id=instance_id, orchestration_function_name=name, version=version)
+        trace_parent, trace_state = df.DurableOrchestrationClient._get_current_activity_context()
+        response = await client._post_async_request(
+            url, client._get_json_input(input), trace_parent, trace_state, client._function_invocation_id
+        )
+        return int(response[0]), response[1]
 
     async def raise_orchestration_event(self, instance_id: str, event_name: str, *, data: Any = None) -> None:
         forget_stale_session()
         try:
             await self.client.raise_event(instance_id, event_name, data)
         except Exception as exc:
-            raise _classify(exc, "raise event") from exc
+            raise _classify_message(exc, "raise event") from exc
 
     async def terminate_orchestration(self, instance_id: str, *, output: Any = None) -> None:
         forget_stale_session()
         try:
             await self.client.terminate(instance_id, str(output or "terminated by strict-singleton"))
         except Exception as exc:
-            raise _classify(exc, "terminate") from exc
+            raise _classify_message(exc, "terminate") from exc
 
 
 class _Starter(AsyncSingletonStarter):
@@ -304,38 +342,44 @@ class _Starter(AsyncSingletonStarter):
 
 def default_lock(*, environ: Any = None) -> AsyncLeaseBackend:
     """An :class:`~strict_singleton.lock_backends.AsyncBlobLease` on the app's own storage account
-    (the ``AzureWebJobsStorage`` setting), container ``strict-singleton-locks``, or a clear
-    :class:`InvalidArgumentError` saying what to pass instead."""
+    (the ``AzureWebJobsStorage`` connection string), container ``strict-singleton-locks``, or a
+    clear :class:`InvalidArgumentError` saying what to pass instead."""
     env = os.environ if environ is None else environ
     setting = env.get(STORAGE_SETTING)
+    identity = sorted(k for k in env if k.startswith(f"{STORAGE_SETTING}__"))
     if not setting:
+        if identity:
+            raise InvalidArgumentError(
+                f"no lock given and {STORAGE_SETTING} is an identity-based connection ({', '.join(identity)}); pass "
+                "lock=AsyncBlobLease(ContainerClient(account_url, 'strict-singleton-locks', credential=...)) "
+                "(azure.storage.blob.aio, e.g. with azure.identity.aio.DefaultAzureCredential())"
+            )
         raise InvalidArgumentError(
             f"no lock given and the {STORAGE_SETTING} setting is missing; pass lock= (for example "
             "AsyncBlobLease(ContainerClient.from_connection_string(..., 'strict-singleton-locks')) or AsyncRedisLease)"
-        )
-    if "AccountName=" not in setting and "UseDevelopmentStorage=true" not in setting.replace(" ", ""):
-        raise InvalidArgumentError(
-            f"no lock given and {STORAGE_SETTING} is not a connection string (an identity-based connection?); "
-            "pass lock=AsyncBlobLease(ContainerClient(account_url, 'strict-singleton-locks', credential=...))"
         )
     from azure.storage.blob.aio import ContainerClient
 
     from strict_singleton.lock_backends.blob import AsyncBlobLease
 
-    if "UseDevelopmentStorage=true" in setting.replace(" ", ""):
+    try:
+        container = ContainerClient.from_connection_string(setting, LOCK_CONTAINER)
+    except ValueError as exc:
+        raise InvalidArgumentError(
+            f"no lock given and {STORAGE_SETTING} is not a storage connection string ({exc}); pass lock="
+        ) from None
+    if "usedevelopmentstorage=true" in setting.replace(" ", "").lower():
+        where = urlsplit(container.url)
+        host, port = where.hostname or "127.0.0.1", where.port or 10000
         try:
-            socket.create_connection(_DEV_BLOB, timeout=0.5).close()
+            socket.create_connection((host, port), timeout=0.5).close()
         except OSError:
             raise InvalidArgumentError(
                 f"no lock given and {STORAGE_SETTING} is UseDevelopmentStorage=true, but no storage emulator "
-                f"answers on {_DEV_BLOB[0]}:{_DEV_BLOB[1]}; start Azurite, or pass lock= (AsyncRedisLease, "
+                f"answers on {host}:{port}; start Azurite, or pass lock= (AsyncRedisLease, "
                 "AsyncFileLease for one host, or an AsyncBlobLease on a real account)"
             ) from None
-        setting = (
-            f"DefaultEndpointsProtocol=http;AccountName={_DEV_ACCOUNT};AccountKey={_DEV_KEY};"
-            f"BlobEndpoint=http://{_DEV_BLOB[0]}:{_DEV_BLOB[1]}/{_DEV_ACCOUNT};"
-        )
-    return AsyncBlobLease(ContainerClient.from_connection_string(setting, LOCK_CONTAINER))
+    return AsyncBlobLease(container)
 
 
 _SHARED: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str | None, Any]] = weakref.WeakKeyDictionary()
@@ -436,6 +480,12 @@ class DurableFunctionsStarter:
     ) -> StartResult:
         """As :meth:`SingletonStarter.start_or_signal <strict_singleton.SingletonStarter.start_or_signal>`."""
         iid = validate_functions_instance_id(instance_id)
+        try:  # the 1.x client sends event data with json.dumps (not the input's serializer)
+            json.dumps(event_data)
+        except (TypeError, ValueError) as exc:
+            raise InvalidArgumentError(
+                f"event_data cannot be sent by the 1.x client (json.dumps): {exc}", instance_id=iid
+            ) from None
         return await self._starter.start_or_signal(
             function_name,
             instance_id=iid,
