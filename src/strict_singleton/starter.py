@@ -190,11 +190,14 @@ class SingletonStarter(StarterBase):
         completes without consuming it is dropped by the backend (write the orchestrator
         as a loop that drains its events, or use continue-as-new).
 
-        With ``request_id`` a retry of the same request starts nothing new and never
-        raises the event twice: if the earlier call raised it, the answer is its outcome
+        With ``request_id`` a retry of the same request starts nothing new and does not
+        raise the event twice: if the earlier call raised it, the answer is its outcome
         with ``result.deduplicated``; if it surely did not, it is raised now; if it may
         have (the earlier call failed ambiguously or died while raising it),
-        ``SignalError(maybe_delivered=True)`` and it is not raised again.
+        ``SignalError(maybe_delivered=True)`` and it is not raised again. Events raised to
+        an existing instance are remembered beside the start, the newest that fit in the
+        2 KiB record (about 40 of UUID size): a retry of one pushed out by later signals
+        with other request IDs is taken for a new request (docs/guarantees.md).
         """
         call, token = self._prepare(
             orchestrator,
