@@ -182,6 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
         "counterexample; every mutant must be caught.",
     )
     explore.add_argument("--config", action="append", help="a configuration (repeatable; default: all)")
+    explore.add_argument(
+        "--jobs",
+        type=_positive_int,
+        default=None,
+        help="searches side by side in forked processes (default: one per CPU, at most 4; the report is the same)",
+    )
     explore.add_argument("--mutant", action="append", help="a mutant (repeatable; default: all)")
     explore.add_argument("--no-mutants", action="store_true", help="skip the mutants")
     explore.add_argument("--walks", type=_positive_int, default=300, help="random 3-starter schedules per config")
@@ -222,7 +228,13 @@ def run_explore(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return 1 if any("VIOLATION" in line for line in lines) else 0
     mutants = [] if args.no_mutants else args.mutant
     return ex.run_all(
-        out, configs=args.config, mutants=mutants, walks=args.walks, seed=args.seed, max_schedules=args.max_schedules
+        out,
+        configs=args.config,
+        mutants=mutants,
+        walks=args.walks,
+        seed=args.seed,
+        max_schedules=args.max_schedules,
+        jobs=args.jobs,
     )
 
 

@@ -806,8 +806,7 @@ class _Run:
         backend = self.world.backend
         started = [s for s in self.starters if s.result is not None and s.result.outcome is StartOutcome.STARTED]
         # One request per wave: calls with the same request ID are one caller (retries).
-        requests = {self.cfg.request_id(NAMES.index(s.name)) or s.name for s in started}
-        if len(requests) > 1:
+        if len(started) > 1 and len({self.cfg.request_id(NAMES.index(s.name)) or s.name for s in started}) > 1:
             raise Violation(f"{len(started)} starters report STARTED: {[s.name for s in started]}")
         created_tags = {c.fencing_token for c in backend.creates}
         for s in started:
@@ -822,10 +821,11 @@ class _Run:
                     )
             elif str(s.fencing) not in created_tags:
                 raise Violation(f"{s.name} reports STARTED but no instance carries its fencing token {s.fencing}")
-        raised = Counter(event[3] for event in backend.events)
-        twice = sorted(data for data, n in raised.items() if n > 1)
-        if twice:
-            raise Violation(f"the event of {twice[0]!r} was raised {raised[twice[0]]} times")
+        if len(backend.events) > 1:
+            raised = Counter(event[3] for event in backend.events)
+            twice = sorted(data for data, n in raised.items() if n > 1)
+            if twice:
+                raise Violation(f"the event of {twice[0]!r} was raised {raised[twice[0]]} times")
         overwritten = [c for c in backend.creates if c.overwrote_active]
         if overwritten:
             raise Violation(
@@ -1079,6 +1079,67 @@ __all__ = [
 # -- the command --------------------------------------------------------------------------
 
 
+def _config_lines(name: str, walks: int, seed: int, max_schedules: int) -> tuple[bool, str]:
+    """One configuration's search and walks: (its claim held, the lines to print)."""
+    import io
+    import time
+
+    out = io.StringIO()
+    cfg = CONFIGS[name]
+    began = time.monotonic()
+    found = explore(cfg, max_schedules=max_schedules)
+    wide = replace(cfg, name=cfg.name, starters=3)
+    sampled = random_walks(wide, seed=seed, walks=walks) if found.ok else None
+    violation = found if not found.ok else sampled if sampled is not None and not sampled.ok else None
+    bounds = (
+        f"{cfg.starters} starters, <= {cfg.preemptions} preemptions, <= {cfg.max_faults} faults of "
+        f"{{{', '.join(sorted(cfg.faults))}}}, profile {cfg.profile}"
+        + (f", visibility lag {cfg.visibility_lag:g}s" if cfg.visibility_lag else "")
+        + ("" if cfg.expiring else ", lease without expiry")
+    )
+    walked = f"; {sampled.schedules} random 3-starter schedules (seed {seed})" if sampled else ""
+    elapsed = time.monotonic() - began
+    head = f"{'safe' if cfg.safe else 'residual':8} {name:28}"
+    detail = f"{found.schedules} schedules, {found.states} distinct states{walked}; {bounds}; {elapsed:.1f}s"
+    if found.truncated:
+        detail += " (TRUNCATED: raise --max-schedules)"
+    held = True
+    if cfg.safe and violation is None and not found.truncated:
+        print(f"{head} ok: 0 violations. {detail}", file=out)
+    elif cfg.safe:
+        held = False
+        print(f"{head} VIOLATION: {violation.violation if violation else 'search truncated'}. {detail}", file=out)
+        if violation is not None:
+            _print_counterexample(out, cfg.name, None, violation)
+    elif violation is not None:
+        print(f"{head} counterexample found, as documented: {violation.violation}. {detail}", file=out)
+        _print_counterexample(out, cfg.name, None, violation)
+    else:
+        held = False
+        print(f"{head} NOT FOUND: the documented window was not reproduced. {detail}", file=out)
+    return held, out.getvalue()
+
+
+def _mutant_lines(name: str, max_schedules: int) -> tuple[bool, str]:
+    """One mutant's search: (it was killed, the lines to print)."""
+    mut = MUTANTS[name]
+    found = explore(mut.config, mutant=mut, max_schedules=max_schedules)
+    if found.ok:
+        return False, f"mutant   {name:28} SURVIVED in {mut.config} ({found.schedules} schedules)\n"
+    return True, (
+        f"mutant   {name:28} killed in {mut.config} after {found.schedules} schedules: {found.violation}\n"
+        f"         by: {found.schedule}\n"
+    )
+
+
+def _job(task: tuple[str, str, int, int, int]) -> tuple[bool, str]:
+    kind, name, walks, seed, max_schedules = task
+    with _quiet():
+        if kind == "config":
+            return _config_lines(name, walks, seed, max_schedules)
+        return _mutant_lines(name, max_schedules)
+
+
 def run_all(
     out: Any,
     *,
@@ -1087,64 +1148,47 @@ def run_all(
     walks: int = 300,
     seed: int = 0,
     max_schedules: int = 100_000,
+    jobs: int | None = None,
 ) -> int:
     """What ``strict-singleton explore`` does. Returns the exit status (0: every claim held).
 
     For every configuration: an exhaustive search within its bounds (2 starters), then
     ``walks`` seeded random schedules with 3 starters. Safe configurations must show no
     violation; residual ones must show their documented counterexample; every mutant must
-    be caught in the configuration named for it.
+    be caught in the configuration named for it. ``jobs`` searches run side by side in
+    forked processes (default: one per CPU, at most 4); each search is deterministic, and
+    the report is printed in the same order either way.
     """
-    import time
+    import os
 
+    tasks = [("config", name, walks, seed, max_schedules) for name in (configs or list(CONFIGS))]
+    tasks += [("mutant", name, walks, seed, max_schedules) for name in (mutants if mutants is not None else MUTANTS)]
+    workers = min(4, os.cpu_count() or 1) if jobs is None else max(1, jobs)
+    if workers > 1 and len(tasks) > 1 and _can_fork():
+        import multiprocessing
+
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            # Longest searches first, so the pool finishes together; printed in task order.
+            order = sorted(range(len(tasks)), key=lambda i: tasks[i][0] != "config")
+            pending = {i: pool.apply_async(_job, (tasks[i],)) for i in order}
+            results = [pending[i].get() for i in range(len(tasks))]
+    else:
+        results = [_job(task) for task in tasks]
     failures = 0
-    chosen = configs or list(CONFIGS)
-    for name in chosen:
-        cfg = CONFIGS[name]
-        began = time.monotonic()
-        found = explore(cfg, max_schedules=max_schedules)
-        wide = replace(cfg, name=cfg.name, starters=3)
-        sampled = random_walks(wide, seed=seed, walks=walks) if found.ok else None
-        violation = found if not found.ok else sampled if sampled is not None and not sampled.ok else None
-        bounds = (
-            f"{cfg.starters} starters, <= {cfg.preemptions} preemptions, <= {cfg.max_faults} faults of "
-            f"{{{', '.join(sorted(cfg.faults))}}}, profile {cfg.profile}"
-            + (f", visibility lag {cfg.visibility_lag:g}s" if cfg.visibility_lag else "")
-            + ("" if cfg.expiring else ", lease without expiry")
-        )
-        walked = f"; {sampled.schedules} random 3-starter schedules (seed {seed})" if sampled else ""
-        elapsed = time.monotonic() - began
-        head = f"{'safe' if cfg.safe else 'residual':8} {name:28}"
-        detail = f"{found.schedules} schedules, {found.states} distinct states{walked}; {bounds}; {elapsed:.1f}s"
-        if found.truncated:
-            detail += " (TRUNCATED: raise --max-schedules)"
-        if cfg.safe and violation is None and not found.truncated:
-            print(f"{head} ok: 0 violations. {detail}", file=out)
-        elif cfg.safe:
-            failures += 1
-            print(f"{head} VIOLATION: {violation.violation if violation else 'search truncated'}. {detail}", file=out)
-            if violation is not None:
-                _print_counterexample(out, cfg.name, None, violation)
-        elif violation is not None:
-            print(f"{head} counterexample found, as documented: {violation.violation}. {detail}", file=out)
-            _print_counterexample(out, cfg.name, None, violation)
-        else:
-            failures += 1
-            print(f"{head} NOT FOUND: the documented window was not reproduced. {detail}", file=out)
-    for name in mutants if mutants is not None else list(MUTANTS):
-        mut = MUTANTS[name]
-        found = explore(mut.config, mutant=mut, max_schedules=max_schedules)
-        if found.ok:
-            failures += 1
-            print(f"mutant   {name:28} SURVIVED in {mut.config} ({found.schedules} schedules)", file=out)
-        else:
-            print(
-                f"mutant   {name:28} killed in {mut.config} after {found.schedules} schedules: {found.violation}\n"
-                f"         by: {found.schedule}",
-                file=out,
-            )
+    for held, text in results:
+        failures += not held
+        out.write(text)
     print("explore: " + ("every claim held" if failures == 0 else f"{failures} claim(s) failed"), file=out)
     return 0 if failures == 0 else 1
+
+
+def _can_fork() -> bool:
+    import multiprocessing
+    import threading
+
+    # Forking a process with other threads running can deadlock the child (a lock held by
+    # a thread that does not exist there): only fork from a single-threaded process.
+    return "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
 
 
 def _print_counterexample(out: Any, config: str, mutant: str | None, report: Report) -> None:
