@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 from azure.storage.blob import BlobLeaseClient
@@ -263,3 +264,59 @@ def test_azblob_without_container(monkeypatch: pytest.MonkeyPatch, strict_single
     lease = lock_from_url("azblob://locks")
     assert lease.name == "azblob(devstoreaccount1/locks)"
     lease.close()
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_a_record_write_under_a_lease_this_object_took_makes_no_read(
+    strict_singleton_azurite: Azurite, asynchronous: bool
+) -> None:
+    """Setting metadata replaces all of it; the holder knows what it wrote under its lease, so
+    leaving a start record (the release after every start) is one write, not a read and a write.
+    A lease object that did not take the lease reads first, and the records survive either way."""
+    from strict_singleton.lock_backends.base import RequestRecord, StartRecord
+
+    methods: list[str] = []
+
+    def hook(request: object) -> None:
+        methods.append(request.http_request.method)  # type: ignore[attr-defined]
+
+    start = StartRecord(fencing_token=1, sent_at_us=1, previous_created_us=None, expires_at_us=2**50)
+    request = RequestRecord("r", 1, 1, None, "start", "", 2**50)
+
+    clients: list[Any] = []
+
+    async def scenario() -> list[Any]:
+        def client() -> Any:
+            made = strict_singleton_azurite.container_client("meta", asynchronous=asynchronous, raw_request_hook=hook)
+            clients.append(made)
+            return made
+
+        lease, other = (
+            (AsyncBlobLease if asynchronous else BlobLease)(client()),
+            (AsyncBlobLease if asynchronous else BlobLease)(client()),
+        )
+
+        async def call(fn: Any, *args: Any) -> Any:
+            result = fn(*args)
+            return await result if asyncio.iscoroutine(result) else result
+
+        assert await call(lease.acquire, "m1", "t1", 15) is not None
+        methods.clear()
+        assert await call(lease.record_request, "m1", "t1", request, 60)
+        assert await call(lease.release_with_record, "m1", "t1", start, 60)
+        own = list(methods)
+        assert await call(lease.acquire, "m1", "t2", 15) is not None
+        methods.clear()
+        assert await call(other.record_start, "m1", "t2", start, 60)  # a lease `other` did not take
+        foreign = list(methods)
+        await call(lease.release, "m1", "t2")
+        grant = await call(lease.acquire, "m1", "t3", 15)
+        await call(lease.release, "m1", "t3")
+        for made in clients:
+            await call(made.close)
+        return [own, foreign, grant]
+
+    own, foreign, grant = asyncio.run(scenario())
+    assert "HEAD" not in own and own.count("PUT") == 3, own  # two metadata writes and the release
+    assert "HEAD" in foreign, foreign
+    assert grant.last_start == start and grant.last_request == request

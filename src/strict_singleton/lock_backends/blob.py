@@ -32,6 +32,7 @@ errors are raised without the SDK exception chained (its text may carry the URL)
 from __future__ import annotations
 
 import contextlib
+import threading
 from typing import Any, TypeVar
 
 from strict_singleton.errors import InvalidArgumentError
@@ -111,6 +112,23 @@ class _BlobLeaseBase:
         self._naming = _BlobNaming(container, prefix, name)
         self._create_container = create_container
         self._owns_client = False  # True when built by from_connection_string
+        # The metadata of each lease this object holds, as last written under it: only the
+        # holder can write a leased blob's metadata (every write carries the lease ID), so
+        # a record write needs no read first (setting metadata replaces all of it).
+        self._held_metadata: dict[tuple[str, str], dict[str, str]] = {}
+        self._held_lock = threading.Lock()
+
+    def _remember(self, instance_id: str, token: str, metadata: dict[str, str] | None) -> None:
+        with self._held_lock:
+            if metadata is None:
+                self._held_metadata.pop((instance_id, token), None)
+            else:
+                self._held_metadata[(instance_id, token)] = dict(metadata)
+
+    def _remembered(self, instance_id: str, token: str) -> dict[str, str] | None:
+        with self._held_lock:
+            metadata = self._held_metadata.get((instance_id, token))
+        return None if metadata is None else dict(metadata)
 
     @classmethod
     def from_connection_string(cls: type[_L], conn_str: str, *, container: str, **kwargs: Any) -> _L:
@@ -180,6 +198,7 @@ class BlobLease(_BlobLeaseBase):
             with contextlib.suppress(AzureError):
                 lease.release()
             raise self._unavailable(exc, instance_id, "writing the fencing token") from None
+        self._remember(instance_id, token, metadata)
         return Grant(fencing_token=fence, valid_for=float(seconds), last_start=record, last_request=request)
 
     def extend(self, instance_id: str, token: str, ttl: float) -> bool:
@@ -198,8 +217,10 @@ class BlobLease(_BlobLeaseBase):
             BlobLeaseClient(blob, lease_id=token).release()
         except AzureError as exc:
             if lease_gone(exc):
+                self._remember(instance_id, token, None)
                 return False
             raise self._unavailable(exc, instance_id, "releasing the lease") from None
+        self._remember(instance_id, token, None)
         RELEASES.notify(self._naming.wake_key(instance_id))
         return True
 
@@ -208,7 +229,8 @@ class BlobLease(_BlobLeaseBase):
 
         Blob storage keeps metadata until it is replaced: readers ignore the record
         once ``record.expires_at_us`` passed (allowing for clock skew). The request
-        record is kept (the metadata is read and written back under the lease).
+        record is kept: the metadata this object wrote under the lease is written back with
+        the record replaced (read first only for a lease it did not take).
         """
         return self._write_record(instance_id, token, record, "writing the start record")
 
@@ -225,12 +247,17 @@ class BlobLease(_BlobLeaseBase):
         # nobody else can write the metadata in between.
         blob = self._container.get_blob_client(self.blob_name(instance_id))
         try:
-            stored = blob.get_blob_properties(lease=token).metadata
-            blob.set_blob_metadata(recorded_metadata(stored, record), lease=token)
+            stored = self._remembered(instance_id, token)
+            if stored is None:  # a lease this object did not take (or no longer knows): read it
+                stored = blob.get_blob_properties(lease=token).metadata
+            written = recorded_metadata(stored, record)
+            blob.set_blob_metadata(written, lease=token)
         except AzureError as exc:
             if lease_gone(exc):
+                self._remember(instance_id, token, None)
                 return False
             raise self._unavailable(exc, instance_id, doing) from None
+        self._remember(instance_id, token, written)
         return True
 
     def release_with_record(self, instance_id: str, token: str, record: StartRecord, ttl: float) -> bool:
@@ -293,6 +320,7 @@ class AsyncBlobLease(_BlobLeaseBase):
             with contextlib.suppress(AzureError):
                 await lease.release()
             raise self._unavailable(exc, instance_id, "writing the fencing token") from None
+        self._remember(instance_id, token, metadata)
         return Grant(fencing_token=fence, valid_for=float(seconds), last_start=record, last_request=request)
 
     async def extend(self, instance_id: str, token: str, ttl: float) -> bool:
@@ -311,8 +339,10 @@ class AsyncBlobLease(_BlobLeaseBase):
             await AsyncBlobLeaseClient(blob, lease_id=token).release()
         except AzureError as exc:
             if lease_gone(exc):
+                self._remember(instance_id, token, None)
                 return False
             raise self._unavailable(exc, instance_id, "releasing the lease") from None
+        self._remember(instance_id, token, None)
         RELEASES.notify(self._naming.wake_key(instance_id))
         return True
 
@@ -321,7 +351,8 @@ class AsyncBlobLease(_BlobLeaseBase):
 
         Blob storage keeps metadata until it is replaced: readers ignore the record
         once ``record.expires_at_us`` passed (allowing for clock skew). The request
-        record is kept (the metadata is read and written back under the lease).
+        record is kept: the metadata this object wrote under the lease is written back with
+        the record replaced (read first only for a lease it did not take).
         """
         return await self._write_record(instance_id, token, record, "writing the start record")
 
@@ -334,12 +365,17 @@ class AsyncBlobLease(_BlobLeaseBase):
     ) -> bool:
         blob = self._container.get_blob_client(self.blob_name(instance_id))
         try:
-            stored = (await blob.get_blob_properties(lease=token)).metadata
-            await blob.set_blob_metadata(recorded_metadata(stored, record), lease=token)
+            stored = self._remembered(instance_id, token)
+            if stored is None:  # a lease this object did not take (or no longer knows): read it
+                stored = (await blob.get_blob_properties(lease=token)).metadata
+            written = recorded_metadata(stored, record)
+            await blob.set_blob_metadata(written, lease=token)
         except AzureError as exc:
             if lease_gone(exc):
+                self._remember(instance_id, token, None)
                 return False
             raise self._unavailable(exc, instance_id, doing) from None
+        self._remember(instance_id, token, written)
         return True
 
     async def release_with_record(self, instance_id: str, token: str, record: StartRecord, ttl: float) -> bool:
