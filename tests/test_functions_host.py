@@ -182,10 +182,11 @@ def test_not_implemented_routes_answer_501_in_json(make_host: Callable[..., fh.F
 
     async def main() -> None:
         client = df.DurableOrchestrationClient(fh.binding_json(host))
-        with pytest.raises(Exception, match="unexpected status code 501"):
+        with pytest.raises(Exception):  # noqa: B017 - the 1.x client raises bare Exception
             await client.purge_instance_history(new_id())
 
     fh.run(main())
+    assert [status for method, _, status in host.answers] == [501]
 
 
 # -- profiles ------------------------------------------------------------------------
@@ -313,12 +314,18 @@ def test_terminate_and_raise_event_reach_a_running_orchestration(make_host: Call
 
         # Terminal: terminate answers 410, which the client accepts silently; raise_event's 410 is an error.
         await client.terminate(stopped, "again")
-        with pytest.raises(Exception, match="is gone"):
+        # The 1.x client raises bare Exception for these; what counts is what the host answered.
+        host.reset_counts()
+        with pytest.raises(Exception):  # noqa: B017
             await client.raise_event(finished, "finish", 2)
-        with pytest.raises(Exception, match="No instance with ID"):
+        with pytest.raises(Exception):  # noqa: B017
             await client.terminate(missing, "x")
-        with pytest.raises(Exception, match="No instance with ID"):
+        with pytest.raises(Exception):  # noqa: B017
             await client.raise_event(missing, "finish", 1)
+        answered = [
+            (path.split("/instances/")[1].split("/")[0].split("?")[0], status) for _, path, status in host.answers
+        ]
+        assert answered == [(finished, 410), (missing, 404), (missing, 404)], host.answers
 
     try:
         with running_worker(host.grpc_address, wait_for_finish):
@@ -386,7 +393,7 @@ def test_a_second_event_loop_fails_without_the_session_helpers(make_host: Callab
 
     fh.reset_client_session()
     assert asyncio.run(status()) is False
-    with pytest.raises(RuntimeError, match="Event loop is closed"):
+    with pytest.raises(RuntimeError):  # asyncio's "Event loop is closed"; its wording is not ours to pin
         asyncio.run(status())
     fh.reset_client_session()  # the stale session cannot be closed any more: drop it
     gc.collect()

@@ -103,7 +103,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -246,6 +246,8 @@ class FunctionsHost:
         self._owns_backend = backend is None
         self._max_workers = max_workers
         self._counts = _Counts()
+        self._answers: list[tuple[str, str, int]] = []
+        self._answers_lock = threading.Lock()
         self._grpc: TaskHubGrpcClient | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -294,6 +296,31 @@ class FunctionsHost:
 
     def reset_counts(self) -> None:
         self._counts.reset()
+        with self._answers_lock:
+            self._answers.clear()
+
+    @property
+    def answers(self) -> list[tuple[str, str, int]]:
+        """Every request answered so far, in order: (method, raw path with query, status code).
+        A test asserts on what the host answered, not on how a client words the error it raises."""
+        with self._answers_lock:
+            return list(self._answers)
+
+    @web.middleware
+    async def _record_answer(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            self._note(request, exc.status)
+            raise
+        self._note(request, response.status)
+        return response
+
+    def _note(self, request: web.Request, status: int) -> None:
+        with self._answers_lock:
+            self._answers.append((request.method, request.raw_path, status))
 
     # -- life cycle -------------------------------------------------------------
 
@@ -343,7 +370,7 @@ class FunctionsHost:
                 loop.close()
 
     async def _setup(self) -> None:
-        app = web.Application()
+        app = web.Application(middlewares=[self._record_answer])
         for prefix in (RPC_PREFIX, WEBHOOK_PREFIX):
             app.router.add_post(prefix + "/orchestrators/{name}", self._handle_start)
             app.router.add_post(prefix + "/orchestrators/{name}/{instance_id}", self._handle_start)
