@@ -144,3 +144,32 @@ def running_worker(address: str, *orchestrators: Any) -> Iterator[Any]:
         yield worker
     finally:
         worker.stop()
+
+
+def fire_threads_async(n: int, fn: Callable[[int], Any], *, timeout: float = 60.0) -> Callable[[], list[Any]]:
+    """:func:`~strict_singleton.testing.swarm.fire_threads` on a helper thread: returns at once
+    (the calls may be blocked, e.g. on a lease the test holds); the returned function waits
+    for them and gives their records."""
+    from strict_singleton.testing.swarm import fire_threads
+
+    out: list[list[Any]] = []
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            out.append(fire_threads(n, fn, timeout=timeout))
+        except BaseException as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, name="swarm-driver", daemon=True)
+    thread.start()
+
+    def records() -> list[Any]:
+        thread.join(timeout + 5)
+        if failed:
+            raise failed[0]
+        if not out:
+            raise AssertionError(f"the {n} calls did not end within {timeout} s")
+        return out[0]
+
+    return records

@@ -5,9 +5,10 @@ wave of overlapping callers exactly one replacement happens."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 from collections import Counter
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,7 @@ from strict_singleton import (
 )
 from strict_singleton.lock_backends import AsyncFileLease, FileLease
 from strict_singleton.testing import DurableTestBackend
-from strict_singleton.testing.swarm import fire_threads
-from suite_helpers import poll_until, running_worker, wait_for_finish
+from suite_helpers import fire_threads_async, poll_until, running_worker, wait_for_finish
 
 TERMINATE = ConflictPolicy.TERMINATE_EXISTING
 PROFILES = pytest.mark.parametrize("strict_singleton_durable_backend", ["atomic", "overwrite"], indirect=True)
@@ -46,15 +46,6 @@ def running(client: TaskHubGrpcClient, backend: DurableTestBackend, iid: str) ->
         lambda: backend.status_of(iid) == OrchestrationStatus.RUNNING.value, 30, f"{iid} to run"
     )  # fmt: skip
     return client.get_orchestration_state(iid)
-
-
-SKEW = 0.5
-
-
-def older_than_skew(state: Any) -> None:
-    """Wait until ``state`` was created more than SKEW ago: only then is it not this wave's."""
-    created = state.created_at.replace(tzinfo=timezone.utc)
-    poll_until(lambda: datetime.now(timezone.utc) > created + timedelta(seconds=SKEW), 30, "the instance to age")
 
 
 def terminates(backend: DurableTestBackend, iid: str) -> int:
@@ -93,23 +84,52 @@ def test_the_active_instance_is_terminated_and_replaced(
 
 @pytest.mark.slow  # 20 rounds x 2 profiles, each waiting for its instance to age past the skew: ~25 s
 @PROFILES
+class ReadsByThread(TaskHubGrpcClient):
+    """A real client that notes which threads have read each instance's status (a test barrier:
+    a TERMINATE_EXISTING call reads first, before any lease; that read is when it "began")."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.readers: dict[str, set[int]] = {}
+        self._readers_lock = threading.Lock()
+
+    def get_orchestration_state(self, instance_id: str, *args: Any, **kwargs: Any) -> Any:
+        with self._readers_lock:
+            self.readers.setdefault(instance_id, set()).add(threading.get_ident())
+        return super().get_orchestration_state(instance_id, *args, **kwargs)
+
+
+@contextlib.contextmanager
+def gate(directory: Path, iid: str) -> Iterator[FileLease]:
+    """The ID's lease held by the test itself: calls begin, then wait for it."""
+    lease = FileLease(directory)
+    assert lease.acquire(iid, "gate", 30.0) is not None
+    try:
+        yield lease
+    finally:
+        lease.release(iid, "gate")
+        lease.close()
+
+
 def test_a_wave_of_terminate_callers_replaces_exactly_once(
     strict_singleton_durable_backend: DurableTestBackend, worker: TaskHubGrpcWorker, tmp_path: Path
 ) -> None:
-    """16 concurrent TERMINATE_EXISTING callers x 20 rounds against a running instance:
-    one terminate and one new instance per round; the others ALREADY_RUNNING with it."""
+    """16 concurrent TERMINATE_EXISTING callers x 20 rounds against a running instance, all of
+    which began (made their first read) before any of them held the lease: one terminate and
+    one new instance per round; the others ALREADY_RUNNING with it."""
     backend = strict_singleton_durable_backend
-    client = TaskHubGrpcClient(host_address=backend.address)
-    # clock_skew is how long after a replacement a late-starting call of the wave still takes it
-    # as its answer (threads released by one barrier do not all begin at once on two cores).
-    starter = SingletonStarter(client, lock=FileLease(tmp_path), clock_skew=SKEW)
+    client = ReadsByThread(host_address=backend.address)
+    starter = SingletonStarter(client, lock=FileLease(tmp_path))
     for r in range(20):
         iid = f"wave-{r}"
         old = running(client, backend, iid)
-        older_than_skew(old)
-        recs = fire_threads(
-            16, lambda _i, iid=iid: starter.start(wait_for_finish, instance_id=iid, on_conflict=TERMINATE)
-        )  # fmt: skip
+        with gate(tmp_path, iid):
+            client.readers.pop(iid, None)
+            pending = fire_threads_async(
+                16, lambda _i, iid=iid: starter.start(wait_for_finish, instance_id=iid, on_conflict=TERMINATE)
+            )
+            poll_until(lambda iid=iid: len(client.readers.get(iid, ())) == 16, 30, "every call to begin")
+        recs = pending()
         assert not [rec.value for rec in recs if rec.raised]
         results = [rec.value for rec in recs]
         counts = Counter(res.outcome for res in results)
@@ -120,6 +140,76 @@ def test_a_wave_of_terminate_callers_replaces_exactly_once(
         assert new is not None and new.created_at != old.created_at
         assert all(res.existing.created_at == new.created_at for res in results if not res.started)
         assert terminates(backend, iid) == 1 and backend.ledger.snapshot().created[iid] == 2
+    starter.close()
+    client.close()
+
+
+def test_a_young_instance_running_before_the_calls_began_is_replaced_once(
+    strict_singleton_durable_backend: DurableTestBackend, worker: TaskHubGrpcWorker, tmp_path: Path
+) -> None:
+    """Restarting a job just launched: an instance created a moment before the calls (well
+    inside the default clock_skew of 5 s) is terminated and replaced, once, by 12 callers that
+    all began while it ran; the other 11 answer ALREADY_RUNNING with the replacement."""
+    backend = strict_singleton_durable_backend
+    client = ReadsByThread(host_address=backend.address)
+    starter = SingletonStarter(client, lock=FileLease(tmp_path))  # the default clock_skew
+    old = running(client, backend, "young")
+    with gate(tmp_path, "young"):
+        client.readers.pop("young", None)
+        pending = fire_threads_async(
+            12, lambda _i: starter.start(wait_for_finish, instance_id="young", on_conflict=TERMINATE)
+        )
+        poll_until(lambda: len(client.readers.get("young", ())) == 12, 30, "every call to begin")
+    results = [rec.value for rec in pending()]
+    assert Counter(res.outcome for res in results) == {StartOutcome.STARTED: 1, StartOutcome.ALREADY_RUNNING: 11}
+    (winner,) = [res for res in results if res.started]
+    assert winner.replaced is not None and winner.replaced.created_at == old.created_at
+    new = client.get_orchestration_state("young")
+    assert new is not None and new.created_at != old.created_at
+    assert terminates(backend, "young") == 1
+    starter.close()
+    client.close()
+
+
+def test_async_a_young_instance_is_replaced(
+    strict_singleton_durable_backend: DurableTestBackend, worker: TaskHubGrpcWorker, tmp_path: Path
+) -> None:
+    backend = strict_singleton_durable_backend
+    client = TaskHubGrpcClient(host_address=backend.address)
+    old = running(client, backend, "young-async")
+
+    async def go() -> Any:
+        aclient = AsyncTaskHubGrpcClient(host_address=backend.address)
+        try:
+            async with AsyncSingletonStarter(aclient, lock=AsyncFileLease(tmp_path)) as starter:
+                return await starter.start(wait_for_finish, instance_id="young-async", on_conflict=TERMINATE)
+        finally:
+            await aclient.close()
+
+    result = asyncio.run(go())
+    assert result.outcome is StartOutcome.STARTED
+    assert result.replaced is not None and result.replaced.created_at == old.created_at
+    client.close()
+
+
+def test_an_instance_created_after_the_call_began_is_its_answer(
+    strict_singleton_durable_backend: DurableTestBackend, worker: TaskHubGrpcWorker, tmp_path: Path
+) -> None:
+    """The call began (its first read: no instance), then, while it waited for the lease, another
+    start created one: that instance is this call's answer, not replaced (no clocks compared)."""
+    backend = strict_singleton_durable_backend
+    client = ReadsByThread(host_address=backend.address)
+    starter = SingletonStarter(client, lock=FileLease(tmp_path))
+    with gate(tmp_path, "recent"):
+        pending = fire_threads_async(
+            1, lambda _i: starter.start(wait_for_finish, instance_id="recent", on_conflict=TERMINATE)
+        )
+        poll_until(lambda: len(client.readers.get("recent", ())) == 1, 30, "the call to begin")
+        created = running(client, backend, "recent")
+    (rec,) = pending()
+    assert not rec.raised, rec.value
+    assert rec.value.outcome is StartOutcome.ALREADY_RUNNING and terminates(backend, "recent") == 0
+    assert rec.value.existing.created_at == created.created_at
     starter.close()
     client.close()
 
@@ -138,21 +228,6 @@ def test_an_instance_that_does_not_end_in_time_raises_and_nothing_starts(
     assert backend.ledger.snapshot().created["stuck"] == 1
     # the lease was released: the next caller gets an answer, not BUSY
     assert starter.start("orch", instance_id="stuck").outcome is StartOutcome.ALREADY_RUNNING
-    client.close()
-
-
-def test_an_instance_created_after_the_call_began_is_its_answer(
-    strict_singleton_durable_backend: DurableTestBackend, worker: TaskHubGrpcWorker, tmp_path: Path
-) -> None:
-    """clock_skew widens "after the call began" backwards: an instance created within it
-    counts as this wave's and is not terminated (the documented trade-off)."""
-    backend = strict_singleton_durable_backend
-    client = TaskHubGrpcClient(host_address=backend.address)
-    running(client, backend, "recent")
-    starter = SingletonStarter(client, lock=FileLease(tmp_path), clock_skew=3600)
-    result = starter.start(wait_for_finish, instance_id="recent", on_conflict=TERMINATE)
-    assert result.outcome is StartOutcome.ALREADY_RUNNING and terminates(backend, "recent") == 0
-    starter.close()
     client.close()
 
 

@@ -187,7 +187,7 @@ class StarterBase:
             call, self._config, hold, clock=self._clock, wall_clock=self._wall_clock, backend=self._backend_name
         )
 
-    def _timeout(self, op: _flow.Schedule) -> float | None:
+    def _timeout(self, op: _flow.Schedule | _flow.RaiseEvent | _flow.Terminate) -> float | None:
         """Seconds the RPC may take, read immediately before sending; raises NotSent when none."""
         if op.send_by is None:
             return None
@@ -216,13 +216,34 @@ class StarterBase:
             return self._lock.wait_for_release, (op.instance_id, op.timeout), {}
         if isinstance(op, _flow.Sleep):
             return self._sleep, (op.seconds,), {}
-        if isinstance(op, _flow.RaiseEvent):
-            return self._client.raise_orchestration_event, (op.instance_id, op.event_name), {"data": op.data}
-        if isinstance(op, _flow.Terminate):
-            return self._client.terminate_orchestration, (op.instance_id,), {"output": op.reason}
+        if isinstance(op, (_flow.RaiseEvent, _flow.Terminate)):
+            return self._bind_under_lease(op)
         if isinstance(op, _flow.Schedule):
             return self._bind_schedule(op)
         raise AssertionError(f"unknown operation {op!r}")
+
+    def _bind_under_lease(
+        self, op: _flow.RaiseEvent | _flow.Terminate
+    ) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
+        """An event or a terminate made under the lease: refused once its send-by time has
+        passed (``NotSent``), else sent with the time left as its deadline where the client
+        lets us set one (the durabletask stub; ``timeout=`` on clients that take it)."""
+        timeout = self._timeout(op)
+        if isinstance(op, _flow.RaiseEvent):
+            args: tuple[Any, ...] = (op.instance_id, op.event_name)
+            kwargs: dict[str, Any] = {"data": op.data}
+        else:
+            args, kwargs = (op.instance_id,), {"output": op.reason}
+        if timeout is None:
+            method = "raise_orchestration_event" if isinstance(op, _flow.RaiseEvent) else "terminate_orchestration"
+            return getattr(self._client, method), args, kwargs
+        if self._with_deadline:
+            send = _deadline.send_async if self._is_async else _deadline.send_sync
+            return send, (self._client, _deadline.build_op_request(self._client, op), max(timeout, 0.001)), {}
+        if self._deadline_in_client:
+            kwargs["timeout"] = timeout
+        method = "raise_orchestration_event" if isinstance(op, _flow.RaiseEvent) else "terminate_orchestration"
+        return getattr(self._client, method), args, kwargs
 
     def _bind_schedule(self, op: _flow.Schedule) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
         call = op.call

@@ -64,11 +64,32 @@ def build_request(
         ) from exc
 
 
-def send_sync(client: Any, request: pb.CreateInstanceRequest, timeout: float) -> str:
-    response = client._stub.StartInstance(request, timeout=timeout)
-    return str(response.instanceId)
+def build_op_request(client: Any, op: Any) -> pb.RaiseEventRequest | pb.TerminateRequest:
+    """The request ``raise_orchestration_event`` / ``terminate_orchestration`` would send for
+    a :class:`~strict_singleton._flow.RaiseEvent` / ``Terminate`` op (built at send time:
+    an event's data was already checked to serialize before the lease)."""
+    from durabletask.internal.client_helpers import build_raise_event_req, build_terminate_req
+
+    if hasattr(op, "event_name"):
+        return build_raise_event_req(op.instance_id, op.event_name, op.data, client._data_converter)
+    return build_terminate_req(op.instance_id, op.reason, True, client._data_converter)
 
 
-async def send_async(client: Any, request: pb.CreateInstanceRequest, timeout: float) -> str:
-    response = await client._get_stub().StartInstance(request, timeout=timeout)
-    return str(response.instanceId)
+_METHODS = {
+    pb.CreateInstanceRequest: "StartInstance",
+    pb.RaiseEventRequest: "RaiseEvent",
+    pb.TerminateRequest: "TerminateInstance",
+}
+
+
+def send_sync(client: Any, request: Any, timeout: float) -> str | None:
+    """Send ``request`` on the client's stub with ``timeout`` as its gRPC deadline: the new
+    instance's ID for a start, ``None`` for an event or a terminate."""
+    response = getattr(client._stub, _METHODS[type(request)])(request, timeout=timeout)
+    return str(response.instanceId) if isinstance(request, pb.CreateInstanceRequest) else None
+
+
+async def send_async(client: Any, request: Any, timeout: float) -> str | None:
+    """:func:`send_sync` on the async client's stub."""
+    response = await getattr(client._get_stub(), _METHODS[type(request)])(request, timeout=timeout)
+    return str(response.instanceId) if isinstance(request, pb.CreateInstanceRequest) else None

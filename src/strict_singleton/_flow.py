@@ -269,19 +269,28 @@ class Schedule:
 
 @dataclass(frozen=True, slots=True)
 class Terminate:
-    """-> None: ask the backend to terminate the instance (``ConflictPolicy.TERMINATE_EXISTING``)."""
+    """-> None: ask the backend to terminate the instance (``ConflictPolicy.TERMINATE_EXISTING``).
+
+    ``send_by`` as for :class:`Schedule`: made under the lease, the RPC ends inside it.
+    """
 
     instance_id: str
     reason: str
+    send_by: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class RaiseEvent:
-    """-> None: raise ``event_name`` with ``data`` to the instance (``start_or_signal``)."""
+    """-> None: raise ``event_name`` with ``data`` to the instance (``start_or_signal``).
+
+    ``send_by`` as for :class:`Schedule`: made under the lease, the RPC ends inside it
+    (``NotSent`` if the time has passed: the event was surely not raised).
+    """
 
     instance_id: str
     event_name: str
     data: Any
+    send_by: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,6 +387,7 @@ class _Progress:
     earlier: RequestRecord | None = None  # the request record the store held when we took the lease
     stored: RequestRecord | None = None  # what the store holds now, as far as this call knows
     noting: str | None = None  # whose event _note_event updates: "start", "signal" or None
+    started: Hold | None = None  # our schedule created the instance: every way out leaves its start record
 
 
 @dataclass(slots=True)
@@ -391,7 +401,8 @@ class _Ctx:
     clock: Callable[[], float]
     wall_clock: Callable[[], datetime]
     t0: float = 0.0
-    t0_wall: datetime | None = None  # the wall clock when the call began (TERMINATE_EXISTING)
+    at_begin: OrchestrationState | None = None  # TERMINATE_EXISTING: the instance read when the call began
+    last_start: StartRecord | None = None  # the start record the grant carried (TERMINATE_EXISTING)
     waited: float = 0.0
     progress: _Progress = field(default_factory=_Progress)
 
@@ -432,16 +443,29 @@ class _Ctx:
 
 
 def _released_after(ctx: _Ctx, body: Generator[Op, Any, None]) -> Generator[Op, Any, None]:
-    """Run ``body`` holding the lease, then release it, also when ``body`` raises (not on
-    ``GeneratorExit``: a flow being discarded may yield nothing more)."""
+    """Run ``body`` holding the lease, then let go of it (:func:`_let_go`), also when ``body``
+    raises (not on ``GeneratorExit``: a flow being discarded may yield nothing more)."""
     try:
         yield from body
     except GeneratorExit:
         raise
     except BaseException:
-        yield from _release(ctx)
+        yield from _let_go(ctx)
         raise
-    yield from _release(ctx)
+    yield from _let_go(ctx)
+
+
+def _let_go(ctx: _Ctx) -> Generator[Op, Any, None]:
+    """Give the lease up: after a start of ours, as :func:`finish_flow` does (released with
+    the start's record, or held until the instance is visible), so that no way out of a
+    call that created an instance, cancellation included, lets a later caller act on a
+    stale "no instance" read; else a plain token-checked release."""
+    hold = ctx.progress.started
+    if hold is not None:
+        ctx.progress.started = None
+        yield from _finish(ctx, hold)
+    elif ctx.progress.may_hold:
+        yield from _release(ctx)
 
 
 def _release(ctx: _Ctx) -> Generator[Op, Any, None]:
@@ -573,17 +597,18 @@ def _release_recording(ctx: _Ctx, hold: Hold) -> Generator[Op, Any, bool]:
 
 
 def _record_start(ctx: _Ctx, lease: LeaseClock, ttl: float) -> Generator[Op, Any, None]:
-    """Leave a record of the start in flight, keeping the lease; failures only cost the record."""
+    """Leave a record of the start in flight (or just made), keeping the lease; failures only cost the record."""
     p = ctx.progress
-    assert p.sent_at is not None and p.fencing_token is not None
-    record = _new_record(p.fencing_token, p.sent_at, p.previous, ctx.wall_clock(), ttl)
+    sent_at = p.sent_at if p.started is None else p.started.sent_at
+    assert sent_at is not None and p.fencing_token is not None
+    record = _new_record(p.fencing_token, sent_at, p.previous, ctx.wall_clock(), ttl)
     try:
         stored = yield RecordStart(ctx.iid, ctx.token, record, ttl)
     except LockUnavailableError as exc:
-        _log.warning("could not leave a start record for %r while watching: %s", ctx.iid, exc)
+        _log.warning("could not leave a start record for %r: %s", ctx.iid, exc)
         return
     if not stored:
-        _log.warning("could not leave a start record for %r while watching: the lease is no longer ours", ctx.iid)
+        _log.warning("could not leave a start record for %r: the lease is no longer ours", ctx.iid)
 
 
 def _new_record(
@@ -692,8 +717,6 @@ def start_flow(
 ) -> Flow:
     """One start, from the first lease attempt to the caller's answer."""
     ctx = _Ctx(call=call, cfg=cfg, token=token, backend=backend, clock=clock, wall_clock=wall_clock, t0=clock())
-    if call.on_conflict is ConflictPolicy.TERMINATE_EXISTING:
-        ctx.t0_wall = wall_clock()
     try:
         return (yield from _start(ctx))
     except Abandoned:
@@ -705,6 +728,8 @@ def _abandon(ctx: _Ctx) -> Generator[Op, Any, None]:
     p = ctx.progress
     if p.sent_at is not None and p.lease is not None:
         state, reason = yield from _watch(ctx, p.lease)
+        if state is not None and p.fencing_token is not None:
+            p.started = Hold(p.lease, p.previous, p.sent_at, ctx.token, p.fencing_token)
         _log.warning(
             "start of %r abandoned while its schedule request was in flight: %s",
             ctx.iid,
@@ -712,8 +737,7 @@ def _abandon(ctx: _Ctx) -> Generator[Op, Any, None]:
         )
         if state is None and reason is None:
             yield from _note_event(ctx, "not-raised")  # start_or_signal: its event was never raised
-    if p.may_hold:
-        yield from _release(ctx)
+    yield from _let_go(ctx)
 
 
 def _existing_answer(ctx: _Ctx, state: OrchestrationState | None) -> StartOutcome | None:
@@ -727,9 +751,9 @@ def _existing_answer(ctx: _Ctx, state: OrchestrationState | None) -> StartOutcom
         return None
     if is_active(state):
         if ctx.call.on_conflict is ConflictPolicy.TERMINATE_EXISTING:
-            # One replacement per wave: an instance created after this call began is the
-            # wave's replacement, this call's answer; an older one is to be replaced.
-            return StartOutcome.ALREADY_RUNNING if _fresh(ctx, state) else None
+            # One replacement per wave: the instance that was active when this call began is
+            # replaced, however young; any other is the wave's replacement, this call's answer.
+            return None if _began_with(ctx, state) else StartOutcome.ALREADY_RUNNING
         if ctx.call.on_conflict is ConflictPolicy.FAIL:
             raise AlreadyRunningError(
                 f"an active instance exists ({state.runtime_status.name}) and on_conflict=FAIL; nothing was scheduled",
@@ -743,15 +767,35 @@ def _existing_answer(ctx: _Ctx, state: OrchestrationState | None) -> StartOutcom
     return None
 
 
+def _send_by(ctx: _Ctx) -> float | None:
+    """The latest time an RPC made under the held lease may be sent and answered: the lease's
+    deadline (as this call counts it) minus the send reserve; ``None`` for a lease without expiry."""
+    lease = ctx.progress.lease
+    assert lease is not None
+    now = ctx.clock()
+    remaining = lease.remaining(now)
+    return None if remaining is None else now + remaining - ctx.cfg.send_reserve
+
+
 def _signal(ctx: _Ctx, *, started: bool) -> Generator[Op, Any, None]:
-    """Raise the call's event (``start_or_signal``): once, never retried (a retry could deliver it twice)."""
+    """Raise the call's event (``start_or_signal``): once, never retried (a retry could deliver
+    it twice). Under the lease (a start of ours, or a request record to note it in), the lease
+    is renewed first when due and the RPC is cut at the lease's deadline; an event to an
+    instance found running, after the lease was released, carries no deadline of ours."""
     assert ctx.call.signal is not None
     name, data = ctx.call.signal
+    p = ctx.progress
     try:
-        yield RaiseEvent(ctx.iid, name, data)
+        send_by = None
+        if p.lease is not None and p.may_hold:
+            reason = yield from _keep(ctx, p.lease, confirm=False)
+            if reason is not None:
+                raise NotSent(reason)
+            send_by = _send_by(ctx)
+        yield RaiseEvent(ctx.iid, name, data, send_by)
     except Exception as exc:
         code = rpc_code(exc)
-        maybe = code is None or code in AMBIGUOUS_CODES
+        maybe = not isinstance(exc, NotSent) and (code is None or code in AMBIGUOUS_CODES)
         if not maybe:
             yield from _note_event(ctx, "not-raised")
         where = "this call started the instance, then " if started else ""
@@ -895,6 +939,18 @@ def _shows_request(state: OrchestrationState | None, record: RequestRecord, skew
     return shows_start(state, record.previous_created_us, record.sent_at_us, skew)
 
 
+def _indistinguishable(state: OrchestrationState | None, record: RequestRecord) -> bool:
+    """Whether ``state`` may be the instance the record's start created although it has the
+    creation time of the instance that start replaced: both fall on the same whole second,
+    as every time does on a client with one-second resolution (Durable Functions), where a
+    replacement made within the second looks unchanged. With finer times (durabletask's gRPC
+    clients: microseconds) the same time means the same instance; a time that falls exactly
+    on a whole second there (one in a million) is taken as ambiguous too, which only costs a
+    refusal, never a second start."""
+    created = created_us(state)
+    return created is not None and created == record.previous_created_us and created % 1_000_000 == 0
+
+
 def _confirm_retry(ctx: _Ctx, lease: LeaseClock) -> Generator[Op, Any, None]:
     """The record is the latest request only if nobody else held the lease since we took
     it: confirm it (as before a schedule) before a retry claims anything (found by the
@@ -922,6 +978,17 @@ def _retried(
         return None
     signal = ctx.call.signal is not None
     started = record.request_id == rid and _shows_request(state, record, ctx.cfg.clock_skew)
+    if record.request_id == rid and not started and _indistinguishable(state, record):
+        yield from _release(ctx)
+        raise ScheduleError(
+            f"cannot tell whether the earlier call with request_id {rid!r} created this instance: its creation "
+            "time is the same whole second as the instance that request replaced (a client whose times have "
+            "one-second resolution, as Durable Functions'); nothing was started, so the request is never run "
+            "twice. Check the instance (its input or output), or use a new request_id to start it anyway",
+            instance_id=ctx.iid,
+            backend=ctx.backend,
+            maybe_scheduled=True,
+        )
     entry = record.signal(rid) if signal else None
     if started:
         outcome, event = StartOutcome.STARTED, record.event if signal else "raised"
@@ -981,11 +1048,21 @@ def _signal_remembered(
     return ctx.done(StartOutcome.SIGNALED, state, fencing_token)
 
 
-def _fresh(ctx: _Ctx, state: OrchestrationState) -> bool:
-    """Whether ``state`` was created after this call began (allowing ``clock_skew``)."""
-    assert ctx.t0_wall is not None
-    created = created_us(state)
-    return created is not None and created >= epoch_us(ctx.t0_wall) - round(ctx.cfg.clock_skew * 1_000_000)
+def _began_with(ctx: _Ctx, state: OrchestrationState) -> bool:
+    """``TERMINATE_EXISTING``: whether the active ``state`` is the instance that was active when
+    this call began (its first read, before any lease), so this call is to replace it.
+
+    Decided by identity, not by comparing clocks: the same creation time as the instance
+    read at the beginning (a replacement is always created later). Where creation times
+    have one-second resolution (Durable Functions) a replacement made within the same
+    second looks the same, so a start record showing that an instance with that creation
+    time was replaced since counts too: it is then this wave's replacement, not replaced again.
+    """
+    began = ctx.at_begin
+    if not is_active(began) or created_us(began) != created_us(state):
+        return False
+    record = ctx.last_start
+    return record is None or record.previous_created_us != created_us(began)
 
 
 def _terminate(
@@ -993,7 +1070,8 @@ def _terminate(
 ) -> Generator[Op, Any, OrchestrationState | None]:
     """Terminate the active instance and wait, keeping the lease, until a read shows it finished."""
     try:
-        yield Terminate(ctx.iid, f"replaced by a strict-singleton start (fencing token {ctx.progress.fencing_token})")
+        reason = f"replaced by a strict-singleton start (fencing token {ctx.progress.fencing_token})"
+        yield Terminate(ctx.iid, reason, _send_by(ctx))
     except Exception as exc:
         raise TerminateError(
             f"terminating the active instance failed; nothing was started: {type(exc).__name__}: {exc}",
@@ -1022,6 +1100,10 @@ def _start(ctx: _Ctx) -> Flow:
     wait_until = ctx.t0 + cfg.wait
     seen: OrchestrationState | None = None
     woken = False
+    if call.on_conflict is ConflictPolicy.TERMINATE_EXISTING:
+        # What "the instance running when this call began" is: read before any lease, so every
+        # call of a wave that began before the replacement shares it (and no later one does).
+        ctx.at_begin = yield from _read(ctx)
     # A call with a request ID decides only under the lease: an instance seen without it
     # may be the one an earlier call with that request ID created (a retry's answer).
     lockless = call.request_id is None
@@ -1062,6 +1144,7 @@ def _start(ctx: _Ctx) -> Flow:
 
     lease = p.lease = LeaseClock(granted_at=granted_at, valid_for=grant.valid_for)
     p.fencing_token = grant.fencing_token
+    ctx.last_start = grant.last_start
     p.earlier = p.stored = grant.last_request
     replaced: OrchestrationState | None = None
     try:
@@ -1150,15 +1233,17 @@ def _start(ctx: _Ctx) -> Flow:
         ambiguous = code is None or code in AMBIGUOUS_CODES
         detail = f"schedule call failed ({code or type(exc).__name__}): {exc}"
         if ambiguous:
+            ours_sent = p.sent_at
             ours, reason = yield from _watch(ctx, lease)
             p.sent_at = None
             if ours is not None:
                 _log.info("schedule of %r failed ambiguously (%s) but the instance was created", ctx.iid, code)
+                p.started = Hold(lease, p.previous, ours_sent, ctx.token, grant.fencing_token)
                 if call.signal is not None:
                     # under the lease, so the request record can note the event
                     yield from _released_after(ctx, _signal(ctx, started=True))
                 else:
-                    yield from _release(ctx)
+                    yield from _let_go(ctx)
                 return ctx.done(StartOutcome.STARTED, None, grant.fencing_token, replaced=replaced)
             yield from _note_event(ctx, "not-raised")  # start_or_signal: its event was never raised
             yield from _release(ctx)
@@ -1174,15 +1259,22 @@ def _start(ctx: _Ctx) -> Flow:
             detail, instance_id=call.instance_id, backend=ctx.backend, maybe_scheduled=ambiguous, grpc_code=code
         ) from exc
     hold = Hold(lease=lease, previous=state, sent_at=p.sent_at, token=ctx.token, fencing_token=grant.fencing_token)
-    p.sent_at = None
+    p.started, p.sent_at = hold, None
     if call.signal is not None:
+        # The start's record first, keeping the lease (one round trip): whatever the event's
+        # RPC does (slow past the lease, cancelled, failed), a later caller inside the status
+        # lag waits for this start instead of starting again.
+        if cfg.confirm_visible and cfg.start_records:
+            yield from _record_start(ctx, lease, cfg.visibility_timeout)
         try:
             yield from _signal(ctx, started=True)
         except SignalError as exc:
-            # The instance is ours: the driver still releases with its record, then raises this.
+            # The instance is ours: the driver still finishes (releases with its record), then raises this.
+            p.started = None
             started = ctx.done(StartOutcome.STARTED, None, grant.fencing_token, hold, replaced=replaced)
             started.error = exc
             return started
+    p.started = None
     return ctx.done(StartOutcome.STARTED, None, grant.fencing_token, hold, replaced=replaced)
 
 
@@ -1208,6 +1300,12 @@ def finish_flow(
     wall = wall_clock if wall_clock is not None else (lambda: hold.sent_at)
     ctx = _Ctx(call=call, cfg=cfg, token=hold.token, backend=backend, clock=clock, wall_clock=wall)
     ctx.progress.may_hold = True
+    yield from _finish(ctx, hold)
+
+
+def _finish(ctx: _Ctx, hold: Hold) -> FinishFlow:
+    """:func:`finish_flow`'s steps, for any flow holding the lease after a start of its own."""
+    cfg, call, clock = ctx.cfg, ctx.call, ctx.clock
     if cfg.confirm_visible and cfg.start_records and (yield from _release_recording(ctx, hold)):
         return
     if cfg.confirm_visible:

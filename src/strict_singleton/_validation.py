@@ -14,6 +14,7 @@ from durabletask.client import OrchestrationStatus
 from durabletask.serialization import DataConverter, JsonDataConverter
 
 from strict_singleton.errors import InvalidArgumentError, InvalidInstanceIdError
+from strict_singleton.lock_backends.base import MAX_REQUEST_ID_BYTES, stored_request_id
 from strict_singleton.policies import ConflictPolicy, ReusePolicy, coerce
 
 MAX_INSTANCE_ID_LENGTH = 256
@@ -296,7 +297,8 @@ def build_call(
 
 def validate_request_id(request_id: object, *, instance_id: str | None = None, backend: str = "") -> str | None:
     """``None``, or a non-empty printable ``str`` of at most 128 characters without
-    surrounding whitespace; else :class:`InvalidArgumentError`."""
+    surrounding whitespace that takes at most ``MAX_REQUEST_ID_BYTES`` (256) bytes as request
+    records store it (percent-encoded UTF-8); else :class:`InvalidArgumentError`."""
     if request_id is None:
         return None
     if (
@@ -310,6 +312,15 @@ def validate_request_id(request_id: object, *, instance_id: str | None = None, b
         raise InvalidArgumentError(
             f"request_id must be None or a non-empty str of at most {MAX_REQUEST_ID_LENGTH} characters, without "
             f"surrounding whitespace or control characters, got {shown!r}",
+            instance_id=instance_id,
+            backend=backend,
+        )
+    stored = len(stored_request_id(request_id))
+    if stored > MAX_REQUEST_ID_BYTES:
+        raise InvalidArgumentError(
+            f"request_id takes {stored} bytes as request records store it (percent-encoded UTF-8: characters "
+            f"outside A-Z a-z 0-9 _ . ~ - take 3 bytes per UTF-8 byte); the maximum is {MAX_REQUEST_ID_BYTES} "
+            f"(128 ASCII letters and digits, 28 CJK characters, 21 emoji)",
             instance_id=instance_id,
             backend=backend,
         )

@@ -114,6 +114,18 @@ class StartRecord:
 
 
 REQUEST_RECORD_MAX = 2048  # bytes of ASCII a store must be able to keep for one request record
+# A request ID is stored percent-encoded (UTF-8 bytes outside [A-Za-z0-9_.~-] take 3 each), so
+# its bound is in those bytes: with at most this many, the header, the start entry's request
+# ID and the newest signal entry always fit in REQUEST_RECORD_MAX, so the entry a call has
+# just written is never the one left out.
+MAX_REQUEST_ID_BYTES = 256
+
+
+def stored_request_id(request_id: str) -> str:
+    """``request_id`` as request records store it (percent-encoded UTF-8, ASCII)."""
+    return quote(request_id, safe="")
+
+
 _REQUEST_VERSION = "ssq1"
 
 
@@ -142,8 +154,8 @@ class RequestRecord:
         signals: the events ``start_or_signal`` raised (or was raising) to an *existing*
             instance, newest first, as ``(request ID, event, creation time of the instance
             signalled)``. Starts and tombstones carry them forward; the oldest are dropped
-            when the record would exceed :data:`REQUEST_RECORD_MAX` (at least the newest is
-            kept: request IDs are at most 128 characters).
+            when the record would exceed :data:`REQUEST_RECORD_MAX` (the newest is always
+            kept: a request ID takes at most :data:`MAX_REQUEST_ID_BYTES` stored).
     """
 
     request_id: str | None
@@ -172,13 +184,14 @@ class RequestRecord:
         """ASCII, at most :data:`REQUEST_RECORD_MAX` bytes (request IDs are percent-encoded);
         the oldest signal entries are left out when it would be longer."""
         previous = "" if self.previous_created_us is None else str(self.previous_created_us)
-        rid = "" if self.request_id is None else quote(self.request_id, safe="")
+        rid = "" if self.request_id is None else stored_request_id(self.request_id)
         text = (
             f"{_REQUEST_VERSION}:{self.fencing_token}:{self.sent_at_us}:{previous}:{self.expires_at_us}:"
             f"{self.action}:{self.event}:{rid}"
         )
         entries = [
-            f"{quote(srid, safe='')}|{event}|{'' if target is None else target}" for srid, event, target in self.signals
+            f"{stored_request_id(srid)}|{event}|{'' if target is None else target}"
+            for srid, event, target in self.signals
         ]
         while entries and len(text) + 1 + len(";".join(entries)) > REQUEST_RECORD_MAX:
             entries.pop()

@@ -208,6 +208,7 @@ class SimBackend:
     clock: VirtualClock
     profile: Profile = "overwrite"
     visibility_lag: float = 0.0
+    whole_seconds: bool = False  # creation times of one-second resolution (Durable Functions)
     instances: dict[str, SimInstance] = field(default_factory=dict)
     creates: list[CreateEvent] = field(default_factory=list)
     rejected: int = 0
@@ -240,6 +241,8 @@ class SimBackend:
             self.rejected += 1
             raise RpcError("ALREADY_EXISTS", f"instance {instance_id!r} already exists")
         created_at = self.clock.wall()
+        if self.whole_seconds:
+            created_at = created_at.replace(microsecond=0)
         self.instances[instance_id] = SimInstance(instance_id, created_at, OrchestrationStatus.RUNNING, tags)
         if self.visibility_lag > 0 or self.profile == "eventual":
             self._lagging[instance_id] = (self.clock() + (self.visibility_lag or 0.05), existing)
@@ -300,10 +303,13 @@ class World:
         expiring: bool = True,
         visibility_lag: float = 0.0,
         records: bool = True,
+        whole_seconds: bool = False,
     ) -> None:
         self.clock = VirtualClock()
         self.store = SimLockStore(self.clock, expiring=expiring, records=records)
-        self.backend = SimBackend(self.clock, profile=profile, visibility_lag=visibility_lag)
+        self.backend = SimBackend(
+            self.clock, profile=profile, visibility_lag=visibility_lag, whole_seconds=whole_seconds
+        )
         self.op_cost = 0.001  # virtual seconds each lock or backend operation takes
 
     def answer(self, op: _flow.Op) -> Any:
@@ -364,7 +370,8 @@ def drive(
 
     ``intercept(op)`` runs first for every operation: return :data:`DEFAULT` to let
     the world answer, any other value to answer it yourself, or raise to throw into
-    the flow. Every operation is appended to ``log`` when given.
+    the flow (raise :class:`~strict_singleton._flow.Abandoned` to cancel the call there,
+    as the drivers do; the flow then cleans up and re-raises it). Every operation is appended to ``log`` when given.
     """
     send: Any = None
     error: BaseException | None = None
@@ -378,7 +385,7 @@ def drive(
         try:
             answer = intercept(op) if intercept is not None else DEFAULT
             send, error = (world.answer(op) if answer is DEFAULT else answer), None
-        except Exception as exc:
+        except (Exception, _flow.Abandoned) as exc:  # Abandoned: the caller went away (cancelled)
             send, error = None, exc
     raise AssertionError(f"flow did not finish within {max_ops} operations")
 
