@@ -3,7 +3,10 @@
 Guarantee: at most one holder per instance ID among all processes of this host that
 use the same directory on a local filesystem with ``flock`` support. The OS frees the
 lock when the holder's process dies, so the lease never expires while the holder
-lives (``Grant.valid_for`` is ``None``) and is never left orphaned.
+lives (``Grant.valid_for`` is ``None``) and is never left orphaned. A forked child never
+holds its parent's leases (it closes its copies of lock file descriptors at once and
+answers "not ours" for the parent's tokens), so the lock dies with the holder even if a
+child it forked lives on.
 
 Assumptions: a local filesystem (``flock`` over NFS is not reliable); every
 participant uses the same directory. Lock files are never deleted (deleting a lock
@@ -56,11 +59,13 @@ files that others created.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import stat
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -244,6 +249,55 @@ def _open_or_create(name: str | Path, dir_fd: int | None, *, create: bool) -> tu
     raise _Refused(f"lock file {name} keeps appearing and disappearing")
 
 
+# A flock belongs to the open file description, which fork() shares with the child: a
+# child's copy of a lock file descriptor would keep the lock after the holder died (every
+# starter on the host busy until that unrelated child exits), and could unlock it. So
+# every lock file descriptor is tracked from open to close, and a forked child closes its
+# copies at once (closes, never unlocks: the parent's descriptor keeps the lock) and
+# forgets its parent's leases. Opening-and-tracking and untracking-and-closing hold
+# _fork_guard, which fork() takes too, so a child never has an untracked one, not even
+# when another thread was inside acquire. A child that execs needs none of this: our
+# descriptors are non-inheritable (PEP 446). The directory descriptor is opened and
+# closed under _fork_guard as well (it carries no lock, a copy would only leak).
+_lock_fds: set[int] = set()
+_fork_guard = threading.Lock()
+_leases: weakref.WeakSet[FileLease] = weakref.WeakSet()
+
+
+def _open_tracked(directory: Path, path: Path, *, create: bool) -> int | None:
+    with _fork_guard:
+        fd = _open_lock_file(directory, path, create=create)
+        if fd is not None:
+            _lock_fds.add(fd)
+        return fd
+
+
+def _close_tracked(fd: int) -> None:
+    with _fork_guard:
+        _lock_fds.discard(fd)
+        os.close(fd)
+
+
+def _after_fork_in_child() -> None:
+    global _fork_guard
+    _fork_guard = threading.Lock()  # held by the forking thread in the parent
+    for fd in _lock_fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _lock_fds.clear()
+    for lease in list(_leases):
+        lease._held = {}
+        lease._held_lock = threading.Lock()  # another thread of the parent may have held it
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(
+        before=lambda: _fork_guard.acquire(),
+        after_in_parent=lambda: _fork_guard.release(),
+        after_in_child=_after_fork_in_child,
+    )
+
+
 class FileLease:
     """A lease per instance ID as a file lock in ``directory`` (the embedded default).
 
@@ -268,6 +322,7 @@ class FileLease:
             raise InvalidArgumentError(str(exc), backend=self._name) from None
         self._held: dict[tuple[str, str], int] = {}  # (instance ID, token) -> locked descriptor
         self._held_lock = threading.Lock()
+        _leases.add(self)  # a forked child forgets what it holds
 
     @property
     def name(self) -> str:
@@ -289,18 +344,18 @@ class FileLease:
 
     def acquire(self, instance_id: str, token: str, ttl: float) -> Grant | None:
         try:
-            fd = _open_lock_file(self._directory, self.lock_path(instance_id), create=True)
+            fd = _open_tracked(self._directory, self.lock_path(instance_id), create=True)
         except OSError as exc:
             raise self._unavailable(exc, instance_id) from exc
         assert fd is not None
         try:
             if not lock_descriptor(fd, blocking=False):
-                os.close(fd)
+                _close_tracked(fd)
                 return None
             fence, record, request = _read_state(fd)
             _write_fence(fd, fence + 1)
         except OSError as exc:
-            os.close(fd)  # closing the descriptor also drops the lock
+            _close_tracked(fd)  # closing the descriptor also drops the lock
             raise self._unavailable(exc, instance_id) from exc
         with self._held_lock:
             self._held[(instance_id, token)] = fd
@@ -321,7 +376,7 @@ class FileLease:
         except OSError as exc:
             raise self._unavailable(exc, instance_id) from exc
         finally:
-            os.close(fd)
+            _close_tracked(fd)
         RELEASES.notify(str(self.lock_path(instance_id)))
         return True
 
@@ -388,7 +443,7 @@ class FileLease:
         acquire attempt reports the problem.
         """
         try:
-            fd = _open_lock_file(self._directory, self.lock_path(instance_id), create=False)
+            fd = _open_tracked(self._directory, self.lock_path(instance_id), create=False)
         except OSError:
             return True
         if fd is None:
@@ -399,14 +454,14 @@ class FileLease:
                 return True
             return False
         finally:
-            os.close(fd)
+            _close_tracked(fd)
 
     def close(self) -> None:
         with self._held_lock:
             held = list(self._held.values())
             self._held.clear()
         for fd in held:
-            os.close(fd)
+            _close_tracked(fd)
 
     def _unavailable(self, exc: OSError, instance_id: str) -> LockUnavailableError:
         if isinstance(exc, _Refused):
