@@ -24,6 +24,16 @@ each step, one of:
 * ``cA`` (crash): A's process dies with its schedule request queued in the backend.
 * ``gA`` (stall after the check): A's schedule passes the send-by check, then the clock
   jumps past the TTL before the request leaves (the documented residual window).
+* ``zA`` / ``yA`` (cancelled): the caller goes away (asyncio cancellation, KeyboardInterrupt)
+  at A's pending operation, before it ran (``z``) or after it ran with its answer lost
+  (``y``): ``Abandoned`` is thrown in there, at any yield of any flow, as the drivers do,
+  and A's flow goes on with its clean-up.
+* for an event or a terminate (``RaiseEvent``, ``Terminate``): ``sA`` (slow: it executes
+  now, its answer is withheld), ``xA`` (it executes, its answer is lost), ``uA`` (it never
+  arrives; A sees UNAVAILABLE).
+* ``oA`` (lock-store outage): A's lock operation fails with ``LockUnavailableError``
+  without reaching the store; ``fA`` (failing read): A's status read fails.
+* ``F`` (the active instance completes), where the configuration allows it.
 
 Exploration is a depth-first search over these choices with *preemption bounding*
 (CHESS: a schedule may switch away from a runnable starter at most ``preemptions``
@@ -34,10 +44,14 @@ path is replayed from the start (stateless model checking). A seeded random mode
 larger configurations. Every run is a *schedule string* (``"A A dB B lB ..."``) that
 :func:`replay` runs again step by step.
 
-Invariants, checked after every step: at most one STARTED; a STARTED only by a starter
-whose own schedule created an instance (its fencing tag); no active instance overwritten;
-every starter ends with an answer or an error of the library's error tree; at the end,
-after the documented windows, nobody holds the lease (the ID is startable).
+Invariants, checked after every step: at most one STARTED (per request); a STARTED only
+by a starter whose own schedule created an instance (its fencing tag); no active instance
+overwritten; each request ID creates at most one instance; no call's event raised twice;
+only an instance some ``TERMINATE_EXISTING`` call found running when it began is ever
+terminated, and such a call never answers ALREADY_RUNNING while that instance still runs;
+every starter ends with an answer or an error of the library's error tree (a cancelled one
+ends when its clean-up does); at the end, after the documented windows, nobody holds the
+lease (the ID is startable).
 
 Configurations (:data:`CONFIGS`) say which faults are enabled, and are either *safe*
 (0 violations is the claim) or *residual* (a documented window: the explorer must find
@@ -57,11 +71,21 @@ from typing import Any
 
 from strict_singleton import _flow
 from strict_singleton._validation import FENCING_TAG, StartCall, StarterConfig, build_config
-from strict_singleton.errors import StrictSingletonError
+from strict_singleton.errors import LockUnavailableError, StrictSingletonError
+from strict_singleton.lock_backends.base import RequestRecord
+from strict_singleton.policies import ConflictPolicy
 from strict_singleton.result import StartOutcome
 from strict_singleton.testing.world import Profile, RpcError, World
 
 IID = "singleton"
+_LOCK_OPS = (
+    _flow.Acquire,
+    _flow.Extend,
+    _flow.Release,
+    _flow.ReleaseRecording,
+    _flow.RecordStart,
+    _flow.RecordRequest,
+)
 NAMES = "ABCDEFGH"
 
 
@@ -85,6 +109,11 @@ class Config:
     records: bool = True  # the store keeps start records (every shipped backend); False: the visibility hold
     request_ids: tuple[str | None, ...] = ()  # per starter (A, B, ...): its request_id; empty: none
     signals: bool = False  # every starter calls start_or_signal, its event's data its request ID (or name)
+    on_conflict: str = "use_existing"  # every starter's ConflictPolicy (its value)
+    preexisting: float | None = None  # an active instance created this many seconds before the calls began
+    completions: int = 0  # times the active instance may complete during a run (choice ``F``)
+    whole_seconds: bool = False  # creation times of one-second resolution (Durable Functions)
+    seed_signals: tuple[str, ...] = ()  # signal entries the store's request record holds before the calls
     safe: bool = True
     claim: str = ""
 
@@ -109,6 +138,10 @@ class Config:
 
 
 SAFE_FAULTS = frozenset({"slow", "slowlose", "delay", "drop", "unsent", "pause"})
+
+# Request IDs of the largest size a request record stores (252 of MAX_REQUEST_ID_BYTES once
+# percent-encoded: 28 CJK characters), distinct in their last character.
+_BIG = tuple("日" * 27 + chr(0x4E00 + i) for i in range(10))
 
 CONFIGS: dict[str, Config] = {
     c.name: c
@@ -162,6 +195,83 @@ CONFIGS: dict[str, Config] = {
             preemptions=1,
             claim="row 23: start_or_signal with request IDs; C retries A's request, B signals with another: "
             "one STARTED per request, and no request's event raised twice",
+        ),
+        Config(
+            "signals",
+            signals=True,
+            visibility_lag=1.5,
+            visibility_timeout=3.0,
+            faults=frozenset({"event", "cancel", "delay", "drop"}),
+            max_faults=2,
+            claim="row 25: start_or_signal waves on a host whose reads lag longer than the lease; the event's "
+            "RPC slow, lost or unsent, any call cancelled at any yield: one STARTED, nothing overwritten, "
+            "every event raised at most once",
+        ),
+        Config(
+            "signals-cancel",
+            signals=True,
+            visibility_lag=0.3,
+            faults=frozenset({"cancel", "outage", "failread", "pause"}),
+            max_faults=2,
+            claim="start_or_signal with cancellation at every yield, lock-store outages and failing reads",
+        ),
+        Config(
+            "requests-replaced",
+            starters=2,
+            request_ids=("r1", "r1"),
+            preexisting=0.0,
+            completions=2,
+            faults=frozenset({"delay", "drop", "cancel"}),
+            max_faults=1,
+            preemptions=1,
+            claim="row 23: a request replaces a finished instance, its own instance finishes, then it is "
+            "retried: each request ID creates at most one instance",
+        ),
+        Config(
+            "one-second",
+            starters=2,
+            request_ids=("r1", "r1"),
+            preexisting=0.0,
+            completions=2,
+            whole_seconds=True,
+            faults=frozenset({"delay", "drop"}),
+            max_faults=1,
+            preemptions=1,
+            claim="row 23 on a client whose creation times have one-second resolution (Durable Functions): "
+            "a retry never runs its request twice",
+        ),
+        Config(
+            "requests-cancel",
+            starters=3,
+            request_ids=("r1", None, "r1"),
+            signals=True,
+            faults=frozenset({"cancel", "event", "outage"}),
+            max_faults=1,
+            preemptions=1,
+            claim="row 23: start_or_signal with request IDs, any call cancelled at any yield, events failing, "
+            "lock-store outages: no request's event raised twice, no request run twice",
+        ),
+        Config(
+            "records-full",
+            starters=3,
+            request_ids=(_BIG[0], _BIG[1], _BIG[1]),
+            signals=True,
+            preexisting=0.0,
+            seed_signals=_BIG[2:],
+            faults=frozenset({"drop", "cancel"}),
+            max_faults=1,
+            preemptions=1,
+            claim="row 23: request IDs of the largest stored size signalling an instance whose request record "
+            "is full: the entry a call has just written is never the one left out",
+        ),
+        Config(
+            "terminate-young",
+            on_conflict="terminate_existing",
+            preexisting=0.1,
+            faults=frozenset({"event", "cancel", "slow"}),
+            max_faults=1,
+            claim="row 26: TERMINATE_EXISTING waves over an instance started a moment before (younger than "
+            "clock_skew): it is replaced once, no other instance is terminated",
         ),
         Config(
             "file",
@@ -357,6 +467,50 @@ def _dedupe_unseen() -> contextlib.AbstractContextManager[Any]:
     return _patched(_flow, "_shows_request", lambda state, record, skew: True)
 
 
+def _record_drops_newest() -> contextlib.AbstractContextManager[Any]:
+    real = RequestRecord.encode
+
+    def encode(self: RequestRecord) -> str:
+        return real(replace(self, signals=tuple(reversed(self.signals))))  # the newest entries are left out first
+
+    return _patched(RequestRecord, "encode", encode)
+
+
+def _plain_release_on_cancel() -> contextlib.AbstractContextManager[Any]:
+    def let_go(ctx: Any) -> Any:
+        ctx.progress.started = None
+        if ctx.progress.may_hold:
+            yield from _flow._release(ctx)  # no start record, whatever happened before
+
+    return _patched(_flow, "_let_go", let_go)
+
+
+def _event_before_record() -> contextlib.AbstractContextManager[Any]:
+    real = _flow._record_start
+
+    def record_start(ctx: Any, lease: Any, ttl: float) -> Any:
+        if ctx.progress.started is not None:  # after the schedule's answer: raise the event first
+            yield from _nothing()
+            return None
+        return (yield from real(ctx, lease, ttl))
+
+    return _patched(_flow, "_record_start", record_start)
+
+
+def _one_second_unchecked() -> contextlib.AbstractContextManager[Any]:
+    return _patched(_flow, "_indistinguishable", lambda state, record: False)
+
+
+def _terminate_by_clock() -> contextlib.AbstractContextManager[Any]:
+    def began_with(ctx: Any, state: Any) -> bool:
+        # an instance created after the call began, allowing clock_skew, is the wave's
+        began_us = _flow.epoch_us(ctx.wall_clock()) - round((ctx.clock() - ctx.t0) * 1_000_000)
+        created = _flow.created_us(state)
+        return created is None or created < began_us - round(ctx.cfg.clock_skew * 1_000_000)
+
+    return _patched(_flow, "_began_with", began_with)
+
+
 MUTANTS: dict[str, Mutant] = {
     m.name: m
     for m in [
@@ -416,6 +570,36 @@ MUTANTS: dict[str, Mutant] = {
             "a retry claims its request's instance without a read that shows it (row 23)",
             "requests",
             _dedupe_unseen,
+        ),
+        Mutant(
+            "record-drops-newest",
+            "a full request record leaves out the signal entry just written (large request IDs)",
+            "records-full",
+            _record_drops_newest,
+        ),
+        Mutant(
+            "plain-release-on-cancel",
+            "a call cancelled after its start releases without leaving the start record",
+            "signals",
+            _plain_release_on_cancel,
+        ),
+        Mutant(
+            "event-before-record",
+            "start_or_signal raises its event before leaving the start record",
+            "signals",
+            _event_before_record,
+        ),
+        Mutant(
+            "one-second-unchecked",
+            "a retry on one-second creation times takes its own instance for the one it replaced",
+            "one-second",
+            _one_second_unchecked,
+        ),
+        Mutant(
+            "terminate-by-clock",
+            "TERMINATE_EXISTING takes an instance created within clock_skew of the call's start as the wave's",
+            "terminate-young",
+            _terminate_by_clock,
         ),
         Mutant(
             "no-reuse-policy",
@@ -479,6 +663,9 @@ class _Starter:
     wake_at: float | None = None  # blocked in a sleep, a wait or a call until then
     wake_reply: Any = None
     waiting_release: bool = False  # a WaitRelease: also woken when the lease is free
+    cancelled: bool = False  # the caller went away (Abandoned thrown in); the flow cleans up
+    began_with: Any = None  # TERMINATE_EXISTING: the state its first read answered (what it began with)
+    reads: int = 0
 
     @property
     def done(self) -> bool:
@@ -493,9 +680,31 @@ class _Run:
         self.mutant = mutant
         opts = dict(mutant.world) if mutant else {}
         self.world = World(
-            profile=cfg.profile, expiring=cfg.expiring, visibility_lag=cfg.visibility_lag, records=cfg.records
+            profile=cfg.profile,
+            expiring=cfg.expiring,
+            visibility_lag=cfg.visibility_lag,
+            records=cfg.records,
+            whole_seconds=cfg.whole_seconds,
         )
         self.world.op_cost = 0.0
+        self.world.clock.advance(0.25)  # inside a second: instances of one wave share it (one-second clients)
+        if cfg.preexisting is not None:  # an instance running before the calls began
+            self.world.backend.schedule(IID, {})
+            self.world.clock.advance(cfg.preexisting)
+        if cfg.seed_signals:
+            now_us = _flow.epoch_us(self.world.clock.wall())
+            seeded = RequestRecord(
+                None,
+                0,
+                now_us,
+                None,
+                "start",
+                "",
+                now_us + 10**12,
+                tuple((r, "raised", None) for r in cfg.seed_signals),
+            )
+            self.world.store.requests[IID] = (seeded, self.world.clock() + 1e6)
+        self.completed = 0
         self.lenient = cfg.lenient_renew or opts.get("lenient_renew", False)
         self.no_lease = opts.get("no_lease", False)
         self.ignore_send_by = opts.get("ignore_send_by", False)
@@ -524,6 +733,7 @@ class _Run:
             start_at=None,
             request_id=self.cfg.request_id(NAMES.index(name)),
             signal=("item", self.cfg.request_id(NAMES.index(name)) or name) if self.cfg.signals else None,
+            on_conflict=ConflictPolicy(self.cfg.on_conflict),
         )
         gen = _flow.start_flow(
             call, self.scfg, token=name, backend="sim", clock=self.world.clock, wall_clock=self.world.clock.wall
@@ -533,6 +743,10 @@ class _Run:
     # -- stepping a starter's generator ---------------------------------------------
 
     def _advance(self, s: _Starter, reply: tuple[str, Any], *, first: bool = False) -> None:
+        if isinstance(s.op, _flow.Read) and reply[0] == "answer":
+            s.reads += 1
+            if s.reads == 1 and self.cfg.on_conflict == "terminate_existing":
+                s.began_with = reply[1]
         try:
             if first:
                 s.op = next(s.gen)
@@ -544,6 +758,10 @@ class _Run:
                 s.op = s.gen.send(reply[1])
         except StopIteration as stop:
             self._ended(s, stop.value)
+        except _flow.Abandoned as exc:  # a cancelled call ends when its clean-up does
+            if not s.cancelled:
+                raise Violation(f"{s.name}'s flow raised Abandoned without being cancelled") from exc
+            s.error, s.phase, s.op = exc, "done", None
         except StrictSingletonError as exc:
             s.error, s.phase, s.op = exc, "done", None
         except Exception as exc:  # not a documented error: a violation of its own
@@ -552,7 +770,13 @@ class _Run:
 
     def _ended(self, s: _Starter, value: Any) -> None:
         if s.phase == "start":
+            if s.cancelled:  # the driver drives a cancelled flow to its end and drops what it returns
+                if value.hold is not None:
+                    raise Violation(f"{s.name} was cancelled and its flow returned a held lease nobody finishes")
+                s.phase, s.op = "done", None
+                return
             s.result = value.result
+            self._check_answer(s)
             s.fencing = value.result.fencing_token
             if value.hold is not None:
                 call = StartCall(instance_id=IID, orchestrator="orch", input=None, tags={}, version=None, start_at=None)
@@ -602,11 +826,21 @@ class _Run:
         for s in self.starters:
             if s.withheld is not None and s.name not in self.queued:
                 out.append("r" + s.name)
+            if fault_ok and "cancel" in faults and not (s.done or s.cancelled or s.crashed):
+                out.append("z" + s.name)  # cancelled at its current yield (running, blocked or awaiting an answer)
+                if self.runnable(s) and not isinstance(s.op, (_flow.Sleep, _flow.WaitRelease)):
+                    out.append("y" + s.name)  # its operation runs, then the caller goes away
             if not self.runnable(s):
                 continue
             out.append(s.name)
             if not fault_ok:
                 continue
+            if isinstance(s.op, (_flow.RaiseEvent, _flow.Terminate)) and "event" in faults:
+                out += ["s" + s.name, "x" + s.name, "u" + s.name]
+            if isinstance(s.op, _LOCK_OPS) and "outage" in faults:
+                out.append("o" + s.name)
+            if isinstance(s.op, _flow.Read) and "failread" in faults:
+                out.append("f" + s.name)
             if isinstance(s.op, _flow.Read):
                 # a read slower than the lease during the hold on a lagging host: documented window
                 in_hold = self.cfg.safe and self.cfg.visibility_lag > 0 and s.phase == "finish"
@@ -625,6 +859,9 @@ class _Run:
             out.append("p")
         if fault_ok and "lose" in faults:
             out.append("L")
+        current = self.world.backend.instances.get(IID)
+        if self.completed < self.cfg.completions and current is not None and _flow.is_active(current.state()):
+            out.append("e")  # the active instance completes
         if not any(self.runnable(s) for s in self.starters) and self._next_event() is not None:
             out.append("t")  # nobody can act now: time passes to the next event
         return out
@@ -639,12 +876,12 @@ class _Run:
         """No preemption, no fault: the last starter keeps going, else the first runnable."""
         if self.last is not None and self.last in options:
             return self.last
-        plain = [o for o in options if o in NAMES or o.startswith("r") or o.startswith("l") or o == "t"]
+        plain = [o for o in options if o in NAMES or o[0] in "rl" or o == "t"]
         return plain[0] if plain else options[0]
 
     def cost(self, choice: str, options: list[str]) -> tuple[int, int]:
         """(preemptions, faults) this choice spends."""
-        fault = 1 if choice[0] in "skdxugcpL" else 0
+        fault = 1 if choice[0] in "skdxugcpLzyof" else 0
         preempt = 0
         if choice in NAMES and self.last is not None and self.last != choice and self.last in options:
             preempt = 1
@@ -664,6 +901,9 @@ class _Run:
         self._land_within(self._duration(choice))
         if choice == "p":
             w.clock.advance(self.cfg.lease_ttl * 1.5)
+        elif choice == "e":
+            self.completed += 1
+            w.backend.finish(IID)
         elif choice == "t":
             target = self._next_event()  # None: the only event was a landing, done just above
             if target is not None:
@@ -702,6 +942,27 @@ class _Run:
 
     def _execute(self, s: _Starter, fault: str) -> None:
         op, w = s.op, self.world
+        if fault in ("z", "y"):
+            self._cancel(s, ran=fault == "y")
+            return
+        if fault == "o":
+            self._advance(s, ("raise", LockUnavailableError("simulated outage", instance_id=IID, backend="sim")))
+            return
+        if fault == "f":
+            self._advance(s, ("raise", RpcError("UNAVAILABLE", "simulated failing read")))
+            return
+        if isinstance(op, (_flow.RaiseEvent, _flow.Terminate)):
+            if op.send_by is not None and w.clock() >= op.send_by:
+                self._advance(s, ("raise", _flow.NotSent("send-by time passed")))
+                return
+            if fault == "u":
+                self._advance(s, ("raise", RpcError("UNAVAILABLE")))
+                return
+            if fault == "x":
+                with contextlib.suppress(RpcError):
+                    w.answer(op)
+                self._advance(s, ("raise", RpcError("UNAVAILABLE")))
+                return
         if isinstance(op, _flow.Acquire) and self.no_lease:
             w.store.fences[IID] = w.store.fences.get(IID, 0) + 1
             from strict_singleton.lock_backends.base import Grant
@@ -738,6 +999,22 @@ class _Run:
         except Exception as exc:
             reply = ("raise", exc)
         self._advance(s, reply)
+
+    def _cancel(self, s: _Starter, *, ran: bool) -> None:
+        """The caller goes away at its current yield: ``Abandoned`` is thrown in there, after the
+        pending operation ran (``ran``; its answer is lost) or before it reached its target."""
+        if ran:
+            op = s.op
+            with contextlib.suppress(Exception):
+                if isinstance(op, _flow.Schedule):
+                    if op.send_by is None or self.world.clock() < op.send_by:
+                        s.sent = True
+                        self._create(op.tags)
+                else:
+                    self.world.answer(op)
+        s.withheld, s.wake_at, s.wake_reply, s.waiting_release = None, None, None, False
+        s.cancelled = True
+        self._advance(s, ("raise", _flow.Abandoned()))
 
     def _schedule(self, s: _Starter, op: _flow.Schedule, fault: str) -> None:
         w = self.world
@@ -805,8 +1082,11 @@ class _Run:
     def check(self) -> None:
         backend = self.world.backend
         started = [s for s in self.starters if s.result is not None and s.result.outcome is StartOutcome.STARTED]
-        # One request per wave: calls with the same request ID are one caller (retries).
-        if len(started) > 1 and len({self.cfg.request_id(NAMES.index(s.name)) or s.name for s in started}) > 1:
+        # One request per wave: calls with the same request ID are one caller (retries). Once an
+        # instance has completed, a later start is a new wave: then each STARTED must still have
+        # created its own instance, and none may have overwritten an active one (checked below).
+        requests = {self.cfg.request_id(NAMES.index(s.name)) or s.name for s in started}
+        if len(started) > 1 and len(requests) > 1 and not self.completed:
             raise Violation(f"{len(started)} starters report STARTED: {[s.name for s in started]}")
         created_tags = {c.fencing_token for c in backend.creates}
         for s in started:
@@ -831,6 +1111,37 @@ class _Run:
             raise Violation(
                 f"an active instance was overwritten by the request with fencing token {overwritten[0].fencing_token}"
             )
+        by_request = Counter(c.request_id for c in backend.creates if c.request_id is not None)
+        twice = sorted(rid for rid, n in by_request.items() if n > 1)
+        if twice:
+            raise Violation(f"request {twice[0]!r} created {by_request[twice[0]]} instances (its request ran twice)")
+        if backend.terminated:
+            began = {
+                s.began_with.created_at
+                for s in self.starters
+                if s.began_with is not None and _flow.is_active(s.began_with)
+            }
+            stray = [t for t in backend.terminated if t.replace(tzinfo=None) not in began]
+            if stray:
+                raise Violation(
+                    f"an instance created at {stray[0]} was terminated; no call found it running as it began"
+                )
+
+    def _check_answer(self, s: _Starter) -> None:
+        """TERMINATE_EXISTING: ALREADY_RUNNING while the instance this call began with still runs
+        means it was never replaced (every call of the wave answered with the old one)."""
+        result = s.result
+        if self.cfg.on_conflict != "terminate_existing" or result.outcome is not StartOutcome.ALREADY_RUNNING:
+            return
+        began = s.began_with
+        current = self.world.backend.instances.get(IID)
+        if began is None or current is None or not _flow.is_active(began):
+            return
+        if current.created_at.replace(tzinfo=None) == began.created_at and _flow.is_active(current.state()):
+            raise Violation(
+                f"{s.name} (TERMINATE_EXISTING) answered ALREADY_RUNNING with the instance it found running as it "
+                "began, which was never replaced"
+            )
 
     def finish(self) -> None:
         """After every starter ended: every queued request lands, time passes beyond the windows."""
@@ -838,7 +1149,7 @@ class _Run:
             self._land(name)
         self.check()
         for s in self.starters:
-            if s.result is None and s.error is None and not s.crashed:
+            if s.result is None and s.error is None and not s.crashed and not s.cancelled:
                 raise Violation(f"{s.name} never got an answer")
         self.world.clock.advance(self.cfg.lease_ttl * 2)
         if self.world.store.holder(IID) is not None and not self.no_lease:
@@ -867,6 +1178,11 @@ class _Run:
             tuple(sorted((k, v[0]) for k, v in w.backend._lagging.items())),
             tuple((i.created_at, i.status) for i in w.backend.instances.values()),
             tuple(sorted(w.store.fences.items())),
+            tuple(sorted(w.store.requests.items())),
+            tuple(sorted(w.store.starts.items())),
+            tuple(w.backend.terminated),
+            tuple((s.cancelled, s.reads) for s in self.starters),
+            self.completed,
             self.last,
             self.faults,
             self.preemptions,
@@ -1038,6 +1354,10 @@ _FAULT_WORDS = {
     "g": "paused after the send-by check, request leaves past the lease",
     "r": "the withheld answer arrives",
     "l": "the held request lands in the backend",
+    "z": "the caller goes away (cancelled) before this operation ran",
+    "y": "this operation runs, then the caller goes away (cancelled)",
+    "o": "the lock store is unreachable for this operation",
+    "f": "this status read fails",
 }
 
 
@@ -1048,6 +1368,8 @@ def _what(choice: str, before: dict[str, Any]) -> str:
         return "the lock store forgets every key"
     if choice == "t":
         return "time passes"
+    if choice == "e":
+        return "the active instance completes"
     if choice in before:
         return f"{choice}: {_op_text(before[choice])}"
     name = choice[1:]

@@ -123,7 +123,10 @@ class SimLockStore:
         self._check(instance_id)
         if self.holder(instance_id) != token:
             return False
-        self.requests[instance_id] = (record, self.clock() + ttl)
+        # Kept as a real store keeps it: encoded (bounded, oldest signal entries left out) and read back.
+        kept = RequestRecord.decode(record.encode())
+        assert kept is not None
+        self.requests[instance_id] = (kept, self.clock() + ttl)
         return True
 
     def last_start(self, instance_id: str) -> StartRecord | None:
@@ -218,6 +221,7 @@ class SimBackend:
     _queued: list[tuple[float, str, dict[str, str]]] = field(default_factory=list)
     terminate_lag: float | None = 0.0  # seconds until a terminated instance shows as ended
     terminates: int = 0
+    terminated: list[datetime] = field(default_factory=list)  # creation times of active instances asked to end
     _terminating: dict[str, float] = field(default_factory=dict)
     events: list[tuple[str, datetime, str, Any]] = field(default_factory=list)  # (ID, instance created, name, data)
 
@@ -241,6 +245,10 @@ class SimBackend:
             self.rejected += 1
             raise RpcError("ALREADY_EXISTS", f"instance {instance_id!r} already exists")
         created_at = self.clock.wall()
+        if existing is not None and created_at <= existing.created_at:
+            # A backend's clock moves on between creating an instance and replacing it, even
+            # where this world lets no time pass between operations.
+            created_at = existing.created_at + timedelta(microseconds=1)
         if self.whole_seconds:
             created_at = created_at.replace(microsecond=0)
         self.instances[instance_id] = SimInstance(instance_id, created_at, OrchestrationStatus.RUNNING, tags)
@@ -269,6 +277,9 @@ class SimBackend:
     def terminate(self, instance_id: str) -> None:
         """A terminate request: the instance ends ``terminate_lag`` seconds later (never, if None)."""
         self.terminates += 1
+        current = self.instances.get(instance_id)
+        if current is not None and current.status not in _TERMINAL:
+            self.terminated.append(current.created_at)
         if instance_id not in self.instances or self.terminate_lag is None:
             return
         if self.terminate_lag <= 0:
