@@ -1,14 +1,16 @@
 """Sixteen threads race to start one orchestration; exactly one starts it.
 
 Runs with no servers: Microsoft's in-memory Durable backend over gRPC on a free port,
-and the default file lease. Run: python examples/quickstart.py
+and a file lease. Run: python examples/quickstart.py
 """
 
+import tempfile
 from collections import Counter
 
 from durabletask.client import TaskHubGrpcClient
 
 from strict_singleton import SingletonStarter
+from strict_singleton.lock_backends import FileLease
 from strict_singleton.testing import DurableTestBackend
 from strict_singleton.testing.swarm import fire_threads
 
@@ -16,7 +18,11 @@ from strict_singleton.testing.swarm import fire_threads
 def main() -> None:
     with DurableTestBackend(profile="overwrite") as backend:  # a host that would overwrite duplicates
         client = TaskHubGrpcClient(host_address=backend.address)
-        with SingletonStarter(client) as starter:  # default lock: the file lease (one host)
+        # Each run is a new, empty task hub, so it gets a lock location of its own: with the
+        # shared default directory a second run would wait out the start record the first
+        # run left for its (now gone) instance. Starters of one real task hub share one
+        # location (or one lock store and namespace=).
+        with tempfile.TemporaryDirectory() as locks, SingletonStarter(client, lock=FileLease(locks)) as starter:
             records = fire_threads(16, lambda _i: starter.start("nightly_report", instance_id="nightly-report"))
         outcomes = Counter(r.value.outcome.value for r in records)
         created = backend.ledger.snapshot().created["nightly-report"]

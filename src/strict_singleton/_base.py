@@ -12,8 +12,9 @@ from datetime import datetime, timezone
 from typing import Any, TypedDict
 
 from strict_singleton import _deadline, _flow
+from strict_singleton._namespace import derived_namespace, lock_key, validate_namespace
 from strict_singleton._validation import StartCall, StarterConfig, build_call, build_config, check_input, converter_of
-from strict_singleton.errors import InvalidArgumentError
+from strict_singleton.errors import InvalidArgumentError, StrictSingletonError
 from strict_singleton.lock_backends.base import RECORD_METHODS, LeaseBackend, supports_records, supports_requests
 from strict_singleton.policies import ReusePolicy
 
@@ -22,6 +23,18 @@ _log = logging.getLogger("strict_singleton")
 
 _LEASE_METHODS = tuple(
     name for name, value in vars(LeaseBackend).items() if callable(value) and not name.startswith("_")
+)
+
+
+# The operations executed by the lock store (on the namespaced key).
+_LOCK_OPS = (
+    _flow.Acquire,
+    _flow.Extend,
+    _flow.Release,
+    _flow.ReleaseRecording,
+    _flow.RecordStart,
+    _flow.RecordRequest,
+    _flow.WaitRelease,
 )
 
 
@@ -42,6 +55,7 @@ class StarterOptions(TypedDict, total=False):
     fetch_payloads: bool
     clock: Callable[[], float] | None
     wall_clock: Callable[[], datetime] | None
+    namespace: str | None
 
 
 def _utcnow() -> datetime:
@@ -78,6 +92,10 @@ class StarterBase:
             raise TypeError(f"{type(self).__name__}() got unexpected keyword arguments: {', '.join(unknown)}")
         clock = options.pop("clock", None)
         wall_clock = options.pop("wall_clock", None)
+        namespace = options.pop("namespace", None)
+        self._namespace: str = (
+            derived_namespace(client) if namespace is None else validate_namespace(namespace, backend=backend_name)
+        )
         self._config: StarterConfig = build_config(
             lease_ttl=options.pop("lease_ttl", 30.0),
             confirm_visible=options.pop("confirm_visible", True),
@@ -124,6 +142,11 @@ class StarterBase:
     @property
     def lock(self) -> Any:
         return self._lock
+
+    @property
+    def namespace(self) -> str:
+        """The task hub this starter's leases and records are kept under ('' : shared)."""
+        return self._namespace
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(lock={self._lock!r}, lease_ttl={self._config.lease_ttl})"
@@ -200,6 +223,40 @@ class StarterBase:
         """The client or lock method that executes ``op``; drivers call or await it."""
         if isinstance(op, _flow.Read):
             return self._client.get_orchestration_state, (op.instance_id,), {"fetch_payloads": op.payloads}
+        fn, args, kwargs = self._bind_other(op)
+        if self._namespace and isinstance(op, _LOCK_OPS):
+            return self._scoped(fn, args[0]), (lock_key(self._namespace, args[0]), *args[1:]), kwargs
+        return fn, args, kwargs
+
+    def _scoped(self, fn: Callable[..., Any], instance_id: str) -> Callable[..., Any]:
+        """``fn`` on the namespaced key; its errors name the instance ID, not the key."""
+        key = lock_key(self._namespace, instance_id)
+
+        def named(exc: StrictSingletonError) -> None:
+            if exc.instance_id == key:
+                exc.instance_id = instance_id
+
+        if self._is_async:
+
+            async def call_async(*args: Any, **kwargs: Any) -> Any:
+                try:
+                    return await fn(*args, **kwargs)
+                except StrictSingletonError as exc:
+                    named(exc)
+                    raise
+
+            return call_async
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except StrictSingletonError as exc:
+                named(exc)
+                raise
+
+        return call
+
+    def _bind_other(self, op: _flow.Op) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
         if isinstance(op, _flow.Acquire):
             return self._lock.acquire, (op.instance_id, op.token, op.ttl), {}
         if isinstance(op, _flow.Extend):

@@ -86,6 +86,12 @@ class SingletonStarter(StarterBase):
         fetch_payloads: fetch inputs and outputs in status reads (for ``existing``).
         clock: a monotonic clock in seconds (for tests).
         wall_clock: a UTC ``datetime`` clock (for tests).
+        namespace: the task hub this starter's leases and start/request records are
+            kept under, so that task hubs sharing a lock store and instance IDs never
+            wait on each other (instance IDs are unique per task hub). Default: the
+            client's task hub where it tells (the Durable Task Scheduler clients), else
+            '' (shared by every starter that leaves it empty). Every starter of one task
+            hub must use the same namespace.
 
     Every time argument must be a finite number of seconds of at most one day;
     anything else raises :class:`~strict_singleton.errors.InvalidArgumentError` here.
