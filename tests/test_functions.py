@@ -27,6 +27,7 @@ from durabletask.client import TaskHubGrpcClient  # noqa: E402
 
 from strict_singleton import InvalidArgumentError, LockUnavailableError, StartOutcome  # noqa: E402
 from strict_singleton._harness import functions_race as fr  # noqa: E402
+from strict_singleton._namespace import lock_key  # noqa: E402
 from strict_singleton.functions import (  # noqa: E402
     DurableFunctionsStarter,
     default_lock,
@@ -140,12 +141,15 @@ def test_several_processes(strict_singleton_durable_backend: DurableTestBackend,
     assert all(set(r.statuses) <= {202, 409, 503} for r in strict)
 
 
-def test_the_hosts_already_exists_500_is_already_running(
-    make_host: Callable[..., fh.FunctionsHost], tmp_path: Path
+@pytest.mark.parametrize("duplicate_status", [500, 409])
+def test_the_hosts_already_exists_answer_is_already_running(
+    make_host: Callable[..., fh.FunctionsHost], tmp_path: Path, duplicate_status: int
 ) -> None:
     """Every caller with a lease of its own (the lease bypassed): the host's atomic check rejects
-    the duplicates with HTTP 500 "... already exists", answered ALREADY_RUNNING, never an error."""
+    the duplicates with "... already exists" (HTTP 500, or 409 Conflict on newer hosts), answered
+    ALREADY_RUNNING, never an error."""
     host = make_host("reject")
+    host.duplicate_status = duplicate_status
     binding = fh.binding_json(host)
     iid = new_id()
 
@@ -275,12 +279,13 @@ def test_http_answers(make_host: Callable[..., fh.FunctionsHost], tmp_path: Path
         busy = DurableFunctionsStarter(df.DurableOrchestrationClient(binding), lock=AsyncFileLease(tmp_path), wait=0)
         other = new_id()
         holder = AsyncFileLease(tmp_path)
-        assert await holder.acquire(other, "someone", 30) is not None
+        key = lock_key(busy.namespace, other)  # the binding's task hub
+        assert await holder.acquire(key, "someone", 30) is not None
         result = await busy.start(fr.ORCHESTRATOR, instance_id=other)
         assert result.outcome is StartOutcome.BUSY
         answer = busy.http_response(req, result)
         assert answer.status_code == 503 and int(answer.headers["Retry-After"]) >= 1
-        await holder.release(other, "someone")
+        await holder.release(key, "someone")
         await starter.aclose()
         await busy.aclose()
 

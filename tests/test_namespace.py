@@ -157,3 +157,29 @@ def test_the_quickstart_twice_in_a_row_starts_once_each_time() -> None:
         with contextlib.redirect_stdout(out):
             runpy.run_path(str(root / "examples" / "quickstart.py"), run_name="__main__")
         assert "{'already_running': 15, 'started': 1}; instances created in the backend: 1" in out.getvalue()
+
+
+def test_a_functions_starter_keeps_its_leases_under_the_bindings_task_hub(tmp_path: Path) -> None:
+    """Two Functions apps with their own task hubs on one lock store: one app's held lease on
+    "nightly" does not hold the other back; the namespace is the binding's taskHubName."""
+    import azure.durable_functions as df
+
+    from strict_singleton.functions import DurableFunctionsStarter
+    from strict_singleton.lock_backends import AsyncFileLease
+    from strict_singleton.testing import functions_host as fh
+
+    with fh.FunctionsHost(task_hub="AppOneHub") as one, fh.FunctionsHost(task_hub="AppTwoHub") as two:
+        lock = AsyncFileLease(tmp_path)
+
+        async def main() -> tuple[str, str, Any, Any]:
+            first = DurableFunctionsStarter(df.DurableOrchestrationClient(fh.binding_json(one)), lock=lock, wait=0)
+            second = DurableFunctionsStarter(df.DurableOrchestrationClient(fh.binding_json(two)), lock=lock, wait=0)
+            held = await lock.acquire(lock_key(first.namespace, "nightly"), token("app-one"), 30.0)
+            assert held is not None  # app one is mid-start
+            other = await second.start("orch", instance_id="nightly")
+            same = await first.start("orch", instance_id="nightly")
+            return first.namespace, second.namespace, other, same
+
+        ns_one, ns_two, other, same = fh.run(main())
+    assert (ns_one, ns_two) == ("AppOneHub", "AppTwoHub")
+    assert other.outcome is StartOutcome.STARTED and same.outcome is StartOutcome.BUSY

@@ -36,9 +36,23 @@ this path cannot do:
   with HTTP 500 "... already exists", which this module reads as ALREADY_RUNNING; with
   ``AnyState`` (or the Azure Storage provider's non-atomic check) only the lease protects.
 
-Instance IDs are checked against the Durable Functions rules before any lease or host request:
-1 to 100 characters, no ``/``, ``\\``, ``#`` or ``?`` (the 1.x client puts IDs in URLs
-unescaped), no leading ``@`` (entity IDs), no control characters.
+Every value the 1.x client writes into a URL unescaped is checked before any lease or host
+request (:class:`~strict_singleton.InvalidArgumentError`, the message says what is allowed): the
+client formats instance IDs, orchestrator (function) names and event names straight into the
+path, where ``?`` would start the query, ``#`` end the URL, ``/`` add a segment and ``..`` remove
+one, and the host URL-decodes the whole path (``%2F`` is ``/`` again, ``+`` a space) before
+routing: ``start("orch?", instance_id="nightly")`` would start a random-ID instance, and the event
+name ``../terminate`` terminate the instance. The rules:
+
+* instance IDs: 1 to 100 characters, none of ``/ \\ # ? % +``, not ``.`` or ``..``, no leading
+  ``@`` (entity IDs), no control characters or surrounding whitespace;
+* function names: the Functions host's own rule, ``^[A-Za-z][A-Za-z0-9_-]{0,127}$`` and not
+  ``host`` (no function can have another name, so nothing valid is refused);
+* event names: as instance IDs (any other character, spaces and non-ASCII letters included,
+  reaches the orchestration as written), at most 256 characters, ``@`` allowed.
+
+The version and the terminate reason go into the query ``quote``-d by the client and come back
+exactly; the task hub and connection name come from the binding, not from the caller.
 """
 
 from __future__ import annotations
@@ -49,7 +63,9 @@ import logging
 import os
 import re
 import socket
+import unicodedata
 import weakref
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -57,7 +73,7 @@ from urllib.parse import urlsplit
 from durabletask.client import OrchestrationState, OrchestrationStatus
 
 from strict_singleton import _flow
-from strict_singleton._validation import validate_instance_id
+from strict_singleton._validation import _FORBIDDEN_CATEGORIES, validate_instance_id
 from strict_singleton.async_starter import AsyncSingletonStarter
 from strict_singleton.errors import InvalidArgumentError, InvalidInstanceIdError
 from strict_singleton.policies import ConflictPolicy, ReusePolicy
@@ -78,10 +94,10 @@ if TYPE_CHECKING:
 _log = logging.getLogger("strict_singleton")
 
 MAX_FUNCTIONS_INSTANCE_ID_LENGTH = 100
-# "/ \\ # ?": Durable Functions' own rules. "% +": the 1.x client puts IDs in URLs unescaped and
-# the host URL-decodes the path ("+" as a space), so "a%20b", "a+b" and "a b" would be one
-# instance under three leases (attack review F1, F2).
-_FORBIDDEN_IN_IDS = "/\\#?%+"
+MAX_FUNCTIONS_NAME_LENGTH = 128  # the Functions host's own limit on function names
+# The host sets no limit on event names; 256 keeps the request line far inside Kestrel's 8 KiB
+# even with every character a percent-encoded 4-byte UTF-8 sequence (12 bytes: 3 KiB).
+MAX_FUNCTIONS_EVENT_NAME_LENGTH = 256
 _ALREADY_EXISTS = re.compile(r"An Orchestration instance with the status \w+ already exists")
 LOCK_CONTAINER = "strict-singleton-locks"
 STORAGE_SETTING = "AzureWebJobsStorage"
@@ -100,22 +116,115 @@ _STATUS = {
 }
 
 
+# -- the values the 1.x client formats into its URL paths, unescaped ------------------------------
+#
+# The client sends e.g. f"{rpc}orchestrators/{name}/{instance_id}" and
+# f"{rpc}instances/{instance_id}/raiseEvent/{event_name}". On the way, URL handling (yarl here;
+# Kestrel and System.Uri in the host) ends the path at "?" or "#" and removes "." and ".."
+# segments ("%2e%2e" too; a backslash is "/" to System.Uri and IIS where it arrives unescaped);
+# the host's HttpApiHandler (Azure/azure-functions-durable-extension, HttpApiHandler.cs) then
+# WebUtility.UrlDecode()s the whole path (every %XX, "%2F" included, and "+" as a space), trims
+# "/" and matches orchestrators/{functionName}/{instanceId?} and
+# instances/{instanceId}/raiseEvent/{eventName}. A value arrives as itself, in its own segment,
+# only without "/ \ # ? % +" and unless it is "." or ".."; control characters are refused too
+# (no Durable name has one). "% +" also keep aliases out: "a%20b", "a+b" and "a b" would be one
+# instance ID under three leases (attack review F1, F2).
+_URL_UNSAFE = "/\\#?%+"
+_DOT_SEGMENTS = (".", "..")
+# The Functions host's function-name rule (Azure/azure-functions-host, src/WebJobs.Script/Utility.cs,
+# FunctionNameValidationRegex: ^[a-z][a-z0-9_\-]{0,127}$(?<!^host$), case-insensitive): an
+# orchestrator is a function, so no orchestrator has another name, and none of these characters
+# changes a URL.
+_FUNCTION_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,127}")
+_RESERVED_FUNCTION_NAMES = frozenset({"host"})
+
+
+@dataclass(frozen=True)
+class _UrlValue:
+    """What one kind of value may be where the 1.x client formats it into a URL path segment."""
+
+    arg: str  # the argument's name, in messages
+    max_length: int
+    allowed: str  # what is allowed, in every message
+    pattern: re.Pattern[str] | None = None  # an allow-list; None: anything but _URL_UNSAFE and dot segments
+    reserved: frozenset[str] = frozenset()  # lower case: refused whatever the case
+    no_leading_at: bool = False
+    error: type[InvalidArgumentError] = InvalidArgumentError
+
+
+_INSTANCE_ID = _UrlValue(
+    "instance_id",
+    MAX_FUNCTIONS_INSTANCE_ID_LENGTH,
+    f"allowed: 1 to {MAX_FUNCTIONS_INSTANCE_ID_LENGTH} characters, none of {' '.join(_URL_UNSAFE)}, not . or .., "
+    "no leading @, no control characters or surrounding whitespace",
+    no_leading_at=True,
+    error=InvalidInstanceIdError,
+)
+_FUNCTION = _UrlValue(
+    "function_name",
+    MAX_FUNCTIONS_NAME_LENGTH,
+    "an Azure Functions function name is a letter, then up to 127 letters, digits, _ or - "
+    "(^[A-Za-z][A-Za-z0-9_-]{0,127}$), and not 'host'",
+    pattern=_FUNCTION_NAME,
+    reserved=_RESERVED_FUNCTION_NAMES,
+)
+_EVENT = _UrlValue(
+    "event_name",
+    MAX_FUNCTIONS_EVENT_NAME_LENGTH,
+    f"allowed: 1 to {MAX_FUNCTIONS_EVENT_NAME_LENGTH} characters, none of {' '.join(_URL_UNSAFE)}, not . or .., "
+    "no control characters or surrounding whitespace",
+)
+
+
+def _url_value(value: object, kind: _UrlValue, *, instance_id: str | None = None) -> str:
+    """``value`` if the 1.x client can put it into a URL path segment that reaches the host as
+    itself (``kind`` says what else it must be), else ``kind.error`` saying what is allowed."""
+
+    def bad(problem: str) -> InvalidArgumentError:
+        return kind.error(f"{kind.arg} {problem}; {kind.allowed}", instance_id=instance_id)
+
+    if not isinstance(value, str):
+        raise bad(f"must be a str, got {type(value).__name__}")
+    shown = (value if len(value) <= 80 else value[:77] + "...").encode("unicode_escape").decode("ascii")
+    if not value:
+        raise bad("must not be empty")
+    if len(value) > kind.max_length:
+        raise bad(f"is {len(value)} characters long; the maximum is {kind.max_length}")
+    if value != value.strip():
+        raise bad(f"must not start or end with whitespace, got '{shown}'")
+    for position, char in enumerate(value):
+        if unicodedata.category(char) in _FORBIDDEN_CATEGORIES:
+            raise bad(f"contains a control character (U+{ord(char):04X}) at position {position}")
+    if kind.pattern is not None and not kind.pattern.fullmatch(value):
+        raise bad(f"'{shown}' is not allowed")
+    if value.lower() in kind.reserved:
+        raise bad(f"'{shown}' is reserved")
+    unsafe = sorted({c for c in value if c in _URL_UNSAFE})
+    if unsafe:
+        raise bad(f"must not contain {' '.join(unsafe)} (the 1.x client puts it in URL paths unescaped)")
+    if value in _DOT_SEGMENTS:
+        raise bad("must not be . or .. (URL handling removes such path segments)")
+    if kind.no_leading_at and value.startswith("@"):
+        raise bad("must not start with @ (entity IDs)")
+    return value
+
+
 def validate_functions_instance_id(instance_id: object) -> str:
     """``instance_id`` if Durable Functions accepts it, else :class:`InvalidInstanceIdError`."""
     iid = validate_instance_id(instance_id, max_length=MAX_FUNCTIONS_INSTANCE_ID_LENGTH)
-    bad = sorted({c for c in iid if c in _FORBIDDEN_IN_IDS})
-    if bad:
-        raise InvalidInstanceIdError(
-            f"Durable Functions instance IDs must not contain {' '.join(bad)} (the client puts IDs in URLs)",
-            instance_id=iid,
-        )
-    if iid.startswith("@"):
-        raise InvalidInstanceIdError(
-            "Durable Functions instance IDs must not start with @ (entity IDs)", instance_id=iid
-        )
-    if iid in (".", ".."):
-        raise InvalidInstanceIdError("Durable Functions instance IDs must not be . or .. (URL path segments)")
-    return iid
+    return _url_value(iid, _INSTANCE_ID, instance_id=iid)
+
+
+def validate_functions_name(function_name: object, *, instance_id: str | None = None) -> str:
+    """``function_name`` if it is an Azure Functions function name (an orchestrator the host can
+    start), else :class:`InvalidArgumentError` saying what is allowed."""
+    return _url_value(function_name, _FUNCTION, instance_id=instance_id)
+
+
+def validate_functions_event_name(event_name: object, *, instance_id: str | None = None) -> str:
+    """``event_name`` if the 1.x client can raise it (it reaches the orchestration as written),
+    else :class:`InvalidArgumentError` saying what is allowed."""
+    return _url_value(event_name, _EVENT, instance_id=instance_id)
 
 
 class HostError(Exception):
@@ -153,15 +262,15 @@ def _start_answer(status: int, body: Any) -> str:
     """The instance ID from the host's answer to a start, or the :class:`HostError` it means.
 
     Only a 400 (an unknown function, a bad request) surely created nothing; the host's
-    duplicate rejection (500, "An Orchestration instance with the status X already exists.")
-    is ``ALREADY_EXISTS``; anything else may have been executed (``INTERNAL``, ambiguous).
+    duplicate rejection (500, or 409 on newer hosts, "An Orchestration instance with the
+    status X already exists.") is ``ALREADY_EXISTS``; anything else may have been executed (``INTERNAL``, ambiguous).
     """
     if status <= 202 and isinstance(body, dict) and body.get("id"):
         return str(body["id"])
     text = _message_of(body)
     if status == 400:
         raise HostError("INVALID_ARGUMENT", f"start refused by the host (400): {text}")
-    if status == 500 and _ALREADY_EXISTS.search(text):
+    if status in (409, 500) and _ALREADY_EXISTS.search(text):  # newer hosts answer a duplicate 409 Conflict
         raise HostError("ALREADY_EXISTS", f"start: {text}")
     raise HostError("INTERNAL", f"start: the host answered {status}: {text}")
 
@@ -260,9 +369,24 @@ class _Serializer:
         raise NotImplementedError
 
 
+def _for_url(value: object, kind: _UrlValue, doing: str) -> str:
+    """``value`` checked as :func:`_url_value` does, else a definite :class:`HostError` (nothing
+    is sent): the second line for a :class:`FunctionsClient` driven by something other than
+    :class:`DurableFunctionsStarter`, which checks every value before any lease."""
+    try:
+        return _url_value(value, kind)
+    except InvalidArgumentError as exc:
+        raise HostError("INVALID_ARGUMENT", f"{doing}: not sent: {exc.message}") from None
+
+
 class FunctionsClient:
     """The binding's ``DurableOrchestrationClient`` behind the async durabletask client methods
-    the starter calls (status read, start with a send-by deadline, terminate, raise event)."""
+    the starter calls (status read, start with a send-by deadline, terminate, raise event).
+
+    Every value the 1.x client formats into a URL path is checked before the request (a
+    definite ``INVALID_ARGUMENT`` :class:`HostError` otherwise, nothing sent), and a start the
+    host answers with another instance ID than the one asked for is refused as definite too.
+    """
 
     def __init__(self, client: df.DurableOrchestrationClient) -> None:
         if not callable(getattr(client, "start_new", None)) or not callable(getattr(client, "get_status", None)):
@@ -271,11 +395,15 @@ class FunctionsClient:
                 f"got {type(client).__name__}"
             )
         self.client = client
+        bindings = getattr(client, "_orchestration_bindings", None)
+        # The task hub the binding names: leases and records are kept per task hub (namespace=).
+        self.task_hub_name: str = str(getattr(bindings, "task_hub_name", "") or "")
         self._data_converter = _Serializer()
 
     async def get_orchestration_state(
         self, instance_id: str, *, fetch_payloads: bool = True
     ) -> OrchestrationState | None:
+        _for_url(instance_id, _INSTANCE_ID, "status read")
         forget_stale_session()
         try:
             status = await self.client.get_status(instance_id, show_input=fetch_payloads)
@@ -293,13 +421,22 @@ class FunctionsClient:
         timeout: float | None = None,
         **_ignored: Any,  # start_at, reuse_id_policy, tags: the host's HTTP API has none of them
     ) -> str:
+        name = _for_url(orchestrator, _FUNCTION, "start")
+        if instance_id is not None:
+            _for_url(instance_id, _INSTANCE_ID, "start")
         forget_stale_session()
-        call = self._post_start(str(orchestrator), instance_id, input, version)
+        call = self._post_start(name, instance_id, input, version)
         try:
             status, body = await (call if timeout is None else asyncio.wait_for(call, timeout))
         except Exception as exc:  # no answer, or one that could not be read: it may have executed
             raise (_transport_error(exc, "start") or HostError("INTERNAL", f"start: {exc!r}")) from exc
-        return _start_answer(status, body)
+        started = _start_answer(status, body)
+        if instance_id is not None and started != instance_id:
+            # The host routed the URL to a start of another instance: ours surely was not created.
+            raise HostError(
+                "INVALID_ARGUMENT", f"start: the host started instance {started!r}, not {instance_id!r} (URL misread)"
+            )
+        return started
 
     async def _post_start(self, name: str, instance_id: str | None, input: Any, version: str | None) -> tuple[int, Any]:
         """``start_new``'s own request (its URL, body and headers), answered with the status
@@ -313,17 +450,27 @@ class FunctionsClient:
         )
         return int(response[0]), response[1]
 
-    async def raise_orchestration_event(self, instance_id: str, event_name: str, *, data: Any = None) -> None:
+    async def raise_orchestration_event(
+        self, instance_id: str, event_name: str, *, data: Any = None, timeout: float | None = None
+    ) -> None:
+        _for_url(instance_id, _INSTANCE_ID, "raise event")
+        _for_url(event_name, _EVENT, "raise event")
         forget_stale_session()
+        call = self.client.raise_event(instance_id, event_name, data)
         try:
-            await self.client.raise_event(instance_id, event_name, data)
+            await (call if timeout is None else asyncio.wait_for(call, timeout))
         except Exception as exc:
             raise _classify_message(exc, "raise event") from exc
 
-    async def terminate_orchestration(self, instance_id: str, *, output: Any = None) -> None:
+    async def terminate_orchestration(
+        self, instance_id: str, *, output: Any = None, timeout: float | None = None
+    ) -> None:
+        _for_url(instance_id, _INSTANCE_ID, "terminate")
         forget_stale_session()
+        # The reason goes into the query quote()-d by the client: any text comes back exactly.
+        call = self.client.terminate(instance_id, str(output or "terminated by strict-singleton"))
         try:
-            await self.client.terminate(instance_id, str(output or "terminated by strict-singleton"))
+            await (call if timeout is None else asyncio.wait_for(call, timeout))
         except Exception as exc:
             raise _classify_message(exc, "terminate") from exc
 
@@ -421,6 +568,9 @@ class DurableFunctionsStarter:
             event loop (a Blob lease on the app's ``AzureWebJobsStorage`` account, no new
             infrastructure). Use ``AsyncRedisLease``
             if you have Redis: fewer round trips than Blob.
+        namespace: the task hub leases and start records are kept under; default the
+            binding's ``taskHubName``, so Functions apps (or slots) with their own task hubs
+            never wait on each other's leases on a shared storage account.
         lease_ttl, wait, and the other keyword options of
         :class:`~strict_singleton.AsyncSingletonStarter`.
 
@@ -437,6 +587,10 @@ class DurableFunctionsStarter:
     def lock(self) -> Any:
         return self._starter.lock
 
+    @property
+    def namespace(self) -> str:
+        return self._starter.namespace
+
     async def start(
         self,
         function_name: str,
@@ -452,12 +606,14 @@ class DurableFunctionsStarter:
         """Start ``function_name`` as ``instance_id`` unless an active instance exists.
 
         As :meth:`SingletonStarter.start <strict_singleton.SingletonStarter.start>`. Bad input
-        (including instance IDs Durable Functions refuses) raises ``InvalidArgumentError``
-        before any lease or host request.
+        (including instance IDs and function names the 1.x client cannot put into its URLs
+        unchanged: see the module docstring) raises ``InvalidArgumentError`` before any lease
+        or host request.
         """
         iid = validate_functions_instance_id(instance_id)
+        name = validate_functions_name(function_name, instance_id=iid)
         return await self._starter.start(
-            function_name,
+            name,
             instance_id=iid,
             input=input,
             version=version,
@@ -478,8 +634,14 @@ class DurableFunctionsStarter:
         reuse: ReusePolicy = ReusePolicy.ALLOW_DUPLICATE,
         request_id: str | None = None,
     ) -> StartResult:
-        """As :meth:`SingletonStarter.start_or_signal <strict_singleton.SingletonStarter.start_or_signal>`."""
+        """As :meth:`SingletonStarter.start_or_signal <strict_singleton.SingletonStarter.start_or_signal>`.
+
+        Instance IDs, function names and event names are checked as :meth:`start` checks them
+        (see the module docstring), before any lease or host request.
+        """
         iid = validate_functions_instance_id(instance_id)
+        name = validate_functions_name(function_name, instance_id=iid)
+        event = validate_functions_event_name(event_name, instance_id=iid)
         try:  # the 1.x client sends event data with json.dumps (not the input's serializer)
             json.dumps(event_data)
         except (TypeError, ValueError) as exc:
@@ -487,9 +649,9 @@ class DurableFunctionsStarter:
                 f"event_data cannot be sent by the 1.x client (json.dumps): {exc}", instance_id=iid
             ) from None
         return await self._starter.start_or_signal(
-            function_name,
+            name,
             instance_id=iid,
-            event_name=event_name,
+            event_name=event,
             event_data=event_data,
             input=input,
             reuse=reuse,
@@ -529,7 +691,9 @@ class DurableFunctionsStarter:
 
 
 __all__ = [
+    "MAX_FUNCTIONS_EVENT_NAME_LENGTH",
     "MAX_FUNCTIONS_INSTANCE_ID_LENGTH",
+    "MAX_FUNCTIONS_NAME_LENGTH",
     "DurableFunctionsStarter",
     "FunctionsClient",
     "HostError",
@@ -537,5 +701,7 @@ __all__ = [
     "forget_stale_session",
     "shared_lock",
     "to_state",
+    "validate_functions_event_name",
     "validate_functions_instance_id",
+    "validate_functions_name",
 ]

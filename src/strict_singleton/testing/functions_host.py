@@ -30,7 +30,19 @@ terminate and raise-event calls use, over the in-memory Durable backend
   ``Content-Type: application/json`` (or invalid JSON), else 202.
 
 The same routes are also served under the webhook base (``/runtime/webhooks/durabletask/``), so
-the ``statusQueryGetUri`` and other URLs in the check-status payload work too.
+the ``statusQueryGetUri`` and other URLs in the check-status payload work too (the instance ID,
+task hub and connection in them ``WebUtility.UrlEncode``-d, as the real host writes them).
+
+Routing, as the real host's ``HttpApiHandler`` does it (:func:`host_route_segments`, :func:`route`),
+not as aiohttp's router would: the path ends at ``?`` (the query) or ``#``; %XX other than %2F is
+decoded and ``.``/``..`` segments are removed (Kestrel; ``%2e%2e`` is a dot segment too); then
+the whole path is URL-decoded once more (``WebUtility.UrlDecode``: %2F becomes ``/`` and splits a
+segment, ``+`` is a space), ``/`` is trimmed at both ends, and the routes are matched in the real
+host's order with literal segments and operations case-insensitive. A path no route matches gets
+the real host's 404 with no body (the 1.x client reads a 404 on raise-event or terminate as "no
+instance"); a route the real host serves and the stand-in does not gets 501 (below). So a crafted
+name moves a request exactly where it would move it on a real host: ``raiseEvent/%2E%2E/terminate``
+terminates, ``orchestrators/orch/a%2Fb`` is a 404, ``orchestrators/orch/a+b`` starts ``a b``.
 
 Payloads, as the real host treats them: the body's JSON value is the orchestration input (or
 the event's data). The 1.x client serialises the input itself and aiohttp encodes that string
@@ -87,8 +99,9 @@ purge (DELETE), rewind, restart, suspend and resume, listing and querying instan
 start always answers 202 at once), scheduled starts and tags (the 1.x path has neither), the
 ``Canceled`` status (the in-memory backend never produces it), and the gRPC protocol the
 ``durabletask-azurefunctions`` client speaks to the host (:func:`grpc_binding_json` points that
-client straight at the backend's gRPC port instead). Every other route answers 501 with a JSON
-``Message`` (so the 1.x client reports "unexpected status code 501"). No orchestrations run unless a worker is
+client straight at the backend's gRPC port instead). Those of these routes the real host serves
+answer 501 with a JSON ``Message`` (so the 1.x client reports "unexpected status code 501");
+paths no route of the real host matches answer its 404. No orchestrations run unless a worker is
 connected to the backend (``durabletask.worker.TaskHubGrpcWorker``); without one, instances stay
 Pending and terminate/raise-event are only queued.
 """
@@ -108,6 +121,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, TypeVar
+from urllib.parse import quote_plus, unquote, unquote_plus
 
 import grpc
 from aiohttp import web
@@ -232,6 +246,7 @@ class FunctionsHost:
         racy_window: Callable[[str], None] | None = None,
         racy_delay: float = DEFAULT_RACY_DELAY,
         max_workers: int = 64,
+        duplicate_status: int = 500,
     ) -> None:
         if profile not in PROFILES:
             raise ValueError(f"unknown profile {profile!r}; choose from {PROFILES}")
@@ -242,6 +257,7 @@ class FunctionsHost:
         self.task_hub = task_hub
         self.racy_window = racy_window
         self.racy_delay = racy_delay
+        self.duplicate_status = duplicate_status  # what a duplicate start is answered: 500 (1.x-era hosts) or 409
         self._backend = backend
         self._owns_backend = backend is None
         self._max_workers = max_workers
@@ -371,13 +387,9 @@ class FunctionsHost:
 
     async def _setup(self) -> None:
         app = web.Application(middlewares=[self._record_answer])
-        for prefix in (RPC_PREFIX, WEBHOOK_PREFIX):
-            app.router.add_post(prefix + "/orchestrators/{name}", self._handle_start)
-            app.router.add_post(prefix + "/orchestrators/{name}/{instance_id}", self._handle_start)
-            app.router.add_get(prefix + "/instances/{instance_id}", self._handle_status)
-            app.router.add_post(prefix + "/instances/{instance_id}/terminate", self._handle_terminate)
-            app.router.add_post(prefix + "/instances/{instance_id}/raiseEvent/{event}", self._handle_raise_event)
-        app.router.add_route("*", "/{tail:.*}", self._handle_not_implemented)
+        # One handler for every request: it routes the raw path as the real host does
+        # (host_route_segments, then route), not as aiohttp's router would.
+        app.router.add_route("*", "/{tail:.*}", self._dispatch)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         self._runner = runner
@@ -438,7 +450,7 @@ class FunctionsHost:
             if status not in ACTIVE_STATUSES:  # finished or gone since: name what was refused
                 status = "Running"
         self._counts.add("rejected", instance_id)
-        return 500, _error_body(
+        return self.duplicate_status, _error_body(
             "Something went wrong while processing your request",
             f"An Orchestration instance with the status {status} already exists.",
             "System.InvalidOperationException",
@@ -508,8 +520,9 @@ class FunctionsHost:
 
     def management_urls(self, instance_id: str, *, task_hub: str | None = None) -> dict[str, str]:
         """The check-status payload for ``instance_id`` (the real host's ``HttpManagementPayload``)."""
-        prefix = f"{self.webhook_base_url}/instances/{instance_id}"
-        query = f"taskHub={task_hub if task_hub is not None else self.task_hub}&connection={CONNECTION_NAME}"
+        prefix = f"{self.webhook_base_url}/instances/{_url_encode(instance_id)}"
+        hub = _url_encode(task_hub if task_hub is not None else self.task_hub)
+        query = f"taskHub={hub}&connection={_url_encode(CONNECTION_NAME)}"
         return {
             "id": instance_id,
             "statusQueryGetUri": f"{prefix}?{query}",
@@ -524,12 +537,30 @@ class FunctionsHost:
     @staticmethod
     async def _handle_not_implemented(request: web.Request) -> web.Response:
         # JSON, so the 1.x client (which parses every body as JSON) reports the status code.
-        message = f"{request.method} {request.path} is not implemented by the strict-singleton Functions host stand-in"
+        message = (
+            f"{request.method} {request.raw_path} is not implemented by the strict-singleton Functions host stand-in"
+        )
         return web.json_response({"Message": message}, status=501)
 
-    async def _handle_start(self, request: web.Request) -> web.Response:
-        name = request.match_info["name"]
-        instance_id = request.match_info.get("instance_id") or uuid.uuid4().hex
+    async def _dispatch(self, request: web.Request) -> web.Response:
+        """Route ``request`` as the real host's ``HttpApiHandler`` does (see :func:`route`)."""
+        segments = host_route_segments(request.raw_path)
+        matched = route(request.method, segments) if segments is not None else None
+        if matched is None:
+            return web.Response(status=404)  # the real host's request.CreateResponse(NotFound): no body
+        action, values = matched
+        if action == "start":
+            return await self._handle_start(request, values[0], values[1])
+        if action == "status":
+            return await self._handle_status(request, values[0])
+        if action == "terminate":
+            return await self._handle_terminate(request, values[0])
+        if action == "raise_event":
+            return await self._handle_raise_event(request, values[0], values[1])
+        return await self._handle_not_implemented(request)
+
+    async def _handle_start(self, request: web.Request, name: str, instance_id: str) -> web.Response:
+        instance_id = instance_id or uuid.uuid4().hex  # the host's Guid.NewGuid().ToString("N")
         raw = await request.read()
         try:
             value = json.loads(raw) if raw.strip() else None
@@ -548,8 +579,7 @@ class FunctionsHost:
             payload, status=202, headers={"Location": payload["statusQueryGetUri"], "Retry-After": "10"}
         )
 
-    async def _handle_status(self, request: web.Request) -> web.Response:
-        instance_id = request.match_info["instance_id"]
+    async def _handle_status(self, request: web.Request, instance_id: str) -> web.Response:
         try:
             state = await self._off_loop(self._state, instance_id)
         except Exception as exc:
@@ -572,8 +602,7 @@ class FunctionsHost:
             code = 500
         return web.json_response(payload, status=code, headers=headers)
 
-    async def _handle_terminate(self, request: web.Request) -> web.Response:
-        instance_id = request.match_info["instance_id"]
+    async def _handle_terminate(self, request: web.Request, instance_id: str) -> web.Response:
         reason = request.query.get("reason")
 
         def terminate() -> int:
@@ -590,9 +619,7 @@ class FunctionsHost:
         except Exception as exc:
             return self._internal_error(exc)
 
-    async def _handle_raise_event(self, request: web.Request) -> web.Response:
-        instance_id = request.match_info["instance_id"]
-        event = request.match_info["event"]
+    async def _handle_raise_event(self, request: web.Request, instance_id: str, event: str) -> web.Response:
         raw = await request.read()
         json_content = request.content_type.lower() == "application/json"
 
@@ -616,6 +643,103 @@ class FunctionsHost:
         except Exception as exc:
             return self._internal_error(exc)
         return web.Response(status=status) if body is None else web.json_response(body, status=status)
+
+
+# -- routing, as the real host does it ----------------------------------------------------------------
+#
+# The Durable extension's HttpApiHandler (Azure/azure-functions-durable-extension,
+# src/WebJobs.Extensions.DurableTask/HttpApiHandler.cs, HandleRequestAsync) routes
+#     "/" + WebUtility.UrlDecode(request.RequestUri.AbsolutePath).Substring(basePath.Length).Trim('/')
+# through TemplateMatchers, in this order: orchestrators/{functionName}/{instanceId?},
+# entities/{entityName?}/{entityKey?}, instances/{instanceId?}/{operation?},
+# instances/{instanceId?}/raiseEvent/{eventName}, makeprimary; anything else is a 404 without a
+# body. Before that, Kestrel decodes the request target's path (every %XX but %2F) and removes
+# "." and ".." segments, and the query ("?") and fragment ("#") are not part of AbsolutePath.
+# UrlDecode then decodes what is left (%2F too, so it splits a segment) and reads "+" as a space.
+
+
+def _url_encode(text: str) -> str:
+    """``WebUtility.UrlEncode``: space as ``+``, everything but letters, digits and ``-_.!*()`` as %XX."""
+    return quote_plus(text, safe="-_.!*()")
+
+
+def _remove_dot_segments(path: str) -> str:
+    """RFC 3986 section 5.2.4 on an absolute path (what Kestrel's path normalisation does)."""
+    out: list[str] = []
+    segments = path.split("/")[1:]
+    for position, segment in enumerate(segments):
+        last = position == len(segments) - 1
+        if segment == ".":
+            if last:
+                out.append("")
+        elif segment == "..":
+            if out:
+                out.pop()
+            if last:
+                out.append("")
+        else:
+            out.append(segment)
+    return "/" + "/".join(out)
+
+
+def host_route_segments(raw_target: str) -> list[str] | None:
+    """The path segments the real host routes for a raw request target (path and query as sent),
+    below the RPC or webhook base path; None outside both (the real host never sees such a path).
+
+    The path ends at ``?`` or ``#``; Kestrel decodes %XX except %2F and removes dot segments;
+    ``WebUtility.UrlDecode`` decodes the rest (%2F becomes ``/``) with ``+`` as a space; the
+    base path is cut off and ``/`` trimmed at both ends before splitting.
+    """
+    path = raw_target.split("?", 1)[0].split("#", 1)[0]
+    if not path.startswith("/"):
+        path = "/" + path
+    pieces = [unquote(piece) for piece in path.replace("%2f", "%2F").split("%2F")]
+    path = _remove_dot_segments("%2F".join(pieces))
+    decoded = unquote_plus(path)
+    for prefix in (RPC_PREFIX, WEBHOOK_PREFIX):
+        if decoded.lower() == prefix or decoded.lower().startswith(prefix + "/"):
+            rest = decoded[len(prefix) :].strip("/")
+            return rest.split("/") if rest else []
+    return None
+
+
+# Operations the real host serves on instances/{instanceId}/{operation} that the stand-in does not.
+_UNIMPLEMENTED_OPERATIONS = frozenset({"rewind", "restart", "suspend", "resume"})
+
+
+def route(method: str, segments: list[str]) -> tuple[str, tuple[str, ...]] | None:
+    """What the real host does with ``method`` on ``segments``: ``("start", (function, id))`` (id
+    ``""``: the host makes one), ``("status", (id,))``, ``("terminate", (id,))``,
+    ``("raise_event", (id, event))``, ``("not_implemented", ())`` for a route the real host serves
+    and the stand-in does not, or None for the real host's 404. Literal segments and operations
+    match case-insensitively, as ASP.NET routing and the handler's OrdinalIgnoreCase compare them.
+    """
+    n = len(segments)
+    head = segments[0].lower() if segments else ""
+    post = method == "POST"
+    if head == "orchestrators" and n in (2, 3) and segments[1]:
+        return ("start", (segments[1], segments[2] if n == 3 else "")) if post else None
+    if head == "entities" and n <= 3:  # read, list, signal (POST) and delete entities
+        return ("not_implemented", ()) if method in ("GET", "POST", "DELETE") else None
+    if head == "instances" and n <= 3:
+        instance_id = segments[1] if n >= 2 and segments[1] else None
+        operation = segments[2].lower() if n == 3 and segments[2] else None
+        if instance_id is None:  # list or purge by filters
+            return ("not_implemented", ()) if method in ("GET", "DELETE") else None
+        if operation is None:
+            if method == "GET":
+                return "status", (instance_id,)
+            return ("not_implemented", ()) if method == "DELETE" else None
+        if post and operation == "terminate":
+            return "terminate", (instance_id,)
+        if post and operation in _UNIMPLEMENTED_OPERATIONS:
+            return "not_implemented", ()
+        return None
+    if head == "instances" and n == 4 and segments[2].lower() == "raiseevent" and segments[1] and segments[3]:
+        return ("raise_event", (segments[1], segments[3])) if post else None
+    if head == "makeprimary" and n == 1:
+        return "not_implemented", ()
+    return None
 
 
 def binding_json(host: FunctionsHost, *, task_hub: str | None = None) -> str:
