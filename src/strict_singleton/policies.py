@@ -28,10 +28,12 @@ class ConflictPolicy(enum.Enum):
     * ``TERMINATE_EXISTING``: under the lease, terminate the active instance, wait
       (bounded by ``terminate_timeout``, renewing the lease) until a status read shows
       it finished, then start; ``StartResult.replaced`` holds the state read before
-      the termination. In a wave of overlapping calls exactly one replacement happens:
-      an active instance created after a call began (allowing ``clock_skew``) is that
-      call's answer (ALREADY_RUNNING), so callers never terminate each other's fresh
-      instances in a chain.
+      the termination. A call replaces the instance that was active when it began (its
+      first status read, before any lease), however young; any other active instance (one
+      created after it began: its wave's replacement, or another start's) is its answer
+      (ALREADY_RUNNING). So the calls that began before a replacement share it, and
+      callers never terminate each other's fresh instances in a chain. Decided by the
+      instance's identity, not by comparing clocks.
     """
 
     USE_EXISTING = "use_existing"
