@@ -97,3 +97,20 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     except RuntimeError as exc:
         azurite = str(exc)
     return [f"redis-server: {describe_redis_server()}", f"azurite: {azurite}"]
+
+
+@pytest.fixture
+def make_host(strict_singleton_durable_backend: DurableTestBackend) -> Iterator[Callable[..., Any]]:
+    """profile, **kwargs -> a started Functions host stand-in over this test's backend (stopped after)."""
+    from strict_singleton.testing import functions_host as fh  # only the Functions tests need it
+
+    hosts: list[fh.FunctionsHost] = []
+
+    def make(profile: fh.Profile = "reject", **kwargs: Any) -> fh.FunctionsHost:
+        host = fh.FunctionsHost(strict_singleton_durable_backend, profile=profile, **kwargs)
+        hosts.append(host)
+        return host.start()
+
+    yield make
+    for host in hosts:
+        host.stop()

@@ -13,7 +13,7 @@ import socket
 import sys
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,20 +42,6 @@ from suite_helpers import poll_until, running_worker  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CALLERS = 16
-
-
-@pytest.fixture
-def make_host(strict_singleton_durable_backend: DurableTestBackend) -> Iterator[Callable[..., fh.FunctionsHost]]:
-    hosts: list[fh.FunctionsHost] = []
-
-    def make(profile: fh.Profile = "reject", **kwargs: Any) -> fh.FunctionsHost:
-        host = fh.FunctionsHost(strict_singleton_durable_backend, profile=profile, **kwargs)
-        hosts.append(host)
-        return host.start()
-
-    yield make
-    for host in hosts:
-        host.stop()
 
 
 def new_id() -> str:

@@ -13,7 +13,7 @@ import re
 import socket
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -31,21 +31,6 @@ from suite_helpers import running_worker, wait_for_finish  # noqa: E402
 ORCH = "orch"
 HOST_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")  # the real host's one-second format
 RUNTIME = df.OrchestrationRuntimeStatus
-
-
-@pytest.fixture
-def make_host(strict_singleton_durable_backend: DurableTestBackend) -> Iterator[Callable[..., fh.FunctionsHost]]:
-    """profile, **kwargs -> a started FunctionsHost over this test's backend (stopped after)."""
-    hosts: list[fh.FunctionsHost] = []
-
-    def make(profile: fh.Profile = "reject", **kwargs: Any) -> fh.FunctionsHost:
-        host = fh.FunctionsHost(strict_singleton_durable_backend, profile=profile, **kwargs)
-        hosts.append(host)
-        return host.start()
-
-    yield make
-    for host in hosts:
-        host.stop()
 
 
 def new_id() -> str:

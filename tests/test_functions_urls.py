@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -105,21 +105,6 @@ BAD_EVENT_NAMES: list[Any] = [
     None,
     3,
 ]
-
-
-@pytest.fixture
-def make_host(strict_singleton_durable_backend: DurableTestBackend) -> Iterator[Callable[..., fh.FunctionsHost]]:
-    """profile, **kwargs -> a started FunctionsHost over this test's backend (stopped after)."""
-    hosts: list[fh.FunctionsHost] = []
-
-    def make(profile: fh.Profile = "reject", **kwargs: Any) -> fh.FunctionsHost:
-        host = fh.FunctionsHost(strict_singleton_durable_backend, profile=profile, **kwargs)
-        hosts.append(host)
-        return host.start()
-
-    yield make
-    for host in hosts:
-        host.stop()
 
 
 def new_id() -> str:

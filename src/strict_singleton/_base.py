@@ -26,18 +26,6 @@ _LEASE_METHODS = tuple(
 )
 
 
-# The operations executed by the lock store (on the namespaced key).
-_LOCK_OPS = (
-    _flow.Acquire,
-    _flow.Extend,
-    _flow.Release,
-    _flow.ReleaseRecording,
-    _flow.RecordStart,
-    _flow.RecordRequest,
-    _flow.WaitRelease,
-)
-
-
 class StarterOptions(TypedDict, total=False):
     """The keyword options both starters take (all optional). See :class:`SingletonStarter`."""
 
@@ -224,7 +212,7 @@ class StarterBase:
         if isinstance(op, _flow.Read):
             return self._client.get_orchestration_state, (op.instance_id,), {"fetch_payloads": op.payloads}
         fn, args, kwargs = self._bind_other(op)
-        if self._namespace and isinstance(op, _LOCK_OPS):
+        if self._namespace and isinstance(op, _flow.LOCK_OPS):
             return self._scoped(fn, args[0]), (lock_key(self._namespace, args[0]), *args[1:]), kwargs
         return fn, args, kwargs
 

@@ -316,6 +316,10 @@ Op = (
 )
 
 
+# The operations the lock store executes (on the lock key); the others go to the Durable backend or the clock.
+LOCK_OPS = (Acquire, Extend, Release, ReleaseRecording, RecordStart, RecordRequest, WaitRelease)
+
+
 class NotSent(Exception):
     """Raised by a driver for a :class:`Schedule` whose send-by time passed: nothing was sent."""
 

@@ -78,14 +78,6 @@ from strict_singleton.result import StartOutcome
 from strict_singleton.testing.world import Profile, RpcError, World
 
 IID = "singleton"
-_LOCK_OPS = (
-    _flow.Acquire,
-    _flow.Extend,
-    _flow.Release,
-    _flow.ReleaseRecording,
-    _flow.RecordStart,
-    _flow.RecordRequest,
-)
 NAMES = "ABCDEFGH"
 
 
@@ -837,7 +829,7 @@ class _Run:
                 continue
             if isinstance(s.op, (_flow.RaiseEvent, _flow.Terminate)) and "event" in faults:
                 out += ["s" + s.name, "x" + s.name, "u" + s.name]
-            if isinstance(s.op, _LOCK_OPS) and "outage" in faults:
+            if isinstance(s.op, _flow.LOCK_OPS) and "outage" in faults:
                 out.append("o" + s.name)
             if isinstance(s.op, _flow.Read) and "failread" in faults:
                 out.append("f" + s.name)
