@@ -109,7 +109,10 @@ def test_ops_carry_their_own_arguments() -> None:
     run_full(world, cfg, token="tok", log=log)
     acquire = log[0]
     assert acquire == _flow.Acquire(IID, "tok", 7.0)
-    assert log[1] == _flow.Read(IID, True)
+    read = log[1]
+    assert (read.instance_id, read.payloads) == (IID, True)
+    # made under the lease: its deadline is inside the lease (the lease's deadline minus the reserve)
+    assert read.send_by is not None and read.send_by <= 1000.0 + 7.0 - cfg.send_reserve
 
 
 def test_active_instance_is_already_running_and_the_lease_released() -> None:

@@ -261,3 +261,25 @@ def test_a_retry_on_one_second_times_is_recognised_from_the_next_second() -> Non
     retried = run(world, cfg, "C", call(request_id="R"))
     assert retried.outcome is StartOutcome.STARTED and retried.deduplicated
     assert world.backend.created(IID) == 2
+
+
+# -- status reads under the lease ---------------------------------------------------------------
+
+
+def test_reads_under_the_lease_carry_its_deadline_and_fail_closed_past_it() -> None:
+    from strict_singleton.errors import StatusReadError
+
+    world = World()
+    cfg = config(lease_ttl=2.0)
+    reads: list[_flow.Read] = []
+
+    def too_late(op: _flow.Op) -> Any:
+        if isinstance(op, _flow.Read):
+            reads.append(op)
+            raise _flow.NotSent("send-by time passed")
+        return DEFAULT
+
+    with pytest.raises(StatusReadError):
+        run(world, cfg, "A", call(), too_late)
+    assert reads[0].send_by is not None
+    assert world.backend.schedules == 0 and world.store.holder(IID) is None

@@ -198,7 +198,7 @@ class StarterBase:
             call, self._config, hold, clock=self._clock, wall_clock=self._wall_clock, backend=self._backend_name
         )
 
-    def _timeout(self, op: _flow.Schedule | _flow.RaiseEvent | _flow.Terminate) -> float | None:
+    def _timeout(self, op: _flow.Schedule | _flow.RaiseEvent | _flow.Terminate | _flow.Read) -> float | None:
         """Seconds the RPC may take, read immediately before sending; raises NotSent when none."""
         if op.send_by is None:
             return None
@@ -210,7 +210,7 @@ class StarterBase:
     def _bind(self, op: _flow.Op) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
         """The client or lock method that executes ``op``; drivers call or await it."""
         if isinstance(op, _flow.Read):
-            return self._client.get_orchestration_state, (op.instance_id,), {"fetch_payloads": op.payloads}
+            return self._bind_read(op)
         fn, args, kwargs = self._bind_other(op)
         if self._namespace and isinstance(op, _flow.LOCK_OPS):
             return self._scoped(fn, args[0]), (lock_key(self._namespace, args[0]), *args[1:]), kwargs
@@ -266,6 +266,18 @@ class StarterBase:
         if isinstance(op, _flow.Schedule):
             return self._bind_schedule(op)
         raise AssertionError(f"unknown operation {op!r}")
+
+    def _bind_read(self, op: _flow.Read) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
+        """A status read; made under the lease, refused past its send-by time and sent with the
+        time left as its deadline where the client lets us set one."""
+        kwargs: dict[str, Any] = {"fetch_payloads": op.payloads}
+        timeout = self._timeout(op)
+        if timeout is not None and self._with_deadline:
+            read = _deadline.read_async if self._is_async else _deadline.read_sync
+            return read, (self._client, op.instance_id, op.payloads, max(timeout, 0.001)), {}
+        if timeout is not None and self._deadline_in_client:
+            kwargs["timeout"] = timeout
+        return self._client.get_orchestration_state, (op.instance_id,), kwargs
 
     def _bind_under_lease(
         self, op: _flow.RaiseEvent | _flow.Terminate

@@ -93,3 +93,21 @@ async def send_async(client: Any, request: Any, timeout: float) -> str | None:
     """:func:`send_sync` on the async client's stub."""
     response = await getattr(client._get_stub(), _METHODS[type(request)])(request, timeout=timeout)
     return str(response.instanceId) if isinstance(request, pb.CreateInstanceRequest) else None
+
+
+def read_sync(client: Any, instance_id: str, payloads: bool, timeout: float) -> Any:
+    """``get_orchestration_state`` with ``timeout`` as its gRPC deadline (a read under the lease)."""
+    from durabletask.client import new_orchestration_state
+
+    request = pb.GetInstanceRequest(instanceId=instance_id, getInputsAndOutputs=payloads)
+    response = client._stub.GetInstance(request, timeout=timeout)
+    return new_orchestration_state(request.instanceId, response, client._data_converter)
+
+
+async def read_async(client: Any, instance_id: str, payloads: bool, timeout: float) -> Any:
+    """:func:`read_sync` on the async client's stub."""
+    from durabletask.client import new_orchestration_state
+
+    request = pb.GetInstanceRequest(instanceId=instance_id, getInputsAndOutputs=payloads)
+    response = await client._get_stub().GetInstance(request, timeout=timeout)
+    return new_orchestration_state(request.instanceId, response, client._data_converter)

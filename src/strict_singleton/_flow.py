@@ -246,10 +246,15 @@ class WaitRelease:
 
 @dataclass(frozen=True, slots=True)
 class Read:
-    """-> OrchestrationState | None; ``payloads=False`` skips inputs and outputs."""
+    """-> OrchestrationState | None; ``payloads=False`` skips inputs and outputs.
+
+    ``send_by`` as for :class:`Schedule`, for a read made under the lease: the RPC ends
+    inside it (``NotSent`` once the time has passed), so no read hangs a held lease.
+    """
 
     instance_id: str
     payloads: bool
+    send_by: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -439,8 +444,11 @@ class _Ctx:
     def lost(self, message: str) -> LeaseLostError:
         return LeaseLostError(message, instance_id=self.iid, backend=self.backend)
 
-    def read(self, payloads: bool = True) -> Read:
-        return Read(self.iid, self.cfg.fetch_payloads and payloads)
+    def read(self, payloads: bool = True, lease: LeaseClock | None = None) -> Read:
+        """A status read; under a held lease (``lease``, else this call's own) it carries the lease's deadline."""
+        p = self.progress
+        held = lease if lease is not None else (p.lease if p.may_hold else None)
+        return Read(self.iid, self.cfg.fetch_payloads and payloads, None if held is None else _send_by(self, held))
 
     def extend(self) -> Extend:
         return Extend(self.iid, self.token, self.cfg.lease_ttl)
@@ -771,10 +779,10 @@ def _existing_answer(ctx: _Ctx, state: OrchestrationState | None) -> StartOutcom
     return None
 
 
-def _send_by(ctx: _Ctx) -> float | None:
+def _send_by(ctx: _Ctx, lease: LeaseClock | None = None) -> float | None:
     """The latest time an RPC made under the held lease may be sent and answered: the lease's
     deadline (as this call counts it) minus the send reserve; ``None`` for a lease without expiry."""
-    lease = ctx.progress.lease
+    lease = lease if lease is not None else ctx.progress.lease
     assert lease is not None
     now = ctx.clock()
     remaining = lease.remaining(now)
@@ -1324,7 +1332,7 @@ def _finish(ctx: _Ctx, hold: Hold) -> FinishFlow:
                 _log.warning("lost the lease for %r while waiting for visibility: %s", call.instance_id, reason)
                 break
             try:
-                state = yield ctx.read(payloads=False)  # only created_at matters here
+                state = yield ctx.read(payloads=False, lease=hold.lease)  # only created_at matters here
             except (Exception, Abandoned) as exc:
                 state = None
                 _log.debug("visibility read for %r failed: %r", call.instance_id, exc)

@@ -401,12 +401,13 @@ class FunctionsClient:
         self._data_converter = _Serializer()
 
     async def get_orchestration_state(
-        self, instance_id: str, *, fetch_payloads: bool = True
+        self, instance_id: str, *, fetch_payloads: bool = True, timeout: float | None = None
     ) -> OrchestrationState | None:
         _for_url(instance_id, _INSTANCE_ID, "status read")
         forget_stale_session()
         try:
-            status = await self.client.get_status(instance_id, show_input=fetch_payloads)
+            call = self.client.get_status(instance_id, show_input=fetch_payloads)
+            status = await (call if timeout is None else asyncio.wait_for(call, timeout))
         except Exception as exc:
             raise (_transport_error(exc, "status read") or HostError("INTERNAL", f"status read: {exc!r}")) from exc
         return to_state(status, instance_id)
