@@ -40,7 +40,7 @@ class WatchedLock:
     """A real lease backend, watched (a spy, not a stand-in: every call reaches the backend).
 
     Each ``wait_for_release`` records its timeout in ``waits`` and sets ``waiting`` as it
-    begins; each ``release`` records its instance ID in ``releases``. With a ``clock``, the
+    begins; each ``release`` (plain, or leaving a start record) records its instance ID in ``releases``. With a ``clock``, the
     clock is advanced by the timeout when the real wait returns, so a starter built with
     that clock counts exactly the time it asked to wait.
     Wraps sync and async backends alike (an async backend gets an async ``wait_for_release``).
@@ -78,6 +78,10 @@ class WatchedLock:
         self.releases.append(instance_id)
         return bool(self.lock.release(instance_id, token))
 
+    def release_with_record(self, instance_id: str, token: str, record: Any, ttl: float) -> bool:
+        self.releases.append(instance_id)
+        return bool(self.lock.release_with_record(instance_id, token, record, ttl))
+
 
 class AsyncWatchedLock(WatchedLock):
     async def wait_for_release(self, instance_id: str, timeout: float) -> None:  # type: ignore[override]
@@ -88,6 +92,12 @@ class AsyncWatchedLock(WatchedLock):
     async def release(self, instance_id: str, token: str) -> bool:  # type: ignore[override]
         self.releases.append(instance_id)
         return bool(await self.lock.release(instance_id, token))
+
+    async def release_with_record(  # type: ignore[override]
+        self, instance_id: str, token: str, record: Any, ttl: float
+    ) -> bool:
+        self.releases.append(instance_id)
+        return bool(await self.lock.release_with_record(instance_id, token, record, ttl))
 
 
 def poll_until(condition: Callable[[], object], timeout: float, what: str) -> None:

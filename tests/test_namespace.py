@@ -41,8 +41,9 @@ def lock_of(kind: str, tmp_path: Path, server: RedisServer) -> Any:
     return RedisLease(redis.Redis(port=server.port))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def server() -> Iterator[RedisServer]:
+    """A redis-server of the test's own: leases and records of one test never meet another's."""
     with RedisServer() as s:
         yield s
 
