@@ -40,9 +40,9 @@ class WatchedLock:
     """A real lease backend, watched (a spy, not a stand-in: every call reaches the backend).
 
     Each ``wait_for_release`` records its timeout in ``waits`` and sets ``waiting`` as it
-    begins; each ``release`` (plain, or leaving a start record) records its instance ID in ``releases``. With a ``clock``, the
-    clock is advanced by the timeout when the real wait returns, so a starter built with
-    that clock counts exactly the time it asked to wait.
+    begins; each release (plain, or leaving a start record) records its instance ID in
+    ``releases``. With a ``clock``, the clock is advanced by the timeout when the real wait
+    returns, so a starter built with that clock counts exactly the time it asked to wait.
     Wraps sync and async backends alike (an async backend gets an async ``wait_for_release``).
     """
 
