@@ -1,6 +1,7 @@
 """RPCs made under the lease carry a deadline inside it, on the real client and backend: a status
 read that the backend answers later than the lease lasts is cut at the lease's send-by time, and
-the call fails closed with nothing scheduled (it does not hang on the read, nor decide on it)."""
+the call fails closed with ``LeaseLostError``, nothing scheduled (it does not hang on the read, nor
+decide on it)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from durabletask.client import AsyncTaskHubGrpcClient, TaskHubGrpcClient
 
 from strict_singleton import AsyncSingletonStarter, SingletonStarter
-from strict_singleton.errors import StatusReadError
+from strict_singleton.errors import LeaseLostError
 from strict_singleton.lock_backends.redis import AsyncRedisLease, RedisLease
 from strict_singleton.testing import DurableTestBackend, RedisServer
 
@@ -34,7 +35,7 @@ def test_a_read_slower_than_the_lease_is_cut_at_its_deadline(tmp_path: Path, api
             client = TaskHubGrpcClient(host_address=backend.address)
             lock = RedisLease(redis.Redis(port=server.port))
             starter = SingletonStarter(client, lock=lock, lease_ttl=1.0, background_finish=False)
-            with pytest.raises(StatusReadError) as failed:
+            with pytest.raises(LeaseLostError) as failed:
                 starter.start("orch", instance_id="slow-read")
             client.close()
         else:
@@ -44,7 +45,7 @@ def test_a_read_slower_than_the_lease_is_cut_at_its_deadline(tmp_path: Path, api
                 alock = AsyncRedisLease(aioredis.Redis(port=server.port))
                 try:
                     async with AsyncSingletonStarter(aclient, lock=alock, lease_ttl=1.0) as starter:
-                        with pytest.raises(StatusReadError) as raised:
+                        with pytest.raises(LeaseLostError) as raised:
                             await starter.start("orch", instance_id="slow-read")
                         return raised.value
                 finally:

@@ -267,7 +267,7 @@ def test_a_retry_on_one_second_times_is_recognised_from_the_next_second() -> Non
 
 
 def test_reads_under_the_lease_carry_its_deadline_and_fail_closed_past_it() -> None:
-    from strict_singleton.errors import StatusReadError
+    from strict_singleton.errors import LeaseLostError
 
     world = World()
     cfg = config(lease_ttl=2.0)
@@ -279,7 +279,7 @@ def test_reads_under_the_lease_carry_its_deadline_and_fail_closed_past_it() -> N
             raise _flow.NotSent("send-by time passed")
         return DEFAULT
 
-    with pytest.raises(StatusReadError):
+    with pytest.raises(LeaseLostError):
         run(world, cfg, "A", call(), too_late)
     assert reads[0].send_by is not None
     assert world.backend.schedules == 0 and world.store.holder(IID) is None

@@ -490,9 +490,13 @@ def _release(ctx: _Ctx) -> Generator[Op, Any, None]:
 
 
 def _read(ctx: _Ctx) -> Generator[Op, Any, OrchestrationState | None]:
+    op = ctx.read()
     try:
-        state: OrchestrationState | None = yield ctx.read()
+        state: OrchestrationState | None = yield op
     except Exception as exc:
+        if op.send_by is not None and (isinstance(exc, NotSent) or rpc_code(exc) == "DEADLINE_EXCEEDED"):
+            # Cut at the lease's own deadline: the lease ran out while the backend was answering.
+            raise ctx.lost("the lease's deadline passed during the status read; nothing was scheduled") from exc
         raise StatusReadError(
             f"status read failed; nothing was scheduled: {type(exc).__name__}: {exc}",
             instance_id=ctx.iid,
