@@ -15,6 +15,7 @@ What each test proves:
 from __future__ import annotations
 
 import dataclasses
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -58,12 +59,19 @@ def call(*, signal: Any = None, request_id: str | None = None) -> StartCall:
     )
 
 
-def run(world: World, cfg: StarterConfig, token: str, the_call: StartCall, intercept: Any = None) -> Any:
-    """A whole call as an inline driver runs it: start_flow, then finish_flow if it holds the lease."""
-    flow = _flow.start_flow(the_call, cfg, token=token, backend="sim", clock=world.clock, wall_clock=world.clock.wall)
+def run(
+    world: World, cfg: StarterConfig, token: str, the_call: StartCall, intercept: Any = None, *, ahead: float = 0.0
+) -> Any:
+    """A whole call as an inline driver runs it: start_flow, then finish_flow if it holds the lease.
+    ``ahead``: seconds the starter's wall clock runs ahead of the backend's."""
+
+    def wall() -> Any:
+        return world.clock.wall() + timedelta(seconds=ahead)
+
+    flow = _flow.start_flow(the_call, cfg, token=token, backend="sim", clock=world.clock, wall_clock=wall)
     result = drive(flow, world, intercept)
     if result.hold is not None:
-        finish = _flow.finish_flow(the_call, cfg, result.hold, clock=world.clock, wall_clock=world.clock.wall)
+        finish = _flow.finish_flow(the_call, cfg, result.hold, clock=world.clock, wall_clock=wall)
         drive(finish, world, intercept)
     if result.error is not None:
         raise result.error
@@ -283,3 +291,95 @@ def test_reads_under_the_lease_carry_its_deadline_and_fail_closed_past_it() -> N
         run(world, cfg, "A", call(), too_late)
     assert reads[0].send_by is not None
     assert world.backend.schedules == 0 and world.store.holder(IID) is None
+
+
+# -- TERMINATE_EXISTING: a terminate never lands on someone else's replacement -------------------
+
+
+def terminate_call() -> StartCall:
+    from strict_singleton.policies import ConflictPolicy
+
+    return dataclasses.replace(call(), on_conflict=ConflictPolicy.TERMINATE_EXISTING)
+
+
+def test_a_terminate_is_never_sent_on_a_read_that_outlived_the_lease() -> None:
+    """A's read under the lease is answered late, after the store lost A's key and B replaced X with
+    Y: A must confirm its lease before terminating, or it ends B's fresh instance."""
+    world = World()
+    world.backend.schedule(IID, {})  # X, running
+    x_created = world.backend.instances[IID].created_at
+    cfg = config(lease_ttl=30.0)
+    reads: list[int] = []
+    b: list[Any] = []
+
+    def slow_read_then_b(op: _flow.Op) -> Any:
+        if isinstance(op, _flow.Read) and not b:
+            reads.append(1)
+            if len(reads) == 2:  # A's read under the lease (its first read was before any lease)
+                answer = world.answer(op)  # shows X; the answer is slow to arrive
+                world.store.lose(IID)
+                world.clock.advance(cfg.confirm_after * 2)
+                b.append(run(world, cfg, "B", terminate_call()))
+                return answer
+        return DEFAULT
+
+    from strict_singleton.errors import LeaseLostError
+
+    with pytest.raises(LeaseLostError):
+        run(world, cfg, "A", terminate_call(), slow_read_then_b)
+    assert b[0].outcome is StartOutcome.STARTED  # B replaced X with Y
+    assert world.backend.terminated == [x_created]  # only X was ever terminated
+    assert world.backend.instances[IID].status.name == "RUNNING"
+
+
+def test_an_ambiguous_terminate_is_watched_and_never_lands_on_a_later_replacement() -> None:
+    """A's terminate is cut at its deadline but held in the backend; it lands later. A keeps the
+    lease and watches: X ends when it lands, and A starts the replacement. Before: A raised at once
+    and released, B replaced X with Y, and A's late terminate then ended Y."""
+    from strict_singleton.testing.world import RpcError
+
+    world = World()
+    world.backend.schedule(IID, {})
+    x_created = world.backend.instances[IID].created_at
+    cfg = config(lease_ttl=30.0)
+    held: list[bool] = []
+    reads = [0]
+
+    def cut_then_land(op: _flow.Op) -> Any:
+        if isinstance(op, _flow.Terminate) and not held:
+            held.append(True)
+            raise RpcError("DEADLINE_EXCEEDED")  # not executed yet: held in the backend
+        if isinstance(op, _flow.Read) and held and held[-1]:
+            reads[0] += 1
+            if reads[0] == 3:  # the held terminate lands while A watches
+                held.append(False)
+                world.backend.terminate(IID)
+        return DEFAULT
+
+    outcome: Any = None
+    try:
+        outcome = run(world, cfg, "A", terminate_call(), cut_then_land)
+    except Exception as exc:  # the code before the fix: TerminateError at once
+        outcome = exc
+    later = run(world, cfg, "B", call())  # a plain start after A
+    if held[-1]:  # still held: it lands now
+        world.backend.terminate(IID)
+    assert world.backend.terminated == [x_created], "a late terminate ended another start's instance"
+    assert getattr(outcome, "outcome", None) is StartOutcome.STARTED, outcome
+    assert later.outcome is StartOutcome.ALREADY_RUNNING
+    assert world.backend.created(IID) == 2 and world.backend.instances[IID].status.name == "RUNNING"
+
+
+def test_a_retry_never_runs_its_request_twice_when_the_clocks_differ_beyond_clock_skew() -> None:
+    """The starter's clock 8 s ahead of the backend's (clock_skew 5 s): the instance the request
+    created looks older than its send, yet the record names the request as the latest start, and
+    the instance is newer than the one it replaced: it is the request's own."""
+    world = World()
+    cfg = config(lease_ttl=30.0)
+    first = run(world, cfg, "A", call(request_id="order-1"), ahead=8.0)
+    assert first.outcome is StartOutcome.STARTED
+    world.backend.finish(IID)
+    world.clock.advance(1.0)
+    retried = run(world, cfg, "B", call(request_id="order-1"), ahead=8.0)
+    assert retried.outcome is StartOutcome.STARTED and retried.deduplicated
+    assert world.backend.created(IID) == 1

@@ -949,10 +949,16 @@ def _remembered(ctx: _Ctx, grant: Grant) -> RequestRecord | None:
 
 
 def _shows_request(state: OrchestrationState | None, record: RequestRecord, skew: float) -> bool:
-    """Whether ``state`` is the instance the record's start created: :func:`shows_start` only
-    (an active instance with the replaced one's creation time is not proof here: it may be
-    that one, resumed or read stale, which the request did not create)."""
-    return shows_start(state, record.previous_created_us, record.sent_at_us, skew)
+    """Whether ``state`` is the instance the record's start created: an instance strictly newer
+    than the one that start replaced (an active instance with the replaced one's creation time
+    is not proof here: it may be that one, resumed or read stale, which the request did not
+    create). The record names the latest start sent under the lease (later starts leave a
+    tombstone first), so a newer instance is that start's own; its creation time is not also
+    compared with the send time, which a backend clock off by more than ``clock_skew`` would
+    fail, and the retry would then run the request a second time."""
+    created = created_us(state)
+    previous = record.previous_created_us
+    return created is not None and (previous is None or created > previous)
 
 
 def _indistinguishable(state: OrchestrationState | None, record: RequestRecord) -> bool:
@@ -1084,27 +1090,45 @@ def _began_with(ctx: _Ctx, state: OrchestrationState) -> bool:
 def _terminate(
     ctx: _Ctx, lease: LeaseClock, state: OrchestrationState
 ) -> Generator[Op, Any, OrchestrationState | None]:
-    """Terminate the active instance and wait, keeping the lease, until a read shows it finished."""
+    """Terminate the active instance and wait, keeping the lease, until a read shows it finished.
+
+    The lease is confirmed first, as before a schedule: a terminate sent on a read that outlived
+    the lease could end an instance another holder has started since. A terminate whose answer
+    is ambiguous (cut at its deadline, connection lost) may still be executed: the lease is kept
+    while watching for the instance to end for ``ambiguity_timeout`` at least, so that a late
+    terminate never lands on a replacement someone else started after we let go.
+    """
+    reason = yield from _keep(ctx, lease, confirm=True)
+    if reason is not None:
+        raise ctx.lost(f"{reason} before terminating; nothing was terminated or started")
+    window = ctx.call.terminate_timeout
+    ambiguous = False
     try:
-        reason = f"replaced by a strict-singleton start (fencing token {ctx.progress.fencing_token})"
-        yield Terminate(ctx.iid, reason, _send_by(ctx))
+        why = f"replaced by a strict-singleton start (fencing token {ctx.progress.fencing_token})"
+        yield Terminate(ctx.iid, why, _send_by(ctx))
     except Exception as exc:
-        raise TerminateError(
-            f"terminating the active instance failed; nothing was started: {type(exc).__name__}: {exc}",
-            instance_id=ctx.iid,
-            backend=ctx.backend,
-        ) from exc
+        code = rpc_code(exc)
+        if isinstance(exc, NotSent) or not (code is None or code in AMBIGUOUS_CODES):
+            raise TerminateError(
+                f"terminating the active instance failed; nothing was started: {type(exc).__name__}: {exc}",
+                instance_id=ctx.iid,
+                backend=ctx.backend,
+            ) from exc
+        ambiguous = True
+        window = max(window, ctx.cfg.ambiguity_timeout)
+        _log.warning("terminate of %r failed ambiguously (%s); watching for it to end", ctx.iid, code)
     current, ended = yield from _reread_until(
         ctx,
         lease,
-        ctx.clock() + ctx.call.terminate_timeout,
+        ctx.clock() + window,
         lambda s: not is_active(s),
         waiting_for="the terminated instance to end; nothing was started",
     )
     if not ended:
+        late = " (ambiguity_timeout: the terminate request's answer was lost)" if ambiguous else ""
         raise TerminateError(
-            f"the instance did not end within terminate_timeout={ctx.call.terminate_timeout:g}s after it was "
-            "asked to terminate; nothing was started (it may still end later)",
+            f"the instance did not end within terminate_timeout={ctx.call.terminate_timeout:g}s{late} after it "
+            "was asked to terminate; nothing was started (it may still end later)",
             instance_id=ctx.iid,
             backend=ctx.backend,
         )
