@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -114,6 +116,7 @@ class SingletonStarter(StarterBase):
         super().__init__(client, lock=lock, **options)
         self._finishers = Finishers(self._run_in_background, name="strict-singleton-finish")
         self._closed = False
+        self._gates = threading.local()  # the main thread's interrupt gate during a call (see _run)
 
     def start(
         self,
@@ -221,6 +224,29 @@ class SingletonStarter(StarterBase):
         return self._run(call, token)
 
     def _run(self, call: StartCall, token: str) -> StartResult:
+        """On the main thread, a ``KeyboardInterrupt`` may be raised at any bytecode; between two
+        operations of the flow no clean-up could follow it (a lease held, no start record left).
+        So during a call a SIGINT is let through only while a status read, a schedule, an event,
+        a terminate or a wait is in progress (the driver then finishes the flow in the
+        background, as for any interruption there); one that arrives between operations, or
+        during a lock-store operation that changes what the lease backend holds, is held until
+        the next operation begins, or the call ends."""
+        if threading.current_thread() is not threading.main_thread():
+            return self._run_here(call, token)
+        previous = signal.getsignal(signal.SIGINT)
+        if not callable(previous) or getattr(self._gates, "gate", None) is not None:
+            return self._run_here(call, token)  # SIG_IGN / SIG_DFL raise nothing; or a call within a call
+        gate = _Gate(previous)
+        signal.signal(signal.SIGINT, gate.handler)
+        self._gates.gate = gate
+        try:
+            return self._run_here(call, token)
+        finally:
+            self._gates.gate = None
+            signal.signal(signal.SIGINT, previous)
+            gate.deliver()
+
+    def _run_here(self, call: StartCall, token: str) -> StartResult:
         with observe_start(call.instance_id, self._backend_name) as obs:
             outcome = self._drive(self._start_flow(call, token))
             if outcome.hold is not None:
@@ -287,4 +313,51 @@ class SingletonStarter(StarterBase):
 
     def _execute(self, op: _flow.Op) -> Any:
         fn, args, kwargs = self._bind(op)
-        return fn(*args, **kwargs)
+        gate: _Gate | None = getattr(self._gates, "gate", None)
+        if gate is None or isinstance(op, _ATOMIC_OPS):
+            return fn(*args, **kwargs)
+        try:
+            gate.open()  # a SIGINT held since the last operation is raised here, before this one runs
+            return fn(*args, **kwargs)
+        finally:
+            gate.is_open = False
+
+
+# Lock-store operations that change what a lease backend holds (a descriptor, a key): not
+# interrupted halfway (a lease taken but not yet registered would be held by nobody); a SIGINT
+# that arrives meanwhile is held for the next operation. They are short (a local file call, or
+# one round trip bounded by the store client's timeouts).
+_ATOMIC_OPS = (
+    _flow.Acquire,
+    _flow.Extend,
+    _flow.Release,
+    _flow.ReleaseRecording,
+    _flow.RecordStart,
+    _flow.RecordRequest,
+)
+
+
+class _Gate:
+    """The main thread's SIGINT handler during a call: the previous handler runs (raising
+    ``KeyboardInterrupt``) only while an operation is in progress, where the driver can hand the
+    flow to the background; a signal that arrives otherwise is held for the next operation."""
+
+    def __init__(self, previous: Any) -> None:
+        self.previous = previous
+        self.is_open = False
+        self.held: tuple[int, Any] | None = None
+
+    def handler(self, signum: int, frame: Any) -> None:
+        if self.is_open:
+            self.previous(signum, frame)
+        elif self.held is None:
+            self.held = (signum, frame)
+
+    def open(self) -> None:
+        self.is_open = True
+        self.deliver()
+
+    def deliver(self) -> None:
+        held, self.held = self.held, None
+        if held is not None:
+            self.previous(*held)

@@ -357,6 +357,9 @@ class FileLease:
         except OSError as exc:
             _close_tracked(fd)  # closing the descriptor also drops the lock
             raise self._unavailable(exc, instance_id) from exc
+        except BaseException:  # interrupted before the lease was registered: nobody could release it
+            _close_tracked(fd)
+            raise
         with self._held_lock:
             self._held[(instance_id, token)] = fd
         return Grant(fencing_token=fence + 1, valid_for=None, last_start=record, last_request=request)
