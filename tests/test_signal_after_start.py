@@ -383,3 +383,37 @@ def test_a_retry_never_runs_its_request_twice_when_the_clocks_differ_beyond_cloc
     retried = run(world, cfg, "B", call(request_id="order-1"), ahead=8.0)
     assert retried.outcome is StartOutcome.STARTED and retried.deduplicated
     assert world.backend.created(IID) == 1
+
+
+def test_a_call_cancelled_while_its_terminate_may_be_in_flight_keeps_watching() -> None:
+    """Found by the explorer (terminate-young): A's terminate is cut at its deadline and held in the
+    backend; A is cancelled while it watches. A must go on watching (keeping the lease) until the
+    instance ends, or the late terminate would land on the replacement B starts next."""
+    from strict_singleton.testing.world import RpcError
+
+    world = World()
+    world.backend.schedule(IID, {})
+    x_created = world.backend.instances[IID].created_at
+    cfg = config(lease_ttl=30.0)
+    state = {"held": False, "reads": 0, "cancelled": False}
+
+    def cut_cancel_land(op: _flow.Op) -> Any:
+        if isinstance(op, _flow.Terminate) and not state["held"]:
+            state["held"] = True
+            raise RpcError("DEADLINE_EXCEEDED")
+        if isinstance(op, _flow.Read) and state["held"]:
+            state["reads"] += 1
+            if state["reads"] == 2 and not state["cancelled"]:
+                state["cancelled"] = True
+                raise _flow.Abandoned()
+            if state["reads"] == 4:
+                world.backend.terminate(IID)  # the held terminate lands while A still watches
+        return DEFAULT
+
+    with pytest.raises(_flow.Abandoned):
+        run(world, cfg, "A", terminate_call(), cut_cancel_land)
+    assert world.store.holder(IID) is None
+    b = run(world, cfg, "B", call())  # X has ended: B starts Y
+    assert b.outcome is StartOutcome.STARTED
+    assert world.backend.terminated == [x_created]
+    assert world.backend.instances[IID].status.name == "RUNNING"

@@ -79,6 +79,7 @@ from strict_singleton.errors import (
     ScheduleError,
     SignalError,
     StatusReadError,
+    StrictSingletonError,
     TerminateError,
 )
 from strict_singleton.lock_backends.base import Grant, RequestRecord, StartRecord
@@ -397,6 +398,7 @@ class _Progress:
     stored: RequestRecord | None = None  # what the store holds now, as far as this call knows
     noting: str | None = None  # whose event _note_event updates: "start", "signal" or None
     started: Hold | None = None  # our schedule created the instance: every way out leaves its start record
+    terminating: float | None = None  # a terminate may be in flight: watch for the end until then (clock)
 
 
 @dataclass(slots=True)
@@ -742,6 +744,12 @@ def start_flow(
 
 def _abandon(ctx: _Ctx) -> Generator[Op, Any, None]:
     p = ctx.progress
+    if p.terminating is not None and p.lease is not None and p.may_hold:
+        until, p.terminating = p.terminating, None
+        try:  # the terminate may still land: keep the lease until the instance is seen ended
+            yield from _reread_until(ctx, p.lease, until, lambda s: not is_active(s), waiting_for="a terminate")
+        except (StrictSingletonError, Abandoned) as exc:
+            _log.warning("abandoned start of %r stopped watching its terminate: %r", ctx.iid, exc)
     if p.sent_at is not None and p.lease is not None:
         state, reason = yield from _watch(ctx, p.lease)
         if state is not None and p.fencing_token is not None:
@@ -1103,12 +1111,17 @@ def _terminate(
         raise ctx.lost(f"{reason} before terminating; nothing was terminated or started")
     window = ctx.call.terminate_timeout
     ambiguous = False
+    p = ctx.progress
+    # From here a terminate may be in flight: a call abandoned before it has seen the instance
+    # end keeps watching (see _abandon), or the terminate could land on a later replacement.
+    p.terminating = ctx.clock() + max(window, ctx.cfg.ambiguity_timeout)
     try:
         why = f"replaced by a strict-singleton start (fencing token {ctx.progress.fencing_token})"
         yield Terminate(ctx.iid, why, _send_by(ctx))
     except Exception as exc:
         code = rpc_code(exc)
         if isinstance(exc, NotSent) or not (code is None or code in AMBIGUOUS_CODES):
+            p.terminating = None  # surely not executed
             raise TerminateError(
                 f"terminating the active instance failed; nothing was started: {type(exc).__name__}: {exc}",
                 instance_id=ctx.iid,
@@ -1124,6 +1137,7 @@ def _terminate(
         lambda s: not is_active(s),
         waiting_for="the terminated instance to end; nothing was started",
     )
+    p.terminating = None
     if not ended:
         late = " (ambiguity_timeout: the terminate request's answer was lost)" if ambiguous else ""
         raise TerminateError(

@@ -71,7 +71,7 @@ from typing import Any
 
 from strict_singleton import _flow
 from strict_singleton._validation import FENCING_TAG, StartCall, StarterConfig, build_config
-from strict_singleton.errors import LockUnavailableError, StrictSingletonError
+from strict_singleton.errors import LockUnavailableError, StrictSingletonError, TerminateError
 from strict_singleton.lock_backends.base import RequestRecord
 from strict_singleton.policies import ConflictPolicy
 from strict_singleton.result import StartOutcome
@@ -260,10 +260,12 @@ CONFIGS: dict[str, Config] = {
             "terminate-young",
             on_conflict="terminate_existing",
             preexisting=0.1,
-            faults=frozenset({"event", "cancel", "slow"}),
-            max_faults=1,
+            faults=frozenset({"event", "cancel", "slowlose", "delay"}),
+            max_faults=2,
+            preemptions=1,
             claim="row 26: TERMINATE_EXISTING waves over an instance started a moment before (younger than "
-            "clock_skew): it is replaced once, no other instance is terminated",
+            "clock_skew): it is replaced once, no other instance is terminated, also with a terminate held in "
+            "the backend past its deadline or a read under the lease slower than the lease while its key is lost",
         ),
         Config(
             "file",
@@ -503,6 +505,43 @@ def _terminate_by_clock() -> contextlib.AbstractContextManager[Any]:
     return _patched(_flow, "_began_with", began_with)
 
 
+def _terminate_variant(*, confirm: bool, watch: bool) -> Callable[..., Any]:
+    """``_flow._terminate`` with its lease confirmation or its watch after an ambiguous answer taken out."""
+    real = _flow._terminate
+
+    def terminate(ctx: Any, lease: Any, state: Any) -> Any:
+        if confirm and watch:
+            return (yield from real(ctx, lease, state))
+        if confirm:
+            reason = yield from _flow._keep(ctx, lease, confirm=True)
+            if reason is not None:
+                raise ctx.lost(reason)
+        window = max(ctx.call.terminate_timeout, ctx.cfg.ambiguity_timeout)
+        ctx.progress.terminating = None if not watch else ctx.clock() + window
+        try:
+            yield _flow.Terminate(ctx.iid, "mutant", _flow._send_by(ctx))
+        except Exception as exc:
+            if not watch:
+                raise TerminateError(f"terminate failed: {exc}", instance_id=ctx.iid, backend=ctx.backend) from exc
+        current, ended = yield from _flow._reread_until(
+            ctx, lease, ctx.clock() + window, lambda s: not _flow.is_active(s), waiting_for="end"
+        )
+        ctx.progress.terminating = None
+        if not ended:
+            raise TerminateError("did not end", instance_id=ctx.iid, backend=ctx.backend)
+        return current
+
+    return terminate
+
+
+def _terminate_unconfirmed() -> contextlib.AbstractContextManager[Any]:
+    return _patched(_flow, "_terminate", _terminate_variant(confirm=False, watch=True))
+
+
+def _terminate_unwatched() -> contextlib.AbstractContextManager[Any]:
+    return _patched(_flow, "_terminate", _terminate_variant(confirm=True, watch=False))
+
+
 MUTANTS: dict[str, Mutant] = {
     m.name: m
     for m in [
@@ -592,6 +631,18 @@ MUTANTS: dict[str, Mutant] = {
             "TERMINATE_EXISTING takes an instance created within clock_skew of the call's start as the wave's",
             "terminate-young",
             _terminate_by_clock,
+        ),
+        Mutant(
+            "terminate-unconfirmed",
+            "TERMINATE_EXISTING sends its terminate on a read that may have outlived the lease",
+            "terminate-young",
+            _terminate_unconfirmed,
+        ),
+        Mutant(
+            "terminate-unwatched",
+            "TERMINATE_EXISTING lets go at once after a terminate whose answer was cut at its deadline",
+            "terminate-young",
+            _terminate_unwatched,
         ),
         Mutant(
             "no-reuse-policy",
@@ -707,7 +758,8 @@ class _Run:
             starter_cfg = replace(starter_cfg, **mutant.starter)
         self.scfg = starter_cfg
         self.starters = [self._new(NAMES[i]) for i in range(cfg.starters)]
-        self.queued: dict[str, tuple[float, dict[str, str]]] = {}  # name -> (latest land time, tags)
+        # name -> (latest land time, the schedule's tags, or None for a held terminate)
+        self.queued: dict[str, tuple[float, dict[str, str] | None]] = {}
         self.trace: list[str] = []
         self.faults = 0
         self.preemptions = 0
@@ -726,6 +778,7 @@ class _Run:
             request_id=self.cfg.request_id(NAMES.index(name)),
             signal=("item", self.cfg.request_id(NAMES.index(name)) or name) if self.cfg.signals else None,
             on_conflict=ConflictPolicy(self.cfg.on_conflict),
+            terminate_timeout=self.cfg.lease_ttl,  # a wait for the end a few steps long, as the lease
         )
         gen = _flow.start_flow(
             call, self.scfg, token=name, backend="sim", clock=self.world.clock, wall_clock=self.world.clock.wall
@@ -829,6 +882,8 @@ class _Run:
                 continue
             if isinstance(s.op, (_flow.RaiseEvent, _flow.Terminate)) and "event" in faults:
                 out += ["s" + s.name, "x" + s.name, "u" + s.name]
+            if isinstance(s.op, _flow.Terminate) and "delay" in faults:
+                out.append("d" + s.name)  # held in the backend past its deadline, executed later
             if isinstance(s.op, _flow.LOCK_OPS) and "outage" in faults:
                 out.append("o" + s.name)
             if isinstance(s.op, _flow.Read) and "failread" in faults:
@@ -950,6 +1005,14 @@ class _Run:
             if fault == "u":
                 self._advance(s, ("raise", RpcError("UNAVAILABLE")))
                 return
+            if fault == "d":  # a terminate held in the backend: the caller's deadline ends its wait first
+                latest = w.clock() + (1e9 if self.cfg.late_land else self.scfg.ambiguity_timeout * 0.9)
+                self.queued[s.name] = (latest, None)
+                if op.send_by is None:
+                    s.wake_at, s.wake_reply = latest, ("answer", None)
+                else:
+                    s.wake_at, s.wake_reply = max(op.send_by, w.clock()), ("raise", RpcError("DEADLINE_EXCEEDED"))
+                return
             if fault == "x":
                 with contextlib.suppress(RpcError):
                     w.answer(op)
@@ -1053,6 +1116,9 @@ class _Run:
 
     def _land(self, name: str) -> None:
         _latest, tags = self.queued.pop(name)
+        if tags is None:  # a held terminate request
+            self.world.backend.terminate(IID)
+            return
         with contextlib.suppress(RpcError):
             self._create(tags)
 
@@ -1161,7 +1227,7 @@ class _Run:
                 (s.name, s.phase, tuple(s.history), s.withheld is not None, s.wake_at, s.finish_after, s.sent)
                 for s in self.starters
             ),
-            tuple(sorted((k, v[0], tuple(sorted(v[1].items()))) for k, v in self.queued.items())),
+            tuple(sorted((k, v[0], v[1] is None or tuple(sorted(v[1].items()))) for k, v in self.queued.items())),
             tuple(repr(s.op) for s in self.starters),
             tuple(
                 (s.withheld is not None and _short(s.withheld[1]), s.wake_reply is not None, s.waiting_release)
