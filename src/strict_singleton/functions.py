@@ -128,7 +128,7 @@ _STATUS = {
 # instances/{instanceId}/raiseEvent/{eventName}. A value arrives as itself, in its own segment,
 # only without "/ \ # ? % +" and unless it is "." or ".."; control characters are refused too
 # (no Durable name has one). "% +" also keep aliases out: "a%20b", "a+b" and "a b" would be one
-# instance ID under three leases (attack review F1, F2).
+# instance ID under three leases.
 _URL_UNSAFE = "/\\#?%+"
 _DOT_SEGMENTS = (".", "..")
 # The Functions host's function-name rule (Azure/azure-functions-host, src/WebJobs.Script/Utility.cs,
