@@ -417,3 +417,52 @@ def test_a_call_cancelled_while_its_terminate_may_be_in_flight_keeps_watching() 
     assert b.outcome is StartOutcome.STARTED
     assert world.backend.terminated == [x_created]
     assert world.backend.instances[IID].status.name == "RUNNING"
+
+
+def test_the_watch_of_an_ambiguous_terminate_survives_a_failed_read() -> None:
+    """One transient read failure during the watch must not let go while the terminate may land."""
+    from strict_singleton.testing.world import RpcError
+
+    world = World()
+    world.backend.schedule(IID, {})
+    x_created = world.backend.instances[IID].created_at
+    cfg = config(lease_ttl=30.0)
+    state = {"held": False, "reads": 0}
+
+    def cut_fail_land(op: _flow.Op) -> Any:
+        if isinstance(op, _flow.Terminate) and not state["held"]:
+            state["held"] = True
+            raise RpcError("DEADLINE_EXCEEDED")
+        if isinstance(op, _flow.Read) and state["held"]:
+            state["reads"] += 1
+            if state["reads"] == 2:
+                raise RpcError("UNAVAILABLE", "one transient read failure")
+            if state["reads"] == 4:
+                world.backend.terminate(IID)  # the held terminate lands, still inside the watch
+        return DEFAULT
+
+    result = run(world, cfg, "A", terminate_call(), cut_fail_land)
+    assert result.outcome is StartOutcome.STARTED and result.replaced is not None
+    assert world.backend.terminated == [x_created]
+
+
+def test_any_exception_thrown_into_a_waiting_flow_releases_the_lease() -> None:
+    """A user's SIGINT handler raising its own exception lands in a wait of the flow (here the
+    wait for an earlier start's record to show): the call fails with it, and the lease is released."""
+
+    class Cancelled(Exception):
+        pass
+
+    world = World(visibility_lag=3.0)
+    cfg = config(lease_ttl=30.0)
+    assert run(world, cfg, "A", call()).outcome is StartOutcome.STARTED
+
+    def interrupt_the_wait(op: _flow.Op) -> Any:
+        if isinstance(op, _flow.Sleep):
+            raise Cancelled("user pressed Ctrl-C")
+        return DEFAULT
+
+    with pytest.raises(Cancelled):
+        run(world, cfg, "B", call(), interrupt_the_wait)
+    assert world.store.holder(IID) is None
+    assert world.backend.created(IID) == 1

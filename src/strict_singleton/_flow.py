@@ -704,11 +704,14 @@ def _reread_until(
     done: Callable[[OrchestrationState | None], bool],
     *,
     waiting_for: str,
+    tolerant: bool = False,
 ) -> Generator[Op, Any, tuple[OrchestrationState | None, bool]]:
     """Keep the lease and read again, pausing from 2 ms up, until ``done(read)`` or ``until``.
 
     Returns (the last read, whether it was done). Raises ``LeaseLostError`` if the lease
-    cannot be kept (``waiting_for`` ends its message) and ``StatusReadError`` if a read fails.
+    cannot be kept (``waiting_for`` ends its message) and ``StatusReadError`` if a read fails,
+    unless ``tolerant``: then a failed read is one more read that did not show it done (a
+    watch that must not let go early, as for a terminate that may still land).
     """
     delay = 0.002
     while True:
@@ -717,8 +720,15 @@ def _reread_until(
         reason = yield from _keep(ctx, lease, confirm=False)
         if reason is not None:
             raise ctx.lost(f"{reason} while waiting for {waiting_for}")
-        state = yield from _read(ctx)
-        if done(state):
+        try:
+            state = yield from _read(ctx)
+            read = True
+        except StatusReadError as exc:
+            if not tolerant:
+                raise
+            _log.debug("status read while waiting for %s failed: %r", waiting_for, exc)
+            state, read = None, False
+        if read and done(state):
             return state, True
         if ctx.clock() >= until:
             return state, False
@@ -740,6 +750,12 @@ def start_flow(
     except Abandoned:
         yield from _abandon(ctx)
         raise
+    except Exception:
+        # Every documented error has released (or watched, then released) already: this is a
+        # no-op for them. Anything else thrown into the flow (a SIGINT handler of the user's that
+        # raises its own exception during a wait, say) is cleaned up as an abandonment is.
+        yield from _abandon(ctx)
+        raise
 
 
 def _abandon(ctx: _Ctx) -> Generator[Op, Any, None]:
@@ -747,7 +763,9 @@ def _abandon(ctx: _Ctx) -> Generator[Op, Any, None]:
     if p.terminating is not None and p.lease is not None and p.may_hold:
         until, p.terminating = p.terminating, None
         try:  # the terminate may still land: keep the lease until the instance is seen ended
-            yield from _reread_until(ctx, p.lease, until, lambda s: not is_active(s), waiting_for="a terminate")
+            yield from _reread_until(
+                ctx, p.lease, until, lambda s: not is_active(s), waiting_for="a terminate", tolerant=True
+            )
         except (StrictSingletonError, Abandoned) as exc:
             _log.warning("abandoned start of %r stopped watching its terminate: %r", ctx.iid, exc)
     if p.sent_at is not None and p.lease is not None:
@@ -1136,6 +1154,7 @@ def _terminate(
         ctx.clock() + window,
         lambda s: not is_active(s),
         waiting_for="the terminated instance to end; nothing was started",
+        tolerant=True,
     )
     p.terminating = None
     if not ended:

@@ -349,6 +349,9 @@ class _Gate:
 
     def handler(self, signum: int, frame: Any) -> None:
         if self.is_open:
+            # One interruption per operation: a second SIGINT while the first unwinds through the
+            # operation's own clean-up (a descriptor being closed, say) is held, not raised there.
+            self.is_open = False
             self.previous(signum, frame)
         elif self.held is None:
             self.held = (signum, frame)
