@@ -85,8 +85,8 @@ def test_the_active_instance_is_terminated_and_replaced(
 @pytest.mark.slow  # 20 rounds x 2 profiles, each waiting for its instance to age past the skew: ~25 s
 @PROFILES
 class ReadsByThread(TaskHubGrpcClient):
-    """A real client that notes which threads have read each instance's status (a test barrier:
-    a TERMINATE_EXISTING call reads first, before any lease; that read is when it "began")."""
+    """A real client that notes which threads have had a status read of each instance answered (a
+    test barrier: a TERMINATE_EXISTING call reads first, before any lease; that read is when it "began")."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -94,9 +94,10 @@ class ReadsByThread(TaskHubGrpcClient):
         self._readers_lock = threading.Lock()
 
     def get_orchestration_state(self, instance_id: str, *args: Any, **kwargs: Any) -> Any:
-        with self._readers_lock:
+        state = super().get_orchestration_state(instance_id, *args, **kwargs)
+        with self._readers_lock:  # noted once the read is answered: what the call began with is fixed
             self.readers.setdefault(instance_id, set()).add(threading.get_ident())
-        return super().get_orchestration_state(instance_id, *args, **kwargs)
+        return state
 
 
 @contextlib.contextmanager
