@@ -40,9 +40,9 @@ from typing import Any
 
 from benchmarks.counting import LockCounter
 from strict_singleton._harness.race import RaceConfig, RaceReport, RoundRecord, percentile, run_race
+from strict_singleton.lock_backends import from_url as lock_from_url
 from strict_singleton.testing import RedisServer
 from strict_singleton.testing.azurite import Azurite
-from strict_singleton.testing.locks import lock_from_url
 
 RESULTS = Path(__file__).parent / "results"
 SUITES = ("floors", "uncontended", "throughput", "contention", "sweep", "memory")
@@ -384,7 +384,7 @@ def _med(values: list[float] | None) -> float:
 
 
 def targets(results: Mapping[str, Any]) -> list[dict[str, str]]:
-    """The issue's targets, each with what this run measured and met / missed by how much."""
+    """The performance and correctness targets, each with what this run measured and met / missed by how much."""
     rows: list[dict[str, str]] = []
 
     def add(target: str, measured: str, result: str) -> None:

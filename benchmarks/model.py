@@ -1,4 +1,4 @@
-"""Multi-host scale of strict starts, on paper and by simulation (issue 12).
+"""Multi-host scale of strict starts, on paper and by simulation.
 
 A model, not a measurement. For each lock store (one Redis, a Redis Cluster, Redlock over
 3 nodes, Azure Blob leases), for 1, 10 and 100 starter hosts and for two workloads

@@ -183,3 +183,29 @@ def fire_threads_async(n: int, fn: Callable[[int], Any], *, timeout: float = 60.
         return out[0]
 
     return records
+
+
+def starter_kwargs(**settings: Any) -> dict[str, Any]:
+    """A starter's keyword arguments from flat settings: ``lock``, ``lease_ttl``, ``wait`` and the
+    private clocks as they are, every other one gathered into ``options=StarterOptions(...)``
+    (for tests parametrized over settings of both kinds)."""
+    from strict_singleton.options import StarterOptions
+
+    direct = {"lock", "lease_ttl", "wait", "_clock", "_wall_clock"}
+    kwargs = {k: v for k, v in settings.items() if k in direct}
+    rest = {k: v for k, v in settings.items() if k not in direct}
+    if rest:
+        kwargs["options"] = StarterOptions(**rest)
+    return kwargs
+
+
+def flow_config(*, start_records: bool = True, request_records: bool = False, **settings: Any) -> Any:
+    """The settings an in-memory flow runs on: a 1 s lease, finishing inline, backend "sim", and
+    whether the simulated store keeps start and request records; ``settings`` as
+    :class:`~strict_singleton.options.StarterOptions` fields (plus ``lease_ttl`` and ``wait``)."""
+    import dataclasses
+
+    from strict_singleton._validation import config_of
+
+    full = {"lease_ttl": 1.0, "background_finish": False, "backend": "sim", **settings}
+    return dataclasses.replace(config_of(**full), start_records=start_records, request_records=request_records)

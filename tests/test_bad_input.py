@@ -26,7 +26,9 @@ from strict_singleton import (
 )
 from strict_singleton.lock_backends import AsyncFileLease, FileLease
 from strict_singleton.lock_backends.redis import AsyncRedisLease, RedisLease
+from strict_singleton.options import StarterOptions
 from strict_singleton.testing import DurableTestBackend, RedisServer
+from suite_helpers import starter_kwargs
 
 START_CASES: list[tuple[str, dict[str, Any], type[Exception], str]] = [
     ("empty id", {"instance_id": ""}, InvalidInstanceIdError, "must not be empty"),
@@ -138,10 +140,10 @@ def test_bad_config(
     text: str,
 ) -> None:
     with pytest.raises(InvalidArgumentError, match=re.escape(text)):
-        SingletonStarter(client, lock=FileLease(tmp_path / "locks"), **overrides)
+        SingletonStarter(client, **starter_kwargs(lock=FileLease(tmp_path / "locks"), **overrides))
     async_client = AsyncTaskHubGrpcClient(host_address=strict_singleton_durable_backend.address)
     with pytest.raises(InvalidArgumentError, match=re.escape(text)):
-        AsyncSingletonStarter(async_client, lock=AsyncFileLease(tmp_path / "locks"), **overrides)
+        AsyncSingletonStarter(async_client, **starter_kwargs(lock=AsyncFileLease(tmp_path / "locks"), **overrides))
     assert not (tmp_path / "locks").exists()
     assert strict_singleton_durable_backend.instance_count() == 0
 
@@ -171,7 +173,9 @@ def test_accepted_ids_are_not_mangled(
     strict_singleton_durable_backend: DurableTestBackend, client: TaskHubGrpcClient, tmp_path: Path
 ) -> None:
     ids = ["a/b?c#d%e", "with inner space", "ünïcödé-日本", "x" * 256, "{braces}", "a}b{c"]
-    with SingletonStarter(client, lock=FileLease(tmp_path / "locks"), background_finish=False) as starter:
+    with SingletonStarter(
+        client, lock=FileLease(tmp_path / "locks"), options=StarterOptions(background_finish=False)
+    ) as starter:
         for iid in ids:
             assert starter.start("orch", instance_id=iid).started
     assert set(strict_singleton_durable_backend.ledger.snapshot().created) == set(ids)

@@ -17,10 +17,10 @@ import pytest
 from strict_singleton import InvalidArgumentError, InvalidInstanceIdError, validate_instance_id
 from strict_singleton.cli import main
 from strict_singleton.lock_backends import FileLease
+from strict_singleton.lock_backends import from_url as lock_from_url
 from strict_singleton.lock_backends.redis import RedisLease
 from strict_singleton.lock_backends.redlock import AsyncRedlockLease, RedlockLease
 from strict_singleton.testing import DurableTestBackend
-from strict_singleton.testing.locks import lock_from_url
 
 
 def redises(n: int) -> list[Any]:

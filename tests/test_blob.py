@@ -20,11 +20,12 @@ from strict_singleton import (
     LockUnavailableError,
     SingletonStarter,
 )
+from strict_singleton.lock_backends import from_url as lock_from_url
 from strict_singleton.lock_backends._blob_common import encode_instance_id, redact
 from strict_singleton.lock_backends.blob import AsyncBlobLease, BlobLease
+from strict_singleton.options import StarterOptions
 from strict_singleton.testing import DurableTestBackend
 from strict_singleton.testing.azurite import DEV_KEY, Azurite
-from strict_singleton.testing.locks import lock_from_url
 from suite_helpers import FakeClock, token
 
 
@@ -34,7 +35,7 @@ def test_azurite_stopped_mid_suite_fails_closed_then_recovers(
     strict_singleton_private_azurite: Azurite,
 ) -> None:
     lease = BlobLease(strict_singleton_private_azurite.container_client("locks"))
-    with SingletonStarter(client, lock=lease, lease_ttl=15, background_finish=False) as starter:
+    with SingletonStarter(client, lock=lease, lease_ttl=15, options=StarterOptions(background_finish=False)) as starter:
         assert starter.start("orch", instance_id="before").started
         strict_singleton_private_azurite.stop()
         for i in range(8):
@@ -80,8 +81,8 @@ def test_lease_expiring_during_a_slow_read_means_no_schedule(
         client,
         lock=BlobLease(strict_singleton_azurite.container_client("locks")),
         lease_ttl=15,
-        clock=clock,
-        background_finish=False,  # the finish runs on the frozen clock: inline, never left running
+        _clock=clock,
+        options=StarterOptions(background_finish=False),
     )
     with pytest.raises(LeaseLostError):
         starter.start("orch", instance_id="slow")
@@ -104,7 +105,7 @@ def test_stolen_lease_is_noticed_by_renewal(
         clock.advance(6.0)  # past a third of the TTL: the starter renews before scheduling
 
     strict_singleton_durable_backend.read_hook = steal
-    starter = SingletonStarter(client, lock=lease, lease_ttl=15, clock=clock)
+    starter = SingletonStarter(client, lock=lease, lease_ttl=15, _clock=clock)
     with pytest.raises(LeaseLostError):
         starter.start("orch", instance_id="stolen")
     assert strict_singleton_durable_backend.instance_count() == 0
@@ -154,7 +155,7 @@ def test_awkward_ids_map_safely(
     strict_singleton_durable_backend: DurableTestBackend, client: TaskHubGrpcClient, strict_singleton_azurite: Azurite
 ) -> None:
     lease = BlobLease(strict_singleton_azurite.container_client("locks"))
-    with SingletonStarter(client, lock=lease, lease_ttl=15, background_finish=False) as starter:
+    with SingletonStarter(client, lock=lease, lease_ttl=15, options=StarterOptions(background_finish=False)) as starter:
         for iid in AWKWARD_IDS:
             result = starter.start("orch", instance_id=iid)
             assert result.started and result.fencing_token == 1
@@ -171,7 +172,9 @@ def test_ids_over_1024_characters(
     starter = SingletonStarter(client, lock=lease, lease_ttl=15)
     with pytest.raises(InvalidInstanceIdError, match="maximum is 256"):
         starter.start("orch", instance_id=long_id)  # the default limit, before any lease
-    roomy = SingletonStarter(client, lock=lease, lease_ttl=15, max_instance_id_length=4000, background_finish=False)
+    roomy = SingletonStarter(
+        client, lock=lease, lease_ttl=15, options=StarterOptions(max_instance_id_length=4000, background_finish=False)
+    )
     assert roomy.start("orch", instance_id=long_id).started
     assert roomy.start("orch", instance_id="é" * 1025).started
     assert lease.blob_name(long_id).startswith("strict-singleton/sha256/")
@@ -227,7 +230,7 @@ def test_fencing_token_lives_in_blob_metadata(
     strict_singleton_durable_backend: DurableTestBackend, client: TaskHubGrpcClient, strict_singleton_azurite: Azurite
 ) -> None:
     lease = BlobLease(strict_singleton_azurite.container_client("locks"))
-    with SingletonStarter(client, lock=lease, lease_ttl=15, background_finish=False) as starter:
+    with SingletonStarter(client, lock=lease, lease_ttl=15, options=StarterOptions(background_finish=False)) as starter:
         tokens = []
         for _ in range(3):
             result = starter.start("orch", instance_id="fenced")

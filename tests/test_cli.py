@@ -33,7 +33,7 @@ from strict_singleton.lock_backends._url import redact_url, scrub
 from strict_singleton.testing import RedisServer, free_port
 from strict_singleton.testing.azurite import Azurite
 
-# -- item 1: secrets never printed ------------------------------------------------------
+# -- secrets never printed --------------------------------------------------------------
 
 
 @pytest.fixture
@@ -108,7 +108,7 @@ def test_race_never_prints_the_lock_password(kind: str, password: str, tmp_path:
     assert f"127.0.0.1:{servers[0].port}" in report["config"]["lock_url"]  # still says where it raced
 
 
-# -- item 2: an outage is not a violation ---------------------------------------------
+# -- an outage is not a violation -----------------------------------------------------
 
 
 def _race(args: list[str]) -> tuple[int, str, str]:
@@ -218,7 +218,7 @@ def test_help_documents_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> No
         assert f"  {code}  " in text and word in text
 
 
-# -- item 2: missing extras found before any work, with the install line ---------------
+# -- missing extras found before any work, with the install line -----------------------
 
 
 @pytest.mark.parametrize(
@@ -250,7 +250,7 @@ def test_a_missing_extra_stops_before_any_work_with_the_install_line(
     assert out.getvalue() == ""  # not even the header: nothing ran
 
 
-# -- item 2: output fit for logs and terminals ------------------------------------------
+# -- output fit for logs and terminals --------------------------------------------------
 
 
 def _cli(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:

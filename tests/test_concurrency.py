@@ -24,8 +24,8 @@ from durabletask.client import AsyncTaskHubGrpcClient, TaskHubGrpcClient
 from strict_singleton import AsyncSingletonStarter, SingletonStarter, StartOutcome
 from strict_singleton._harness.procs import WorkerSpec, run_process_swarm
 from strict_singleton._harness.strategies import naive_start
+from strict_singleton.lock_backends import from_url as lock_from_url
 from strict_singleton.testing import DurableTestBackend
-from strict_singleton.testing.locks import lock_from_url
 from strict_singleton.testing.swarm import fire_tasks, fire_threads
 from suite_helpers import LOCK_KINDS
 

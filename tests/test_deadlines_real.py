@@ -15,6 +15,7 @@ from durabletask.client import AsyncTaskHubGrpcClient, TaskHubGrpcClient
 from strict_singleton import AsyncSingletonStarter, SingletonStarter
 from strict_singleton.errors import LeaseLostError
 from strict_singleton.lock_backends.redis import AsyncRedisLease, RedisLease
+from strict_singleton.options import StarterOptions
 from strict_singleton.testing import DurableTestBackend, RedisServer
 
 
@@ -34,7 +35,9 @@ def test_a_read_slower_than_the_lease_is_cut_at_its_deadline(tmp_path: Path, api
         if api == "sync":
             client = TaskHubGrpcClient(host_address=backend.address)
             lock = RedisLease(redis.Redis(port=server.port))
-            starter = SingletonStarter(client, lock=lock, lease_ttl=1.0, background_finish=False)
+            starter = SingletonStarter(
+                client, lock=lock, lease_ttl=1.0, options=StarterOptions(background_finish=False)
+            )
             with pytest.raises(LeaseLostError) as failed:
                 starter.start("orch", instance_id="slow-read")
             client.close()

@@ -24,6 +24,7 @@ from strict_singleton import (
     StrictSingletonError,
 )
 from strict_singleton.lock_backends import FileLease
+from strict_singleton.options import StarterOptions
 from strict_singleton.testing import DurableTestBackend
 
 ERRORS = [
@@ -63,7 +64,7 @@ def test_one_log_record_per_start(
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    starter = SingletonStarter(client, lock=FileLease(tmp_path), background_finish=False)
+    starter = SingletonStarter(client, lock=FileLease(tmp_path), options=StarterOptions(background_finish=False))
     with caplog.at_level(logging.INFO, logger="strict_singleton"):
         starter.start("orch", instance_id="logged")
         starter.start("orch", instance_id="logged")
@@ -82,7 +83,7 @@ def test_one_span_per_start(
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
-    starter = SingletonStarter(client, lock=FileLease(tmp_path), background_finish=False)
+    starter = SingletonStarter(client, lock=FileLease(tmp_path), options=StarterOptions(background_finish=False))
     starter.start("orch", instance_id="traced")
     with pytest.raises(InvalidInstanceIdError):
         starter.start("orch", instance_id="")  # rejected before the span: no span

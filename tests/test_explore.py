@@ -1,22 +1,37 @@
 """The explorer (``strict_singleton.testing.explore``) in CI, at bounds that fit in seconds.
 
-The full default bounds run as ``strict-singleton explore`` (a step of .ci/run, about 40 s on
-2 cores). Here every safe configuration is searched with one preemption and one fault, and
-sampled with 3 starters; every documented residual window must
-produce its counterexample, and every mutant must be killed: among them, the fixes of issue
-9 reverted one by one.
+The full default bounds run as ``strict-singleton explore --mutants tests/explorer_mutants.py``
+(a step of .ci/run, about 40 s on 2 cores). Here every safe configuration is searched with one
+preemption and one fault, and sampled with 3 starters; every documented residual window must
+produce its counterexample, and every mutant of the registry (``explorer_mutants.py``, beside
+this file) must be killed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
+from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
+from explorer_mutants import MUTANTS
 from strict_singleton import cli
-from strict_singleton.testing.explore import CONFIGS, MUTANTS, Violation, describe, explore, random_walks, replay
+from strict_singleton.testing.explore import (
+    CONFIGS,
+    Violation,
+    describe,
+    explore,
+    load_mutants,
+    random_walks,
+    replay,
+    run_all,
+    search,
+)
 
+MUTANTS_FILE = str(Path(__file__).with_name("explorer_mutants.py"))
 SAFE = [name for name, cfg in CONFIGS.items() if cfg.safe]
 RESIDUAL = [name for name, cfg in CONFIGS.items() if not cfg.safe]
 
@@ -42,12 +57,12 @@ def test_documented_residual_window_is_found(name: str) -> None:
         replay(name, report.schedule or "")
 
 
-# The fixes of issue 9, reverted one at a time: each must be found.
-REVERTED_FIXES = {
-    "release-on-ambiguous-failure": "item 1: a delayed request lands after the lease",
-    "no-validity-check": "item 2: a pause after the last check",
-    "no-confirmation": "item 5: the lease lost during a slow read",
-    "queued-finish": "item 6: backlogged finishes",
+# Bugs of the lease's timing, each re-created by a mutant that must stay in the registry.
+LEASE_TIMING_BUGS = {
+    "release-on-ambiguous-failure": "a delayed request lands after the lease",
+    "no-validity-check": "a pause after the last check",
+    "no-confirmation": "the lease lost during a slow read",
+    "queued-finish": "backlogged finishes",
 }
 
 
@@ -60,11 +75,11 @@ def test_mutant_is_killed(name: str) -> None:
     assert any("VIOLATION" in line for line in lines)
 
 
-# The findings of the attack on the newer features (docs/guarantees.md), re-created one at a
-# time: each must be found. Findings outside the flow (a forked child's file descriptors, URL
-# characters in Functions names, lock keys per task hub) are properties of one component,
-# tested on the real component instead.
-ATTACK_FINDINGS = {
+# Bugs of the newer features (docs/guarantees.md), each re-created by a mutant that must stay
+# in the registry. Bugs outside the flow (a forked child's file descriptors, URL characters in
+# Functions names, lock keys per task hub) are properties of one component, tested on the
+# real component instead.
+FEATURE_BUGS = {
     "record-drops-newest": "a signal entry silently dropped from a full request record",
     "plain-release-on-cancel": "a cancelled start_or_signal leaves no start record",
     "event-before-record": "the event raised under the lease before the recording release",
@@ -73,9 +88,9 @@ ATTACK_FINDINGS = {
 }
 
 
-def test_every_reverted_fix_is_a_mutant() -> None:
-    assert set(REVERTED_FIXES) <= set(MUTANTS)
-    assert set(ATTACK_FINDINGS) <= set(MUTANTS)
+def test_every_known_bug_is_a_mutant() -> None:
+    assert set(LEASE_TIMING_BUGS) <= set(MUTANTS)
+    assert set(FEATURE_BUGS) <= set(MUTANTS)
 
 
 def test_every_feature_has_a_configuration() -> None:
@@ -93,11 +108,18 @@ def test_every_feature_has_a_configuration() -> None:
 
 
 def test_cli_explore_lists_replays_and_reports(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["explore", "--list"]) == 0
-    assert "residual-store-loss" in capsys.readouterr().out
+    assert cli.main(["explore", "--list", "--mutants", MUTANTS_FILE]) == 0
+    listed = capsys.readouterr().out
+    assert "residual-store-loss" in listed and "mutant no-lease" in listed
     out = io.StringIO()
     status = cli.main(
-        ["explore", "--config", "residual-stall-after-check", "--mutant", "no-lease", "--walks", "5"], stdout=out
+        [
+            "explore",
+            *("--config", "residual-stall-after-check"),
+            *("--mutants", MUTANTS_FILE, "--mutant", "no-lease"),
+            *("--walks", "5"),
+        ],
+        stdout=out,
     )
     text = out.getvalue()
     assert status == 0 and "counterexample found, as documented" in text and "killed" in text
@@ -107,3 +129,60 @@ def test_cli_explore_lists_replays_and_reports(capsys: pytest.CaptureFixture[str
     assert cli.main(["explore", "--config", "residual-stall-after-check", "--replay", schedule], stdout=replayed) == 1
     assert "VIOLATION" in replayed.getvalue()
     assert cli.main(["explore", "--config", "nope"], stderr=io.StringIO()) == 2
+
+
+def test_cli_explore_runs_mutants_only_from_a_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert cli.main(["explore", "--list"]) == 0
+    assert "mutant " not in capsys.readouterr().out  # no --mutants: none loaded
+    err = io.StringIO()
+    assert cli.main(["explore", "--mutant", "no-lease"], stderr=err) == 2
+    assert "--mutant needs --mutants" in err.getvalue()
+    err = io.StringIO()
+    assert cli.main(["explore", "--mutants", MUTANTS_FILE, "--mutant", "nope"], stderr=err) == 2
+    assert "unknown mutant 'nope'" in err.getvalue()
+    err = io.StringIO()
+    assert cli.main(["explore", "--mutants", str(tmp_path / "missing.py")], stderr=err) == 2
+    assert "--mutants" in err.getvalue()
+    empty = tmp_path / "empty.py"
+    empty.write_text("X = 1\n")
+    err = io.StringIO()
+    assert cli.main(["explore", "--mutants", str(empty), "--list"], stderr=err) == 2
+    assert "defines no MUTANTS" in err.getvalue()
+
+
+def test_load_mutants_reads_the_registry_and_checks_it(tmp_path: Path) -> None:
+    assert list(load_mutants(MUTANTS_FILE)) == list(MUTANTS)
+    wrong = tmp_path / "wrong.py"
+    wrong.write_text(
+        "import contextlib\n"
+        "from strict_singleton.testing.explore import Mutant\n"
+        "MUTANTS = {'m': Mutant('m', 'd', 'no-such-config', contextlib.nullcontext)}\n"
+    )
+    with pytest.raises(ValueError, match="unknown configuration"):
+        load_mutants(wrong)
+    misnamed = tmp_path / "misnamed.py"
+    misnamed.write_text(
+        "import contextlib\n"
+        "from strict_singleton.testing.explore import Mutant\n"
+        "MUTANTS = {'other': Mutant('m', 'd', 'overwrite', contextlib.nullcontext)}\n"
+    )
+    with pytest.raises(ValueError, match="defines no MUTANTS"):
+        load_mutants(misnamed)
+
+
+def test_forked_searches_take_mutants_that_do_not_pickle() -> None:
+    """The pool's workers get their tasks by the fork: a mutant's patch may be a closure."""
+    if not search._can_fork():
+        pytest.skip("this process cannot fork safely (other threads are running)")
+    entered: list[int] = []
+
+    @contextlib.contextmanager
+    def patch() -> Iterator[None]:
+        entered.append(1)  # a closure: pickling it would fail
+        yield
+
+    mutant = replace(MUTANTS["no-lease"], patch=patch)
+    out = io.StringIO()
+    status = run_all(out, configs=["residual-stall-after-check"], mutants=[mutant], walks=5, jobs=2)
+    assert status == 0, out.getvalue()
+    assert "mutant   no-lease" in out.getvalue() and "killed" in out.getvalue()

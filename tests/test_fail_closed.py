@@ -17,6 +17,7 @@ from redis.retry import Retry
 from strict_singleton import AsyncSingletonStarter, LockUnavailableError, SingletonStarter, StartOutcome
 from strict_singleton.lock_backends import FileLease
 from strict_singleton.lock_backends.redis import AsyncRedisLease, RedisLease
+from strict_singleton.options import StarterOptions
 from strict_singleton.testing import DurableTestBackend, RedisServer, free_port
 from strict_singleton.testing.swarm import fire_tasks, fire_threads
 
@@ -37,7 +38,7 @@ def test_redis_stopped_mid_suite_fails_closed_then_recovers(
     strict_singleton_private_redis: RedisServer,
 ) -> None:
     lock = RedisLease(quick_redis(strict_singleton_private_redis.port))
-    with SingletonStarter(client, lock=lock, lease_ttl=5, background_finish=False) as starter:
+    with SingletonStarter(client, lock=lock, lease_ttl=5, options=StarterOptions(background_finish=False)) as starter:
         assert starter.start("orch", instance_id="before").outcome is StartOutcome.STARTED
         strict_singleton_private_redis.stop()
         recs = fire_threads(16, lambda i: starter.start("orch", instance_id=f"down-{i % 4}"))

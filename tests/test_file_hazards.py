@@ -1,4 +1,4 @@
-"""File lease hazards (issue 9): where the lock directory is, and what may live in it.
+"""File lease hazards: where the lock directory is, and what may live in it.
 
 * The default directory must not follow per-process settings such as ``$TMPDIR``:
   two processes that disagree on it would both "hold" the same instance ID.
@@ -264,7 +264,7 @@ def test_lock_path_that_is_a_fifo_is_refused(tmp_path: Path) -> None:
 
     threading.Thread(target=attempt, daemon=True).start()
     if not done.wait(10.0):
-        # The old code blocks reading the FIFO: feed it so the thread can finish.
+        # An acquire that opens the FIFO blocks reading it: feed it so the thread can finish.
         writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
         os.write(writer, b"0" * 20)
         os.close(writer)

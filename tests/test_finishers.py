@@ -1,4 +1,4 @@
-"""Background finishes (issue 12): off the caller's path, never queued behind a busy one,
+"""Background finishes: off the caller's path, never queued behind a busy one,
 and without starting a thread for every start."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from suite_helpers import finishes, poll_until
 
 
 def test_an_item_never_waits_behind_a_busy_one() -> None:
-    """Item 1 blocks until item 2 has run: a single queue behind one worker would deadlock."""
+    """The first item blocks until the second has run: a single queue behind one worker would deadlock."""
     second_ran = threading.Event()
 
     def run(item: str) -> None:
@@ -94,8 +94,8 @@ def test_stop_lets_idle_workers_go_and_later_items_still_run() -> None:
 
 
 def test_a_stop_during_a_submit_cannot_strand_the_item() -> None:
-    """Attack review F6: stop() (interpreter shutdown) between submit's claim of an idle worker
-    and its hand-over once queued the workers' stops first: the item never ran."""
+    """stop() (interpreter shutdown) between submit's claim of an idle worker and its hand-over
+    must not queue the workers' stops ahead of the item, or the item never runs."""
     ran: list[str] = []
     finishers = Finishers(ran.append, name="test-finish-race")
     finishers.submit("warm-up")
@@ -121,7 +121,7 @@ def test_a_stop_during_a_submit_cannot_strand_the_item() -> None:
 
 
 def test_a_forked_child_starts_its_own_workers(tmp_path: Any) -> None:
-    """Attack review F5: the parent's idle worker does not exist in a forked child."""
+    """The parent's idle worker does not exist in a forked child: the child starts its own."""
     import os
 
     if not hasattr(os, "fork"):
@@ -148,8 +148,8 @@ def test_a_forked_child_starts_its_own_workers(tmp_path: Any) -> None:
 
 
 def test_a_worker_whose_wait_timed_out_still_takes_the_item_claimed_for_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Mutant M6 (exit on timeout although claimed) survived before: with a tiny idle timeout,
-    many hand-overs race the timeouts; every item must still run."""
+    """A worker must not exit on its idle timeout once an item is claimed for it: with a tiny idle
+    timeout, many hand-overs race the timeouts; every item must still run."""
     monkeypatch.setattr(_finishers, "IDLE_EXIT", 0.0005)
     count = [0]
     lock = threading.Lock()

@@ -14,26 +14,18 @@ import pytest
 from durabletask.client import OrchestrationStatus
 
 from strict_singleton import _drift, _flow
-from strict_singleton._validation import FENCING_TAG, StartCall, StarterConfig, build_config
+from strict_singleton._flow import evidence
+from strict_singleton._validation import FENCING_TAG, StartCall, StarterConfig
 from strict_singleton.errors import LeaseLostError, LockUnavailableError, ScheduleError, StatusReadError
 from strict_singleton.result import StartOutcome
 from strict_singleton.testing.world import DEFAULT, RpcError, World, drive
+from suite_helpers import flow_config
 
 IID = "job-1"
 
 
 def config(**overrides: Any) -> StarterConfig:
-    settings: dict[str, Any] = {
-        "lease_ttl": 10.0,
-        "confirm_visible": True,
-        "background_finish": False,
-        "max_instance_id_length": 256,
-        "fetch_payloads": True,
-        "backend": "sim",
-        "ambiguity_timeout": 5.0,
-    }
-    settings.update(overrides)
-    return build_config(**settings)
+    return flow_config(**{"lease_ttl": 10.0, "ambiguity_timeout": 5.0, "start_records": False, **overrides})
 
 
 def call(instance_id: str = IID) -> StartCall:
@@ -225,7 +217,7 @@ def slow_read(world: World, seconds: float, then: Callable[[], None] = lambda: N
 
 
 def test_lease_lost_during_a_slow_read_is_caught_by_the_confirmation() -> None:
-    """Issue 9 item 5: the key vanished while the read stalled (deleted, evicted, clock step)."""
+    """The key vanished while the read stalled (deleted, evicted, clock step)."""
     world = World()
     with pytest.raises(LeaseLostError):
         run_start(world, config(lease_ttl=30.0), slow_read(world, 1.0, lambda: world.store.lose(IID)))
@@ -300,7 +292,7 @@ def test_old_lease_is_renewed_before_scheduling() -> None:
 
 
 def test_send_by_passed_before_sending_is_lease_lost_and_nothing_sent() -> None:
-    """Issue 9 item 2: a pause (or a slow serialization) between the check and the send."""
+    """A pause (or a slow serialization) between the check and the send."""
     world = World()
 
     def paused(op: Any) -> Any:
@@ -393,7 +385,7 @@ def test_ambiguous_failure_holds_the_lease_through_the_window_then_raises(code: 
 
 
 def test_request_that_lands_late_is_reported_started_not_left_to_overwrite_the_next() -> None:
-    """Issue 9 item 1: the deadline fired, the request still executes in the backend 3 s later."""
+    """The deadline fired, the request still executes in the backend 3 s later."""
     world = World()
 
     def delayed(op: Any) -> Any:
@@ -459,7 +451,7 @@ def test_failed_reads_while_watching_are_tolerated() -> None:
 
 
 def test_file_lease_after_an_ambiguous_failure_is_released_after_the_window() -> None:
-    """Issue 9 item 3: a lease that never expires must not stay held after the window."""
+    """A lease that never expires must not stay held after the window."""
     world = World(expiring=False)
     with pytest.raises(ScheduleError):
         run_start(world, config(ambiguity_timeout=2.0), when(_flow.Schedule, raise_(RpcError("UNAVAILABLE"))))
@@ -523,7 +515,7 @@ def test_abandoned_while_waiting_holds_nothing() -> None:
 
 
 def test_abandoned_while_scheduling_watches_then_releases() -> None:
-    """Issue 9 item 4: a cancelled schedule may be in flight: watch for it, then release."""
+    """A cancelled schedule may be in flight: watch for it, then release."""
     world = World()
     flow = start(world, config(lease_ttl=1.0))
     log: list[_flow.Op] = []
@@ -600,7 +592,7 @@ def test_finish_holds_and_renews_through_a_visibility_lag() -> None:
 
 
 def test_finish_is_bounded_even_on_a_lease_that_never_expires() -> None:
-    """Issue 9 item 3: visibility never comes; the file lease is released after visibility_timeout."""
+    """Visibility never comes; the file lease is released after visibility_timeout."""
     world = World(expiring=False, visibility_lag=1e6)
     cfg = config(visibility_timeout=2.0)
     hold = started(world, cfg).hold
@@ -691,19 +683,19 @@ def test_rpc_code_of_odd_exceptions() -> None:
     assert _flow.rpc_code(RpcError("UNAVAILABLE")) == "UNAVAILABLE"
 
 
-def test_is_ours_needs_a_new_creation_time_within_the_skew() -> None:
+def test_created_by_our_send_needs_a_new_creation_time_within_the_skew() -> None:
     world = World()
     sent = world.clock.wall()
     world.backend.schedule(IID, {})
     state = world.backend.read(IID)
-    assert _flow.is_ours(state, None, sent, 0.0)
-    assert not _flow.is_ours(state, state, sent, 0.0)
+    assert evidence.created_by_our_send(state, None, sent, 0.0)
+    assert not evidence.created_by_our_send(state, state, sent, 0.0)
     world.clock.advance(100.0)
-    assert not _flow.is_ours(state, None, world.clock.wall(), 5.0)
-    assert not _flow.is_ours(None, None, sent, 5.0)
+    assert not evidence.created_by_our_send(state, None, world.clock.wall(), 5.0)
+    assert not evidence.created_by_our_send(None, None, sent, 5.0)
 
 
-# -- found by the attack review ------------------------------------------------------------------
+# -- watch, acquire and release when a lease is lost or an answer fails or comes late ------------
 
 
 def test_watch_read_that_outlives_the_lease_does_not_claim_anothers_instance() -> None:
@@ -774,11 +766,21 @@ def test_finish_retries_an_abandoned_release() -> None:
 
 
 def test_reuse_policy_lists_only_terminal_statuses() -> None:
-    assert list(_flow.reuse_policy().replaceableStatus) == list(_flow.REPLACEABLE_STATUSES)
+    from durabletask.internal import orchestrator_service_pb2 as pb
+
+    from strict_singleton.policies import ReusePolicy
+
+    terminal = {
+        pb.ORCHESTRATION_STATUS_COMPLETED,
+        pb.ORCHESTRATION_STATUS_FAILED,
+        pb.ORCHESTRATION_STATUS_TERMINATED,
+        pb.ORCHESTRATION_STATUS_CANCELED,
+    }
+    assert set(ReusePolicy.ALLOW_DUPLICATE.request_policy().replaceableStatus) == terminal
 
 
 def test_watch_covers_a_late_execution_that_is_then_slow_to_show() -> None:
-    """Found by the explorer's review: executed late in the window, visible only after it."""
+    """A request executed late in the window and visible only after it is held for, not released blind."""
     world = World(visibility_lag=1.5)
     cfg = config(lease_ttl=1.0, ambiguity_timeout=1.0, visibility_timeout=3.0)
 

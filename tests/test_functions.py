@@ -1,4 +1,4 @@
-"""Issue 13: the docs' Azure Functions singleton starter, strict. Driven through the real 1.x
+"""The docs' Azure Functions singleton starter, strict. Driven through the real 1.x
 client (``azure.durable_functions.DurableOrchestrationClient``) over HTTP against the host
 stand-in (``strict_singleton.testing.functions_host``) over the in-memory Durable backend
 through real gRPC; real lock stores; asyncio tasks and spawned processes. What happened is
@@ -31,10 +31,11 @@ from strict_singleton._namespace import lock_key  # noqa: E402
 from strict_singleton.functions import (  # noqa: E402
     DurableFunctionsStarter,
     default_lock,
-    forget_stale_session,
     validate_functions_instance_id,
 )
+from strict_singleton.functions._client import forget_stale_session  # noqa: E402
 from strict_singleton.lock_backends import AsyncFileLease  # noqa: E402
+from strict_singleton.options import StarterOptions  # noqa: E402
 from strict_singleton.testing import DurableTestBackend  # noqa: E402
 from strict_singleton.testing import functions_host as fh  # noqa: E402
 from strict_singleton.testing.azurite import Azurite  # noqa: E402
@@ -72,7 +73,7 @@ def check_strict(report: list[tuple[Counter[int], int]]) -> None:
         assert set(answers) <= {202, 409, 503}, answers
 
 
-# -- the issue's race: the docs' code violates, the strict starter does not ------------------------
+# -- concurrent starts of one ID: the docs' code violates, the strict starter does not -------------
 
 
 def race(make_host: Callable[..., fh.FunctionsHost], tmp_path: Path, profile: str, rounds: int, per_call: bool) -> None:
@@ -108,7 +109,7 @@ def test_docs_code_violates_and_the_strict_starter_does_not(
     race(make_host, tmp_path, profile, rounds=6, per_call=per_call)
 
 
-@pytest.mark.slow  # the issue's 16 invocations x 30 rounds (a new client per invocation, as Functions calls)
+@pytest.mark.slow  # 16 concurrent invocations x 30 rounds (a new client per invocation, as Functions calls)
 @pytest.mark.parametrize("profile", ["anystate", "racy"])
 def test_docs_code_violates_and_the_strict_starter_does_not_30_rounds(
     make_host: Callable[..., fh.FunctionsHost], tmp_path: Path, profile: str
@@ -217,7 +218,7 @@ def test_lock_store_down_gives_no_202_and_nothing_created(make_host: Callable[..
 
 
 # The last five: aliases in the host's decoded URL path ("a%20b", "a+b" and "a b" are one
-# instance there), an entity ID in disguise, and path segments (the Functions review's F1, F2).
+# instance there), an entity ID in disguise, and path segments.
 BAD_IDS = ["a/b", "a?b", "a#b", "a\\b", "@entity", "a\x00b", "a\nb", "x" * 101, "", " padded"]
 BAD_IDS += ["a%20b", "a+b", "%40x", ".", ".."]
 
@@ -431,8 +432,7 @@ def test_a_start_stalled_in_the_host_is_cut_at_the_leases_deadline(
             df.DurableOrchestrationClient(binding),
             lock=lock,
             lease_ttl=1.0,
-            ambiguity_timeout=0.3,
-            visibility_timeout=0.3,
+            options=StarterOptions(ambiguity_timeout=0.3, visibility_timeout=0.3),
         )
         with pytest.raises(ScheduleError) as err:
             await starter.start(fr.ORCHESTRATOR, instance_id="stalled")
@@ -456,7 +456,7 @@ def test_race_cli_client_functions(capsys: pytest.CaptureFixture[str]) -> None:
         assert f"{profile}" in out and "strict  violations 0/2" in out
 
 
-# -- the Functions review's findings: host answers the 1.x client folds into bare exceptions ----------
+# -- the 1.x client's blind spots: host answers it folds into bare exceptions, event data, settings ---
 
 
 class FakeHost:
@@ -523,7 +523,7 @@ def error_answer(kind: str) -> Any:
 
 @pytest.mark.parametrize("kind", ["text-500", "json-string-500", "html-502"])
 def test_a_start_the_host_executed_but_answered_with_an_error_is_ambiguous(tmp_path: Path, kind: str) -> None:
-    """Review F3: an error answer other than a 400 may come after the host created the instance:
+    """An error answer other than a 400 may come after the host created the instance:
     the starter watches for it (and finds it: STARTED), never calls it "not created"."""
 
     def start(iid: str, host: FakeHost) -> Any:
@@ -541,7 +541,7 @@ def test_a_start_the_host_executed_but_answered_with_an_error_is_ambiguous(tmp_p
 
 
 def test_an_unrelated_already_exists_500_is_not_already_running(tmp_path: Path) -> None:
-    """Review F4: only the host's own duplicate message means ALREADY_EXISTS."""
+    """Only the host's own duplicate message means ALREADY_EXISTS."""
     from aiohttp import web
 
     from strict_singleton import ScheduleError
@@ -555,8 +555,7 @@ def test_an_unrelated_already_exists_500_is_not_already_running(tmp_path: Path) 
             starter = DurableFunctionsStarter(
                 df.DurableOrchestrationClient(binding),
                 lock=AsyncFileLease(tmp_path),
-                ambiguity_timeout=0.2,
-                visibility_timeout=0.2,
+                options=StarterOptions(ambiguity_timeout=0.2, visibility_timeout=0.2),
             )
             with pytest.raises(ScheduleError) as err:
                 await starter.start("orch", instance_id="nothing")
@@ -566,7 +565,7 @@ def test_an_unrelated_already_exists_500_is_not_already_running(tmp_path: Path) 
 
 
 def test_an_event_the_host_answered_500_may_have_been_delivered(tmp_path: Path) -> None:
-    """Review F5: only 400/404/410 answers to an event are definite."""
+    """Only 400/404/410 answers to an event are definite."""
     from aiohttp import web
 
     from strict_singleton import SignalError
@@ -586,7 +585,7 @@ def test_an_event_the_host_answered_500_may_have_been_delivered(tmp_path: Path) 
 def test_event_data_the_client_cannot_send_is_refused_before_any_lease(
     make_host: Callable[..., fh.FunctionsHost], tmp_path: Path
 ) -> None:
-    """Review F6: the 1.x client sends event data with json.dumps, not the input's serializer."""
+    """The 1.x client sends event data with json.dumps, not the input's serializer."""
 
     class Custom:
         def to_json(self) -> str:
@@ -605,7 +604,7 @@ def test_event_data_the_client_cannot_send_is_refused_before_any_lease(
 
 
 def test_default_lock_reads_connection_strings_the_sdk_reads() -> None:
-    """Review F8: SAS and lowercase-key strings work; identity-based settings and garbage say what to pass."""
+    """SAS and lowercase-key strings work; identity-based settings and garbage say what to pass."""
     from strict_singleton.lock_backends.blob import AsyncBlobLease
 
     sas = "BlobEndpoint=https://acct.blob.core.windows.net;SharedAccessSignature=sv=1&sig=2"
@@ -621,7 +620,7 @@ def test_default_lock_reads_connection_strings_the_sdk_reads() -> None:
 def test_the_example_app_answers_by_what_went_wrong(
     make_host: Callable[..., fh.FunctionsHost], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Review F7: an unknown function is the caller's 400 (not a retryable 503), a missing lock
+    """An unknown function is the caller's 400 (not a retryable 503), a missing lock
     configuration the app's 500, a body that is not UTF-8 a 400."""
     app = load_example()
     handler = next(f for f in app.myApp.get_functions() if f.get_function_name() == "http_start_single")

@@ -20,6 +20,7 @@ from durabletask.client import TaskHubGrpcClient
 import strict_singleton
 from strict_singleton import SingletonStarter
 from strict_singleton.lock_backends import FileLease
+from strict_singleton.options import StarterOptions
 from strict_singleton.testing import DurableTestBackend
 
 PACKAGE = str(Path(strict_singleton.__file__).parent)
@@ -42,7 +43,9 @@ def test_a_sigint_anywhere_in_a_start_leaves_the_lease_free_and_the_record(
     with DurableTestBackend(profile="overwrite") as backend, TaskHubGrpcClient(host_address=backend.address) as client:
         # Short windows: a call interrupted while preparing its schedule cannot know whether it
         # was sent, and watches for the instance that long.
-        starter = SingletonStarter(client, lock=lock, lease_ttl=5.0, ambiguity_timeout=0.2, visibility_timeout=0.2)
+        starter = SingletonStarter(
+            client, lock=lock, lease_ttl=5.0, options=StarterOptions(ambiguity_timeout=0.2, visibility_timeout=0.2)
+        )
 
         def one(iid: str) -> Any:
             if kind == "start_or_signal":

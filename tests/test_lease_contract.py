@@ -26,13 +26,13 @@ from redis.retry import Retry
 
 from strict_singleton.errors import LockUnavailableError
 from strict_singleton.lock_backends import AsyncFileLease, FileLease, Grant
+from strict_singleton.lock_backends import from_url as lock_from_url
 from strict_singleton.lock_backends.base import REQUEST_RECORD_MAX, RequestRecord, StartRecord
 from strict_singleton.lock_backends.blob import AsyncBlobLease, BlobLease
 from strict_singleton.lock_backends.redis import AsyncRedisLease, RedisLease
 from strict_singleton.lock_backends.redlock import AsyncRedlockLease, RedlockLease
 from strict_singleton.testing import RedisServer
 from strict_singleton.testing.azurite import Azurite
-from strict_singleton.testing.locks import lock_from_url
 from suite_helpers import LOCK_KINDS, finishes, poll_until, token
 
 KINDS = LOCK_KINDS

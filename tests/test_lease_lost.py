@@ -14,6 +14,7 @@ from durabletask.client import TaskHubGrpcClient
 
 from strict_singleton import LeaseLostError, SingletonStarter, StartOutcome
 from strict_singleton.lock_backends.redis import RedisLease
+from strict_singleton.options import StarterOptions
 from strict_singleton.testing import DurableTestBackend, RedisServer
 from suite_helpers import FakeClock, poll_until
 
@@ -35,7 +36,7 @@ def test_status_read_slower_than_ttl(
             poll_until(lambda: r.exists(lock_key("slow")) == 0, 10, "the lease to expire in Redis")
 
     strict_singleton_durable_backend.read_hook = slow_first_read
-    starter = SingletonStarter(client, lock=RedisLease(r), lease_ttl=0.3, schedule_margin=0.05)
+    starter = SingletonStarter(client, lock=RedisLease(r), lease_ttl=0.3, options=StarterOptions(schedule_margin=0.05))
     with pytest.raises(LeaseLostError) as info:
         starter.start("orch", instance_id="slow")
     assert info.value.instance_id == "slow"
@@ -53,7 +54,7 @@ def test_clock_past_deadline_never_renews(
     clock = FakeClock()
     # the read "took" 31 s of a 30 s lease
     strict_singleton_durable_backend.read_hook = lambda _iid: clock.advance(31.0)
-    starter = SingletonStarter(client, lock=RedisLease(r), lease_ttl=30, clock=clock)
+    starter = SingletonStarter(client, lock=RedisLease(r), lease_ttl=30, _clock=clock)
     with pytest.raises(LeaseLostError):
         starter.start("orch", instance_id="late")
     assert strict_singleton_durable_backend.instance_count() == 0
@@ -72,7 +73,7 @@ def test_key_deleted_behind_our_back_renewal_notices(
         r.set(lock_key("stolen"), "someone-else", px=30_000)
 
     strict_singleton_durable_backend.read_hook = steal
-    starter = SingletonStarter(client, lock=RedisLease(r), lease_ttl=30, clock=clock)
+    starter = SingletonStarter(client, lock=RedisLease(r), lease_ttl=30, _clock=clock)
     with pytest.raises(LeaseLostError):
         starter.start("orch", instance_id="stolen")
     assert strict_singleton_durable_backend.instance_count() == 0
@@ -93,7 +94,9 @@ def test_renewal_under_margin_succeeds_and_starts(
             r.pexpire(lock_key("renewed"), 5_000)  # the store agrees: 5 s left
 
     strict_singleton_durable_backend.read_hook = slow
-    starter = SingletonStarter(client, lock=RedisLease(r), lease_ttl=30, clock=clock, background_finish=False)
+    starter = SingletonStarter(
+        client, lock=RedisLease(r), lease_ttl=30, _clock=clock, options=StarterOptions(background_finish=False)
+    )
     result = starter.start("orch", instance_id="renewed")
     assert result.outcome is StartOutcome.STARTED
     assert strict_singleton_durable_backend.ledger.snapshot().created["renewed"] == 1

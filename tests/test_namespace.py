@@ -21,6 +21,7 @@ from strict_singleton._namespace import lock_key
 from strict_singleton.errors import LockUnavailableError
 from strict_singleton.lock_backends import FileLease
 from strict_singleton.lock_backends.redis import RedisLease
+from strict_singleton.options import StarterOptions
 from strict_singleton.testing import DurableTestBackend, RedisServer, free_port
 from suite_helpers import token
 
@@ -56,9 +57,13 @@ def test_another_task_hubs_lease_on_the_same_id_does_not_block(
     lock = lock_of(kind, tmp_path, server)
     assert lock.acquire(lock_key("hub-a", "job"), token("holder"), 30.0) is not None  # hub-a is mid-start
     with TaskHubGrpcClient(host_address=two.address) as client:
-        other = SingletonStarter(client, lock=lock, namespace="hub-b", wait=0, background_finish=False)
+        other = SingletonStarter(
+            client, lock=lock, wait=0, options=StarterOptions(namespace="hub-b", background_finish=False)
+        )
         assert other.start("orch", instance_id="job").outcome is StartOutcome.STARTED
-        same = SingletonStarter(client, lock=lock, namespace="hub-a", wait=0, background_finish=False)
+        same = SingletonStarter(
+            client, lock=lock, wait=0, options=StarterOptions(namespace="hub-a", background_finish=False)
+        )
         assert same.start("orch", instance_id="job2").outcome is StartOutcome.STARTED  # another ID: free
         assert same.start("orch", instance_id="job").outcome is StartOutcome.BUSY  # its own hub's lease
     lock.close()
@@ -73,13 +78,28 @@ def test_another_task_hubs_start_record_is_not_waited_for(
     B waits for A's start to show in B's backend, where it never will."""
     one, two = hubs
     lock = lock_of(kind, tmp_path, server)
-    options: dict[str, Any] = {"lock": lock, "background_finish": False, "visibility_timeout": 1.0}
+    options: dict[str, Any] = {"lock": lock}
+    quick = StarterOptions(background_finish=False, visibility_timeout=1.0)
     with TaskHubGrpcClient(host_address=one.address) as a, TaskHubGrpcClient(host_address=two.address) as b:
-        assert SingletonStarter(a, namespace="hub-a", **options).start("orch", instance_id="job").started
-        assert SingletonStarter(b, namespace="hub-b", **options).start("orch", instance_id="job").started
+        assert (
+            SingletonStarter(a, **options, options=quick.replace(namespace="hub-a"))
+            .start("orch", instance_id="job")
+            .started
+        )
+        assert (
+            SingletonStarter(b, **options, options=quick.replace(namespace="hub-b"))
+            .start("orch", instance_id="job")
+            .started
+        )
         assert reads(two, "job") == 1
-        assert SingletonStarter(a, namespace="hub-a", **options).start("orch", instance_id="job2").started
-        shared = SingletonStarter(b, namespace="hub-a", **options)  # misconfigured: hub-a's namespace
+        assert (
+            SingletonStarter(a, **options, options=quick.replace(namespace="hub-a"))
+            .start("orch", instance_id="job2")
+            .started
+        )
+        shared = SingletonStarter(
+            b, **options, options=quick.replace(namespace="hub-a")
+        )  # misconfigured: hub-a's namespace
         assert shared.start("orch", instance_id="job2").started
         assert reads(two, "job2") > 1  # it waited out hub-a's record
     lock.close()
@@ -92,10 +112,10 @@ def test_the_scheduler_clients_task_hub_is_the_default_namespace(
     client = DurableTaskSchedulerClient(
         host_address=one.address, taskhub="hub-x", token_credential=None, secure_channel=False
     )
-    starter = SingletonStarter(client, lock=FileLease(tmp_path), background_finish=False)
+    starter = SingletonStarter(client, lock=FileLease(tmp_path), options=StarterOptions(background_finish=False))
     assert starter.namespace == "hub-x"
     assert starter.start("orch", instance_id="dts").started
-    assert SingletonStarter(client, lock=FileLease(tmp_path), namespace="").namespace == ""
+    assert SingletonStarter(client, lock=FileLease(tmp_path), options=StarterOptions(namespace="")).namespace == ""
     with TaskHubGrpcClient(host_address=one.address) as plain:
         assert SingletonStarter(plain, lock=FileLease(tmp_path)).namespace == ""
     client.close()
@@ -125,14 +145,14 @@ def test_a_bad_namespace_is_refused_when_the_starter_is_built(tmp_path: Path, ba
         TaskHubGrpcClient(host_address="127.0.0.1:1") as client,
         pytest.raises(InvalidArgumentError, match="namespace"),
     ):
-        SingletonStarter(client, lock=FileLease(tmp_path), namespace=bad)  # type: ignore[arg-type]
+        SingletonStarter(client, lock=FileLease(tmp_path), options=StarterOptions(namespace=bad))  # type: ignore[arg-type]
 
 
 def test_lock_errors_name_the_instance_id_not_the_key(hubs: tuple[DurableTestBackend, DurableTestBackend]) -> None:
     one, _ = hubs
     lock = RedisLease(redis.Redis(port=free_port(), socket_connect_timeout=0.5, retry=None))
     with TaskHubGrpcClient(host_address=one.address) as client:
-        starter = SingletonStarter(client, lock=lock, namespace="hub-a")
+        starter = SingletonStarter(client, lock=lock, options=StarterOptions(namespace="hub-a"))
         with pytest.raises(LockUnavailableError) as down:
             starter.start("orch", instance_id="job")
     assert down.value.instance_id == "job" and not down.value.maybe_scheduled

@@ -32,11 +32,6 @@ from strict_singleton.lock_backends import (
     from_url,
 )
 from strict_singleton.testing import RedisServer
-from strict_singleton.testing.locks import lock_from_url
-
-
-def test_lock_from_url_is_kept_as_an_alias() -> None:
-    assert lock_from_url is from_url
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Conflict and reuse policies (issue 14, first part): each policy x outcome on the sync and
+"""Conflict and reuse policies: each policy x outcome on the sync and
 async starters, on the ``atomic`` and ``overwrite`` profiles, over real gRPC; the schedule
 request carries the same reuse rule, so an atomic backend enforces it without the lease."""
 
@@ -26,6 +26,7 @@ from strict_singleton import (
 )
 from strict_singleton._harness.strategies import UnsafeNoLease
 from strict_singleton.lock_backends import AsyncFileLease, FileLease
+from strict_singleton.options import StarterOptions
 from strict_singleton.testing import DurableTestBackend
 from strict_singleton.testing.swarm import fire_threads
 
@@ -40,11 +41,15 @@ class Starter:
         self.api = api
         if api == "sync":
             self.client: Any = TaskHubGrpcClient(host_address=backend.address)
-            self.starter: Any = SingletonStarter(self.client, lock=FileLease(directory), background_finish=False)
+            self.starter: Any = SingletonStarter(
+                self.client, lock=FileLease(directory), options=StarterOptions(background_finish=False)
+            )
         else:
             self.loop = asyncio.new_event_loop()
             self.client = AsyncTaskHubGrpcClient(host_address=backend.address)
-            self.starter = AsyncSingletonStarter(self.client, lock=AsyncFileLease(directory), background_finish=False)
+            self.starter = AsyncSingletonStarter(
+                self.client, lock=AsyncFileLease(directory), options=StarterOptions(background_finish=False)
+            )
 
     def start(self, instance_id: str, **kw: Any) -> Any:
         if self.api == "sync":
@@ -187,7 +192,9 @@ def test_the_request_carries_the_same_rule_and_an_atomic_backend_enforces_it(
     client.schedule_new_orchestration("orch", instance_id=iid)
     strict_singleton_durable_backend.finish_instance(iid, status)
     starter = SingletonStarter(client, lock=FileLease(tmp_path))
-    call, _token = starter._prepare("orch", iid, None, None, None, None, reuse, None)
+    call, _token = starter._prepare(
+        orchestrator="orch", instance_id=iid, input=None, tags=None, version=None, reuse=reuse
+    )
     assert list(call.request.orchestrationIdReusePolicy.replaceableStatus) == list(reuse.replaceable)
     if EXPECTED[reuse][NAMES[status]]:
         client._stub.StartInstance(call.request, timeout=30)
@@ -207,7 +214,7 @@ def test_a_broken_lock_and_reject_duplicate_the_backend_still_starts_one(
     list still lets exactly one of 16 callers create the instance; the rest ALREADY_RUNNING."""
     strict_singleton_durable_backend.latency = 0.002
     client = TaskHubGrpcClient(host_address=strict_singleton_durable_backend.address)
-    starter = SingletonStarter(client, lock=UnsafeNoLease(), background_finish=False)
+    starter = SingletonStarter(client, lock=UnsafeNoLease(), options=StarterOptions(background_finish=False))
     recs = fire_threads(16, lambda _i: starter.start("orch", instance_id="nolease", reuse=ReusePolicy.REJECT_DUPLICATE))
     assert not [rec.value for rec in recs if rec.raised]
     counts = Counter(rec.value.outcome for rec in recs)
@@ -261,14 +268,14 @@ def test_already_running_error_pickles_with_what_it_saw() -> None:
 
 def _world_flow(on_conflict: ConflictPolicy, reuse: ReusePolicy, existing_status: OrchestrationStatus) -> Any:
     from strict_singleton import _flow
-    from strict_singleton._validation import StartCall, build_config
+    from strict_singleton._validation import StartCall, config_of
     from strict_singleton.testing.world import DEFAULT, RpcError, World, drive
 
     world = World(profile="atomic")
     world.backend.schedule("w", {})
     if existing_status is not OrchestrationStatus.RUNNING:
         world.backend.finish("w", existing_status)
-    cfg = build_config(
+    cfg = config_of(
         lease_ttl=10.0, confirm_visible=True, background_finish=False, max_instance_id_length=256,
         fetch_payloads=True, backend="sim",
     )  # fmt: skip

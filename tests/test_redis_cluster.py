@@ -1,4 +1,4 @@
-"""Redis Cluster (issue 9): every key of one instance ID lies in one slot, whatever the ID holds.
+"""Redis Cluster: every key of one instance ID lies in one slot, whatever the ID holds.
 
 Cluster hashes only a key's hash tag, the text between its first ``{`` and the next
 ``}``, when that text is not empty. A Lua script whose keys lie in different slots is

@@ -1,4 +1,4 @@
-"""Redis deployment hazards (issue 9, item 5): an evicting ``maxmemory-policy`` lets a held
+"""Redis deployment hazards: an evicting ``maxmemory-policy`` lets a held
 lease vanish, so each lease object warns once when its server runs one.
 
 Real redis-server processes started with the policy under test; a server with ``CONFIG``

@@ -1,9 +1,9 @@
-"""Reproductions of the faults found when the library was attacked (issue 9), on real components.
+"""Faults that make a lease-guarded start go wrong, reproduced on real components.
 
 Each test runs the real starters against the in-memory Durable backend over gRPC on the
 ``overwrite`` profile (the backend gives no second line of defence) and a real lock
 store, injects the fault with backend hooks, and counts what the backend really did.
-Every test here failed on the code before the fix (named in its docstring).
+A test's docstring names the failure it guards against.
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ from strict_singleton import AsyncSingletonStarter, InvalidArgumentError, Single
 from strict_singleton.errors import LeaseLostError, ScheduleError
 from strict_singleton.lock_backends import AsyncFileLease, FileLease
 from strict_singleton.lock_backends.redis import AsyncRedisLease, RedisLease
+from strict_singleton.options import StarterOptions
 from strict_singleton.testing import DurableTestBackend, RedisServer
-from suite_helpers import poll_until
+from suite_helpers import poll_until, starter_kwargs
 
 
 @pytest.fixture(scope="module")
@@ -67,19 +68,19 @@ def stall_once(event_wait: float) -> Any:
     return hook
 
 
-# -- item 1: a request delayed in the backend lands after the lease ---------------------------
+# -- a request delayed in the backend lands after the lease -----------------------------------
 
 
 @pytest.mark.parametrize("kind", ["redis", "file"])
 def test_item1_request_landing_after_the_deadline_is_not_overwritten_by_the_next_caller(
     kind: str, backend: DurableTestBackend, redis_srv: RedisServer, tmp_path: Path
 ) -> None:
-    """Before: A got ScheduleError, B got STARTED, A's late request replaced B's instance."""
+    """Guards against: A gets ScheduleError, B gets STARTED, and A's late request replaces B's instance."""
     iid = f"late-{kind}"
     backend.start_hook = stall_once(3.0)  # A's schedule stalls 3 s inside the backend
     lock: Any = RedisLease(rclient(redis_srv)) if kind == "redis" else FileLease(tmp_path)
     client_a = TaskHubGrpcClient(host_address=backend.address)
-    a = SingletonStarter(client_a, lock=lock, lease_ttl=1.0, schedule_margin=0.1)
+    a = SingletonStarter(client_a, lock=lock, lease_ttl=1.0, options=StarterOptions(schedule_margin=0.1))
     outcome: list[Any] = []
     try:
         outcome.append(a.start("orch", instance_id=iid, input="A"))
@@ -110,8 +111,7 @@ def test_item1_request_that_never_lands_raises_maybe_scheduled_and_frees_the_id(
     a = SingletonStarter(
         TaskHubGrpcClient(host_address=backend.address),
         lock=RedisLease(r),
-        ambiguity_timeout=0.3,
-        visibility_timeout=0.2,
+        options=StarterOptions(ambiguity_timeout=0.3, visibility_timeout=0.2),
     )
     with pytest.raises(ScheduleError) as info:
         a.start("orch", instance_id=iid)
@@ -122,7 +122,7 @@ def test_item1_request_that_never_lands_raises_maybe_scheduled_and_frees_the_id(
     a.close()
 
 
-# -- item 2: slow serialization between the validity check and the send ----------------------
+# -- slow serialization between the validity check and the send ------------------------------
 
 
 class GatedConverter(JsonDataConverter):
@@ -139,13 +139,13 @@ class GatedConverter(JsonDataConverter):
 
 
 def test_item2_slow_serialization_cannot_outlive_the_lease(backend: DurableTestBackend, redis_srv: RedisServer) -> None:
-    """Before: the input was serialized after the deadline was taken; a 0.4 s serialization on a
-    0.25 s lease let B start in between, and A then scheduled too: two STARTED."""
+    """Guards against serializing the input after the deadline is taken: a 0.4 s serialization on
+    a 0.25 s lease lets B start in between, and A then schedules too: two STARTED."""
     iid = "big-input"
     r = rclient(redis_srv)
     converter = GatedConverter()
     client_a = TaskHubGrpcClient(host_address=backend.address, data_converter=converter)
-    a = SingletonStarter(client_a, lock=RedisLease(r), lease_ttl=0.25, schedule_margin=0.05)
+    a = SingletonStarter(client_a, lock=RedisLease(r), lease_ttl=0.25, options=StarterOptions(schedule_margin=0.05))
     b = SingletonStarter(TaskHubGrpcClient(host_address=backend.address), lock=RedisLease(r), lease_ttl=0.25)
     results: list[Any] = []
 
@@ -167,16 +167,18 @@ def test_item2_slow_serialization_cannot_outlive_the_lease(backend: DurableTestB
     b.close()
 
 
-# -- item 3: file lease wedged after an ambiguous error / a visibility give-up -------------------
+# -- file lease wedged after an ambiguous error / a visibility give-up ---------------------------
 
 
 def test_item3_file_lease_is_free_again_after_an_ambiguous_error(backend: DurableTestBackend, tmp_path: Path) -> None:
-    """Before: the file lease was 'left to expire', which it never does: BUSY until the process exits."""
+    """A file lease must not be 'left to expire', which it never does: BUSY until the process exits."""
     iid = "wedge"
     backend.start_hook = lambda _iid: (_ for _ in ()).throw(RuntimeError("hiccup"))
     lock = FileLease(tmp_path)
     a = SingletonStarter(
-        TaskHubGrpcClient(host_address=backend.address), lock=lock, ambiguity_timeout=0.2, visibility_timeout=0.2
+        TaskHubGrpcClient(host_address=backend.address),
+        lock=lock,
+        options=StarterOptions(ambiguity_timeout=0.2, visibility_timeout=0.2),
     )
     with pytest.raises(ScheduleError):
         a.start("orch", instance_id=iid)
@@ -193,22 +195,21 @@ def test_item3_file_lease_is_released_when_visibility_never_comes(tmp_path: Path
         a = SingletonStarter(
             TaskHubGrpcClient(host_address=backend.address),
             lock=lock,
-            visibility_timeout=0.2,
-            background_finish=False,
+            options=StarterOptions(visibility_timeout=0.2, background_finish=False),
         )
         assert a.start("orch", instance_id=iid).outcome is StartOutcome.STARTED
         other = FileLease(tmp_path)
         assert other.probe_free(iid)  # released after visibility_timeout, not held forever
 
 
-# -- item 4: async cancellation leaks the lease -------------------------------------------------
+# -- async cancellation leaks the lease ---------------------------------------------------------
 
 
 @pytest.mark.parametrize("kind", ["file", "redis"])
 def test_item4_cancelled_during_a_slow_read_releases_the_lease(
     kind: str, backend: DurableTestBackend, redis_srv: RedisServer, tmp_path: Path
 ) -> None:
-    """Before: CancelledError skipped every release; the ID stayed BUSY (forever on the file lease)."""
+    """Guards against a CancelledError that skips every release: the ID BUSY (forever on the file lease)."""
     iid = f"cancel-read-{kind}"
     gate = threading.Event()
     backend.read_hook = lambda _iid: gate.wait(10)
@@ -276,7 +277,7 @@ def test_item4_cancelled_while_the_schedule_is_in_flight_watches_for_it(
     assert snap.created[iid] == 1 and snap.overwritten_active[iid] == 0
 
 
-# -- item 5: lease lost during a slow status read ------------------------------------------------
+# -- lease lost during a slow status read --------------------------------------------------------
 
 
 class SlowAnswerBackend(DurableTestBackend):
@@ -293,7 +294,7 @@ class SlowAnswerBackend(DurableTestBackend):
 
 
 def test_item5_key_deleted_during_a_slow_read_is_caught_before_scheduling(redis_srv: RedisServer) -> None:
-    """Before: with lease_ttl=30 nothing was renewed before scheduling: both A and B got STARTED."""
+    """Guards against renewing nothing before scheduling with lease_ttl=30: both A and B STARTED."""
     iid = "lost-key"
     r = rclient(redis_srv)
     with SlowAnswerBackend(profile="overwrite") as backend:
@@ -323,12 +324,12 @@ def run_item5(backend: SlowAnswerBackend, r: redis.Redis, iid: str) -> None:
     b.close()
 
 
-# -- item 6: background finishes backing up --------------------------------------------------------
+# -- background finishes backing up ----------------------------------------------------------------
 
 
 def test_item6_background_finishes_never_wait_unrenewed(redis_srv: RedisServer) -> None:
-    """Before: a 4-worker pool queued finishes; queued leases expired unrenewed and 8 of 12 IDs
-    were started twice by a second wave that read the lagging status."""
+    """Guards against queueing finishes behind a fixed pool: with 4 workers, queued leases expire
+    unrenewed and a second wave that reads the lagging status starts 8 of 12 IDs twice."""
     ids = [f"wave-{i}" for i in range(12)]
     with DurableTestBackend(profile="overwrite", visibility_delay=1.5) as backend:
         r = rclient(redis_srv)
@@ -359,7 +360,7 @@ def test_item6_background_finishes_never_wait_unrenewed(redis_srv: RedisServer) 
     assert sum(snap.overwritten_active.values()) == 0 and all(snap.created[i] == 1 for i in ids)
 
 
-# -- item 11: wrong errors for bad input -----------------------------------------------------------
+# -- wrong errors for bad input --------------------------------------------------------------------
 
 
 def orch(ctx: Any, _: Any) -> None:
@@ -393,6 +394,6 @@ def test_item11_every_time_argument_is_bounded(backend: DurableTestBackend) -> N
     client = TaskHubGrpcClient(host_address=backend.address)
     for name in ("wait", "visibility_timeout", "ambiguity_timeout", "confirm_after", "clock_skew"):
         with pytest.raises(InvalidArgumentError, match=name):
-            SingletonStarter(client, **{name: 10**400})  # type: ignore[arg-type]
+            SingletonStarter(client, **starter_kwargs(**{name: 10**400}))  # type: ignore[arg-type]
         with pytest.raises(InvalidArgumentError, match=name):
-            SingletonStarter(client, **{name: 1e16})  # type: ignore[arg-type]
+            SingletonStarter(client, **starter_kwargs(**{name: 1e16}))  # type: ignore[arg-type]

@@ -1,4 +1,4 @@
-"""request_id (issue 14): a retried start finds what the earlier call with the same request ID
+"""request_id: a retried start finds what the earlier call with the same request ID
 did and does nothing new (``result.deduplicated``). Driven in memory
 (``strict_singleton.testing.world``): each case states the store's and the backend's
 history and counts what happened in the backend.
@@ -6,35 +6,24 @@ history and counts what happened in the backend.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import pytest
 from durabletask.client import OrchestrationStatus
 
 from strict_singleton import _flow
-from strict_singleton._validation import REQUEST_ID_TAG, StartCall, StarterConfig, build_config
+from strict_singleton._validation import REQUEST_ID_TAG, StartCall, StarterConfig
 from strict_singleton.errors import LeaseLostError, LockUnavailableError, ScheduleError, SignalError
 from strict_singleton.policies import ConflictPolicy
 from strict_singleton.result import StartOutcome
 from strict_singleton.testing.world import DEFAULT, RpcError, World, drive
+from suite_helpers import flow_config
 
 IID = "job-1"
 
 
 def config(**overrides: Any) -> StarterConfig:
-    settings: dict[str, Any] = {
-        "lease_ttl": 1.0,
-        "confirm_visible": True,
-        "background_finish": False,
-        "max_instance_id_length": 256,
-        "fetch_payloads": True,
-        "backend": "sim",
-        "visibility_timeout": 2.0,
-        "ambiguity_timeout": 1.0,
-    }
-    settings.update(overrides)
-    return dataclasses.replace(build_config(**settings), start_records=True, request_records=True)
+    return flow_config(**{"visibility_timeout": 2.0, "ambiguity_timeout": 1.0, "request_records": True, **overrides})
 
 
 def call(request_id: str | None = "req-1", **kw: Any) -> StartCall:
@@ -83,7 +72,7 @@ def late_schedule(world: World, delay: float) -> Any:
     return intercept
 
 
-# -- the issue's case: an ambiguous failure, then a retry ------------------------------
+# -- an ambiguous failure, then a retry ------------------------------------------------
 
 
 def test_a_retry_after_maybe_scheduled_finds_the_instance_its_request_created() -> None:
@@ -362,11 +351,11 @@ def test_start_or_signal_event_record_cannot_be_written_nothing_raised() -> None
     assert world.backend.events == [] and world.store.holder(IID) is None
 
 
-# -- the skeptical review's findings (each failed before its fix) ----------------------
+# -- signals, late starts and stale reads between a request and its retry --------------
 
 
 def test_another_requests_signal_does_not_displace_a_start() -> None:
-    """Review F1: start_or_signal(r1) starts, start_or_signal(r2) signals; r1's retry is still
+    """start_or_signal(r1) starts, start_or_signal(r2) signals; r1's retry is still
     r1's start (deduplicated) and its event is not raised again; r2's retry is deduplicated too."""
     world = World()
     assert run(world, call("r1", signal=("item", "r1")), "a").outcome is StartOutcome.STARTED
@@ -379,7 +368,7 @@ def test_another_requests_signal_does_not_displace_a_start() -> None:
 
 
 def test_a_signal_never_makes_a_start_retry_terminate_its_own_instance() -> None:
-    """Review F1: start(r1), start_or_signal(r2), then start(r1, TERMINATE_EXISTING) after clock_skew."""
+    """start(r1), start_or_signal(r2), then start(r1, TERMINATE_EXISTING) after clock_skew."""
     world = World()
     run(world, call("r1"), "a")
     run(world, call("r2", signal=("item", "x")), "b")
@@ -402,7 +391,7 @@ def test_signal_entries_survive_a_later_start() -> None:
 
 
 def test_start_or_signal_whose_schedule_was_ambiguous_raises_its_event_on_retry() -> None:
-    """Review F2: the event was surely never raised (the schedule's outcome was unknown);
+    """The event was surely never raised (the schedule's outcome was unknown);
     the retry that finds the instance raises it, once."""
     world = World()
     with pytest.raises(ScheduleError):
@@ -429,7 +418,7 @@ def landing_before_send(world: World) -> Any:
 
 
 def test_already_exists_from_the_requests_own_late_start_is_deduplicated() -> None:
-    """Review F3b: the retry's schedule is refused because the first call's held request lands first."""
+    """The retry's schedule is refused because the first call's held request lands first."""
     world = World(profile="atomic")
     with pytest.raises(ScheduleError):
         run(world, call("r1"), "a", late_schedule(world, 10.0))
@@ -441,7 +430,7 @@ def test_already_exists_from_the_requests_own_late_start_is_deduplicated() -> No
 
 
 def test_already_exists_in_start_or_signal_signals_under_a_record() -> None:
-    """Review F3: another caller's late start lands first; the event goes to that instance under
+    """Another caller's late start lands first; the event goes to that instance under
     a signal record, and the retry does not raise it again."""
     world = World(profile="atomic")
     with pytest.raises(ScheduleError):
@@ -456,7 +445,7 @@ def test_already_exists_in_start_or_signal_signals_under_a_record() -> None:
 
 
 def test_a_retry_does_not_claim_the_predecessor_seen_active_again() -> None:
-    """Review F4: the request never executed; the instance it would have replaced shows as
+    """The request never executed; the instance it would have replaced shows as
     active again (rewound, or a stale read): not this request's instance."""
     world = World()
     run(world, call(None), "a")

@@ -23,6 +23,7 @@ from durabletask.client import OrchestrationStatus, TaskHubGrpcClient  # noqa: E
 from strict_singleton import ScheduleError, StartOutcome  # noqa: E402
 from strict_singleton.functions import DurableFunctionsStarter  # noqa: E402
 from strict_singleton.lock_backends import AsyncFileLease  # noqa: E402
+from strict_singleton.options import StarterOptions  # noqa: E402
 from strict_singleton.testing import DurableTestBackend  # noqa: E402
 from strict_singleton.testing import functions_host as fh  # noqa: E402
 from suite_helpers import poll_until, running_worker  # noqa: E402
@@ -59,7 +60,9 @@ def test_a_retry_never_runs_its_request_twice_on_one_second_times(
             # A replacement created and finished within the second of the instance it replaced makes
             # the next caller wait out the start record (visibility_timeout): a short one here.
             client = df.DurableOrchestrationClient(binding)
-            starter = DurableFunctionsStarter(client, lock=AsyncFileLease(tmp_path), visibility_timeout=2)
+            starter = DurableFunctionsStarter(
+                client, lock=AsyncFileLease(tmp_path), options=StarterOptions(visibility_timeout=2)
+            )
             try:
                 return await starter.start("quick", instance_id=iid, request_id=request_id)
             finally:

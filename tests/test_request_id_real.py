@@ -1,4 +1,4 @@
-"""request_id (issue 14) on real components: the in-memory Durable backend over real gRPC,
+"""request_id on real components: the in-memory Durable backend over real gRPC,
 real lock stores, real threads, tasks and processes. What happened is counted in the backend."""
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from strict_singleton.lock_backends.redis import AsyncRedisLease, RedisLease
 from strict_singleton.testing import DurableTestBackend
 from strict_singleton.testing.redis_server import RedisServer
 from strict_singleton.testing.swarm import fire_threads
-from suite_helpers import poll_until, running_worker
+from suite_helpers import poll_until, running_worker, starter_kwargs
 
 # Short enough that the schedule RPC's deadline (the lease's) cuts a request held in the backend.
 CUT = {"lease_ttl": 1.0, "ambiguity_timeout": 0.2, "visibility_timeout": 0.2}
@@ -62,7 +62,9 @@ def test_sync_deadline_cut_schedule_then_retry_is_deduplicated(
     backend, iid = strict_singleton_durable_backend, "cut-sync"
     held = backend.start_hook = HeldStart(iid)
     client = TaskHubGrpcClient(host_address=backend.address)
-    starter = SingletonStarter(client, lock=RedisLease(redis.Redis(port=strict_singleton_redis.port)), **CUT)
+    starter = SingletonStarter(
+        client, lock=RedisLease(redis.Redis(port=strict_singleton_redis.port)), **starter_kwargs(**CUT)
+    )
     with pytest.raises(ScheduleError) as err:
         starter.start("orch", instance_id=iid, request_id="order-7")
     assert err.value.maybe_scheduled and held.arrived.is_set()
@@ -91,7 +93,7 @@ def test_async_deadline_cut_schedule_then_retry_is_deduplicated(
     async def scenario() -> None:
         client = AsyncTaskHubGrpcClient(host_address=backend.address)
         lock = AsyncRedisLease(aioredis.Redis(port=strict_singleton_redis.port))
-        async with AsyncSingletonStarter(client, lock=lock, **CUT) as starter:
+        async with AsyncSingletonStarter(client, lock=lock, **starter_kwargs(**CUT)) as starter:
             with pytest.raises(ScheduleError) as err:
                 await starter.start("orch", instance_id=iid, request_id="order-7")
             assert err.value.maybe_scheduled and held.arrived.is_set()
@@ -228,7 +230,7 @@ def test_a_lock_without_request_records_refuses_request_ids_before_any_lease(
     client.close()
 
 
-# -- start_or_signal with several processes (issue 14) ---------------------------------
+# -- start_or_signal with several processes --------------------------------------------
 
 PROCS, PER_PROC = 4, 4
 

@@ -18,8 +18,8 @@ from durabletask.client import AsyncTaskHubGrpcClient, OrchestrationStatus, Task
 from durabletask.worker import TaskHubGrpcWorker
 
 from strict_singleton import AsyncSingletonStarter, SingletonStarter, StartOutcome
+from strict_singleton.lock_backends import from_url as lock_from_url
 from strict_singleton.testing import DurableTestBackend
-from strict_singleton.testing.locks import lock_from_url
 from strict_singleton.testing.swarm import fire_tasks, fire_threads
 from suite_helpers import LOCK_KINDS, running_worker, wait_for_finish
 

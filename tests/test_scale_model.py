@@ -1,4 +1,4 @@
-"""Invariants of the multi-host scale model (benchmarks/model.py, issue 12). Fast, no I/O, no timing."""
+"""Invariants of the multi-host scale model (benchmarks/model.py). Fast, no I/O, no timing."""
 
 from __future__ import annotations
 

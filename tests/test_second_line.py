@@ -17,6 +17,7 @@ from durabletask.client import TaskHubGrpcClient
 from strict_singleton import BackendError, SingletonStarter, StartOutcome
 from strict_singleton._harness.strategies import UnsafeNoLease
 from strict_singleton.lock_backends.redis import RedisLease
+from strict_singleton.options import StarterOptions
 from strict_singleton.testing import DurableTestBackend, RedisServer
 from strict_singleton.testing.swarm import fire_threads
 
@@ -25,7 +26,7 @@ def test_reuse_policy_catches_what_a_broken_lock_lets_through(
     strict_singleton_durable_backend: DurableTestBackend, client: TaskHubGrpcClient
 ) -> None:
     strict_singleton_durable_backend.latency = 0.002
-    starter = SingletonStarter(client, lock=UnsafeNoLease(), background_finish=False)
+    starter = SingletonStarter(client, lock=UnsafeNoLease(), options=StarterOptions(background_finish=False))
     for r in range(20):
         iid = f"broken-lock-{r}"
         recs = fire_threads(16, lambda _i, iid=iid: starter.start("orch", instance_id=iid))
@@ -40,7 +41,9 @@ def test_fencing_token_tagged_on_the_instance(
     strict_singleton_durable_backend: DurableTestBackend, client: TaskHubGrpcClient, strict_singleton_redis: RedisServer
 ) -> None:
     starter = SingletonStarter(
-        client, lock=RedisLease(redis.Redis(port=strict_singleton_redis.port)), background_finish=False
+        client,
+        lock=RedisLease(redis.Redis(port=strict_singleton_redis.port)),
+        options=StarterOptions(background_finish=False),
     )
     result = starter.start("orch", instance_id="fenced", tags={"team": "ops"})
     assert result.fencing_token == 1

@@ -21,29 +21,19 @@ from typing import Any
 import pytest
 
 from strict_singleton import _flow
-from strict_singleton._validation import StartCall, StarterConfig, build_config, validate_request_id
+from strict_singleton._validation import StartCall, StarterConfig, validate_request_id
 from strict_singleton.errors import InvalidArgumentError, SignalError
 from strict_singleton.lock_backends.base import MAX_REQUEST_ID_BYTES, REQUEST_RECORD_MAX, RequestRecord
 from strict_singleton.result import StartOutcome
 from strict_singleton.testing.world import DEFAULT, World, drive
+from suite_helpers import flow_config
 
 IID = "batch-42"
 LAG = 3.0  # status reads show a new instance this long after it was created
 
 
 def config(**overrides: Any) -> StarterConfig:
-    settings: dict[str, Any] = {
-        "lease_ttl": 1.0,
-        "confirm_visible": True,
-        "background_finish": False,
-        "max_instance_id_length": 256,
-        "fetch_payloads": True,
-        "backend": "sim",
-        "visibility_timeout": 10.0,
-        "ambiguity_timeout": 5.0,
-    }
-    settings.update(overrides)
-    return dataclasses.replace(build_config(**settings), start_records=True, request_records=True)
+    return flow_config(**{"visibility_timeout": 10.0, "ambiguity_timeout": 5.0, "request_records": True, **overrides})
 
 
 def call(*, signal: Any = None, request_id: str | None = None) -> StartCall:
@@ -334,8 +324,8 @@ def test_a_terminate_is_never_sent_on_a_read_that_outlived_the_lease() -> None:
 
 def test_an_ambiguous_terminate_is_watched_and_never_lands_on_a_later_replacement() -> None:
     """A's terminate is cut at its deadline but held in the backend; it lands later. A keeps the
-    lease and watches: X ends when it lands, and A starts the replacement. Before: A raised at once
-    and released, B replaced X with Y, and A's late terminate then ended Y."""
+    lease and watches: X ends when it lands, and A starts the replacement. Raising at once and
+    releasing would let B replace X with Y, and A's late terminate would then end Y."""
     from strict_singleton.testing.world import RpcError
 
     world = World()
@@ -359,7 +349,7 @@ def test_an_ambiguous_terminate_is_watched_and_never_lands_on_a_later_replacemen
     outcome: Any = None
     try:
         outcome = run(world, cfg, "A", terminate_call(), cut_then_land)
-    except Exception as exc:  # the code before the fix: TerminateError at once
+    except Exception as exc:  # a starter that gives up at once raises TerminateError: the asserts say so
         outcome = exc
     later = run(world, cfg, "B", call())  # a plain start after A
     if held[-1]:  # still held: it lands now
@@ -386,9 +376,9 @@ def test_a_retry_never_runs_its_request_twice_when_the_clocks_differ_beyond_cloc
 
 
 def test_a_call_cancelled_while_its_terminate_may_be_in_flight_keeps_watching() -> None:
-    """Found by the explorer (terminate-young): A's terminate is cut at its deadline and held in the
-    backend; A is cancelled while it watches. A must go on watching (keeping the lease) until the
-    instance ends, or the late terminate would land on the replacement B starts next."""
+    """A's terminate is cut at its deadline and held in the backend; A is cancelled while it
+    watches. A must go on watching (keeping the lease) until the instance ends, or the late
+    terminate would land on the replacement B starts next (explorer configuration ``terminate-young``)."""
     from strict_singleton.testing.world import RpcError
 
     world = World()

@@ -1,4 +1,4 @@
-"""start_or_signal (issue 14): one instance per wave, and each call's event raised exactly
+"""start_or_signal: one instance per wave, and each call's event raised exactly
 once to it, with a real TaskHubGrpcWorker running an orchestrator that collects them."""
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def test_a_wave_of_threads_one_instance_every_event_once(
     threads_rounds(strict_singleton_durable_backend, tmp_path, rounds=3)
 
 
-@pytest.mark.slow  # the issue's 16 callers x 20 rounds
+@pytest.mark.slow  # a wave of 16 callers x 20 rounds
 @pytest.mark.parametrize("strict_singleton_durable_backend", ["atomic", "overwrite"], indirect=True)
 def test_a_wave_of_threads_20_rounds(
     strict_singleton_durable_backend: DurableTestBackend, worker: TaskHubGrpcWorker, tmp_path: Path
@@ -146,12 +146,12 @@ def test_bad_events_are_refused_before_any_lease(
 
 def _run(world: Any, fail: str, *, existing: bool) -> Any:
     from strict_singleton import _flow
-    from strict_singleton._validation import StartCall, build_config
+    from strict_singleton._validation import StartCall, config_of
     from strict_singleton.testing.world import DEFAULT, RpcError, drive
 
     if existing:
         world.backend.schedule("s", {})
-    cfg = build_config(
+    cfg = config_of(
         lease_ttl=10.0, confirm_visible=True, background_finish=False, max_instance_id_length=256,
         fetch_payloads=True, backend="sim",
     )  # fmt: skip

@@ -1,4 +1,4 @@
-"""Start records (issue 12): the lease is released with a record of the start instead of
+"""Start records: the lease is released with a record of the start instead of
 being held until the new instance is visible; the next holder whose read does not show
 that start yet waits for it. Driven in memory (``strict_singleton.testing.world``) and,
 for the drivers' wiring, on real starters.
@@ -16,7 +16,8 @@ import pytest
 from durabletask.client import OrchestrationStatus
 
 from strict_singleton import AsyncSingletonStarter, SingletonStarter, _flow
-from strict_singleton._validation import StarterConfig, build_config
+from strict_singleton._flow import evidence
+from strict_singleton._validation import StarterConfig
 from strict_singleton.errors import (
     InvalidArgumentError,
     LeaseLostError,
@@ -28,24 +29,13 @@ from strict_singleton.lock_backends import FileLease
 from strict_singleton.lock_backends.base import Grant, StartRecord
 from strict_singleton.result import StartOutcome
 from strict_singleton.testing.world import DEFAULT, World, drive
+from suite_helpers import flow_config
 
 IID = "job-1"
 
 
 def config(**overrides: Any) -> StarterConfig:
-    settings: dict[str, Any] = {
-        "lease_ttl": 1.0,
-        "confirm_visible": True,
-        "background_finish": False,
-        "max_instance_id_length": 256,
-        "fetch_payloads": True,
-        "backend": "sim",
-        "visibility_timeout": 10.0,
-        "ambiguity_timeout": 5.0,
-    }
-    records = overrides.pop("start_records", True)
-    settings.update(overrides)
-    return dataclasses.replace(build_config(**settings), start_records=records)
+    return flow_config(**{"visibility_timeout": 10.0, "ambiguity_timeout": 5.0, **overrides})
 
 
 def call() -> Any:
@@ -308,7 +298,7 @@ def test_record_times_and_expiry() -> None:
     assert world.store.last_start(IID) is None  # the store's TTL
 
 
-# -- shows_start: a replacement must be newer than what it replaced -----------------------
+# -- created_by_send: a replacement must be newer than what it replaced -----------------------
 
 
 def test_an_older_instance_than_the_replaced_one_does_not_show_the_start() -> None:
@@ -323,12 +313,12 @@ def test_an_older_instance_than_the_replaced_one_does_not_show_the_start() -> No
     sent = world.clock.wall() + timedelta(seconds=0.5)
     assert _flow.created_us(replaced) is not None
     # within clock_skew of the send, but older than the instance read before scheduling
-    assert not _flow.shows_start(older, _flow.created_us(replaced), _flow.epoch_us(sent), 5.0)
-    assert not _flow.shows_start(replaced, _flow.created_us(replaced), _flow.epoch_us(sent), 5.0)
+    assert not evidence.created_by_send(older, _flow.created_us(replaced), _flow.epoch_us(sent), 5.0)
+    assert not evidence.created_by_send(replaced, _flow.created_us(replaced), _flow.epoch_us(sent), 5.0)
     world.clock.advance(1.0)
     world.backend.finish(IID)
     world.backend.schedule(IID, {})
-    assert _flow.shows_start(world.backend.read(IID), _flow.created_us(replaced), _flow.epoch_us(sent), 5.0)
+    assert evidence.created_by_send(world.backend.read(IID), _flow.created_us(replaced), _flow.epoch_us(sent), 5.0)
 
 
 def test_records_decode_defensively() -> None:
@@ -388,8 +378,8 @@ class _AsyncClient:
 
 def test_starters_use_records_when_the_lock_keeps_them(tmp_path: Any) -> None:
     lease = FileLease(tmp_path)
-    assert SingletonStarter(_Client(), lock=lease).config.start_records  # type: ignore[arg-type]
-    assert not SingletonStarter(_Client(), lock=_NoRecords(lease)).config.start_records  # type: ignore[arg-type]
+    assert SingletonStarter(_Client(), lock=lease)._config.start_records  # type: ignore[arg-type]
+    assert not SingletonStarter(_Client(), lock=_NoRecords(lease))._config.start_records  # type: ignore[arg-type]
 
 
 def test_an_async_lock_whose_record_release_is_sync_is_refused(tmp_path: Any) -> None:
@@ -424,7 +414,7 @@ def test_terminal_status_names_stay_replaceable() -> None:
     assert run(world, config(), "B").result.outcome is StartOutcome.STARTED
 
 
-# -- the attack review's findings (F1-F3, D2, surviving mutants) -------------------------
+# -- when a record counts: store TTLs, clock skew, coarse creation times, a lease lost while watching ---
 
 
 def _grant_with(world: World, record: StartRecord, left: float | None) -> Any:
@@ -446,7 +436,7 @@ def _lagging_start(world: World) -> StartRecord:
 
 
 def test_the_stores_own_ttl_wins_over_wall_clocks() -> None:
-    """F1: the reader's wall clock says the record expired; Redis says 2 s are left: wait."""
+    """The reader's wall clock says the record expired; Redis says 2 s are left: wait."""
     world = World(profile="overwrite", visibility_lag=3.0)
     record = _lagging_start(world)
     expired = dataclasses.replace(record, expires_at_us=record.sent_at_us - 60_000_000)  # a writer far behind
@@ -480,7 +470,8 @@ def test_a_record_expires_visibility_timeout_after_the_release_not_the_send() ->
 
 
 def test_a_lagging_read_of_the_replaced_terminal_instance_is_not_taken_for_the_start() -> None:
-    """Mutant M14 (shows_record ignoring the replaced instance) survived every test before this."""
+    """shows_start_record must not ignore the replaced instance: a lagging read of it, terminal,
+    is not the start the record names, so C waits instead of starting a third instance."""
     world = World(profile="overwrite")
     assert run(world, config(), "A").result.outcome is StartOutcome.STARTED
     world.backend.finish(IID)
@@ -492,7 +483,7 @@ def test_a_lagging_read_of_the_replaced_terminal_instance_is_not_taken_for_the_s
 
 
 def test_one_second_creation_times_an_active_replacement_shows_the_start() -> None:
-    """D2: on a host whose creation times have one-second resolution, the replacement has
+    """On a host whose creation times have one-second resolution, the replacement has
     the replaced instance's creation time; active, it shows the start (no 30 s wait)."""
     world = World()
     world.backend.schedule(IID, {})
@@ -508,13 +499,13 @@ def test_one_second_creation_times_an_active_replacement_shows_the_start() -> No
         previous_created_us=_flow.created_us(previous),
         expires_at_us=_flow.epoch_us(world.clock.wall()) + 30_000_000,
     )
-    assert _flow.shows_record(world.backend.read(IID), record, 5.0)
+    assert evidence.shows_start_record(world.backend.read(IID), record, 5.0)
     world.backend.finish(IID)  # the same instance seen terminal: that is the replaced one, stale
-    assert not _flow.shows_record(world.backend.read(IID), record, 5.0)
+    assert not evidence.shows_start_record(world.backend.read(IID), record, 5.0)
 
 
 def test_an_ambiguous_failure_records_the_start_before_watching() -> None:
-    """F3: the record is left while the lease is surely ours, so a lease lost during the
+    """The record is left while the lease is surely ours, so a lease lost during the
     watch (a read slower than the lease) does not let the next holder act on a stale read."""
     world = World(profile="overwrite", visibility_lag=3.0)
     cfg = config(ambiguity_timeout=1.0, visibility_timeout=5.0)

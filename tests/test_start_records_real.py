@@ -1,5 +1,7 @@
-"""Start records on real components, for the attack review's findings: wall clocks of two
-starters (F1, Redis) and a record that reaches only a minority of Redlock nodes (F2)."""
+"""Start records on real components: the record wait does not depend on the two starters'
+wall clocks (Redis), a record that reaches only a minority of Redlock nodes still keeps the
+lease held, a record on a bare majority is read back by any other, and a one-shot async start
+still leaves its record."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from durabletask.client import TaskHubGrpcClient
 from strict_singleton import SingletonStarter, StartOutcome
 from strict_singleton.lock_backends.redis import RedisLease
 from strict_singleton.lock_backends.redlock import RedlockLease
+from strict_singleton.options import StarterOptions
 from strict_singleton.testing import DurableTestBackend, RedisServer
 from suite_helpers import poll_until
 
@@ -29,10 +32,13 @@ def test_the_record_wait_does_not_depend_on_the_starters_wall_clocks(
     """Each starter within clock_skew of the backend, 0.9 s apart from each other; reads lag 1.8 s."""
     with DurableTestBackend(profile="overwrite", visibility_delay=1.8) as backend:
         client = TaskHubGrpcClient(host_address=backend.address)
-        opts: dict[str, Any] = {"lease_ttl": 1, "visibility_timeout": 2, "clock_skew": 0.5, "background_finish": False}
+        opts: dict[str, Any] = {
+            "lease_ttl": 1,
+            "options": StarterOptions(visibility_timeout=2, clock_skew=0.5, background_finish=False),
+        }
         starters = [
             SingletonStarter(
-                client, lock=RedisLease(redis.Redis(port=strict_singleton_redis.port)), wall_clock=_clock(o), **opts
+                client, lock=RedisLease(redis.Redis(port=strict_singleton_redis.port)), _wall_clock=_clock(o), **opts
             )
             for o in offsets
         ]
@@ -79,13 +85,16 @@ def five_nodes() -> Iterator[list[RedisServer]]:
 def test_redlock_record_on_a_minority_keeps_the_lease_and_the_hold_works(
     five_nodes: list[RedisServer], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """F2: never more than 2 of 5 nodes unreachable. A holds {0,1,2}; node 2 fails the record;
+    """Never more than 2 of 5 nodes unreachable. A holds {0,1,2}; node 2 fails the record;
     later B's majority is {2,3,4}. The record step failing leaves A's lease held, so the
     visibility hold really holds, and B answers ALREADY_RUNNING."""
     nodes = [_Node(s.port) for s in five_nodes]
     with DurableTestBackend(profile="overwrite", visibility_delay=2.0) as backend:
         client = TaskHubGrpcClient(host_address=backend.address)
-        opts: dict[str, Any] = {"lease_ttl": 1, "visibility_timeout": 6, "background_finish": False}
+        opts: dict[str, Any] = {
+            "lease_ttl": 1,
+            "options": StarterOptions(visibility_timeout=6, background_finish=False),
+        }
         a = SingletonStarter(client, lock=RedlockLease(nodes, node_timeout=0.5), **opts)
         b = SingletonStarter(client, lock=RedlockLease(nodes, node_timeout=0.5), **opts)
         nodes[3].down = nodes[4].down = True  # A's majority: {0, 1, 2}
@@ -112,7 +121,7 @@ def test_redlock_record_on_a_minority_keeps_the_lease_and_the_hold_works(
 
 
 def test_redlock_returns_the_newest_record_of_any_majority(five_nodes: list[RedisServer]) -> None:
-    """A record stored on a bare majority is seen by every other majority (mutants M1, M17)."""
+    """A record stored on a bare majority is seen by every other majority, the newest one returned."""
     from strict_singleton.lock_backends.base import StartRecord
 
     nodes = [_Node(s.port) for s in five_nodes]
@@ -132,7 +141,7 @@ def test_redlock_returns_the_newest_record_of_any_majority(five_nodes: list[Redi
 
 
 def test_a_one_shot_async_start_still_leaves_its_record(strict_singleton_redis: RedisServer) -> None:
-    """F4: ``asyncio.run(starter.start(...))`` without ``aclose()``: the ending loop cancels the
+    """``asyncio.run(starter.start(...))`` without ``aclose()``: the ending loop cancels the
     background finish; it absorbs the cancellation and still releases with its record, so a
     second one-shot run inside the 3 s lag answers ALREADY_RUNNING."""
     import asyncio

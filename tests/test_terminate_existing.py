@@ -1,4 +1,4 @@
-"""ConflictPolicy.TERMINATE_EXISTING (issue 14) with a real TaskHubGrpcWorker: the active
+"""ConflictPolicy.TERMINATE_EXISTING with a real TaskHubGrpcWorker: the active
 instance is terminated under the lease, the new one started once it has ended, and in a
 wave of overlapping callers exactly one replacement happens."""
 
@@ -26,6 +26,7 @@ from strict_singleton import (
     TerminateError,
 )
 from strict_singleton.lock_backends import AsyncFileLease, FileLease
+from strict_singleton.options import StarterOptions
 from strict_singleton.testing import DurableTestBackend
 from suite_helpers import fire_threads_async, poll_until, running_worker, wait_for_finish
 
@@ -61,13 +62,15 @@ def test_the_active_instance_is_terminated_and_replaced(
     client = TaskHubGrpcClient(host_address=backend.address)
     old = running(client, backend, "t1")
     if api == "sync":
-        with SingletonStarter(client, lock=FileLease(tmp_path), clock_skew=0) as starter:
+        with SingletonStarter(client, lock=FileLease(tmp_path), options=StarterOptions(clock_skew=0)) as starter:
             result = starter.start(wait_for_finish, instance_id="t1", on_conflict=TERMINATE)
     else:
 
         async def go() -> Any:
             aclient = AsyncTaskHubGrpcClient(host_address=backend.address)
-            async with AsyncSingletonStarter(aclient, lock=AsyncFileLease(tmp_path), clock_skew=0) as starter:
+            async with AsyncSingletonStarter(
+                aclient, lock=AsyncFileLease(tmp_path), options=StarterOptions(clock_skew=0)
+            ) as starter:
                 out = await starter.start(wait_for_finish, instance_id="t1", on_conflict="terminate_existing")
             await aclient.close()
             return out
@@ -222,7 +225,9 @@ def test_an_instance_that_does_not_end_in_time_raises_and_nothing_starts(
     backend = strict_singleton_durable_backend
     client = TaskHubGrpcClient(host_address=backend.address)
     client.schedule_new_orchestration("orch", instance_id="stuck")
-    starter = SingletonStarter(client, lock=FileLease(tmp_path), clock_skew=0, background_finish=False)
+    starter = SingletonStarter(
+        client, lock=FileLease(tmp_path), options=StarterOptions(clock_skew=0, background_finish=False)
+    )
     with pytest.raises(TerminateError, match="terminate_timeout") as raised:
         starter.start("orch", instance_id="stuck", on_conflict=TERMINATE, terminate_timeout=0.3)
     assert not raised.value.maybe_scheduled
@@ -261,10 +266,10 @@ def test_bad_terminate_settings_are_refused_before_any_lease(
 
 def _flow_run(world: Any, **call_kw: Any) -> Any:
     from strict_singleton import _flow
-    from strict_singleton._validation import StartCall, build_config
+    from strict_singleton._validation import StartCall, config_of
     from strict_singleton.testing.world import drive
 
-    cfg = build_config(
+    cfg = config_of(
         lease_ttl=1.0, confirm_visible=True, background_finish=False, max_instance_id_length=256,
         fetch_payloads=True, backend="sim", clock_skew=0.0,
     )  # fmt: skip

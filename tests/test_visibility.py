@@ -22,8 +22,10 @@ from durabletask.client import AsyncTaskHubGrpcClient, TaskHubGrpcClient
 from strict_singleton import AsyncSingletonStarter, SingletonStarter, StartOutcome
 from strict_singleton.lock_backends import AsyncFileLease, FileLease
 from strict_singleton.lock_backends.redis import AsyncRedisLease, RedisLease
+from strict_singleton.options import StarterOptions
 from strict_singleton.testing import DurableTestBackend, RedisServer
 from strict_singleton.testing.swarm import fire_threads
+from suite_helpers import starter_kwargs
 
 
 def lagging_backend() -> DurableTestBackend:
@@ -57,7 +59,9 @@ def test_without_holding_until_visible_the_lag_causes_duplicates(strict_singleto
     with lagging_backend() as backend:
         client = TaskHubGrpcClient(host_address=backend.address)
         lock = RedisLease(redis.Redis(port=strict_singleton_redis.port))
-        with SingletonStarter(client, lock=lock, lease_ttl=10, confirm_visible=False) as starter:
+        with SingletonStarter(
+            client, lock=lock, lease_ttl=10, options=StarterOptions(confirm_visible=False)
+        ) as starter:
             bad_reports, bad_created = run_waves(starter, backend, rounds=5)
         assert bad_created > 0 and bad_reports > 0, "the lag never caused a duplicate: this test could not fail"
         client.close()
@@ -67,7 +71,9 @@ def test_never_visible_releases_the_lease_after_visibility_timeout(strict_single
     r = redis.Redis(port=strict_singleton_redis.port)
     with DurableTestBackend(profile="overwrite", visibility_delay=60) as backend:
         client = TaskHubGrpcClient(host_address=backend.address)
-        starter = SingletonStarter(client, lock=RedisLease(r), lease_ttl=5, visibility_timeout=0.2, wait=0)
+        starter = SingletonStarter(
+            client, lock=RedisLease(r), lease_ttl=5, wait=0, options=StarterOptions(visibility_timeout=0.2)
+        )
         assert starter.start("orch", instance_id="ghost").outcome is StartOutcome.STARTED
         starter.close()  # the background finish gave up after 0.2 s
         assert r.exists("strict-singleton:{ghost}:lock") == 0  # released: every hold is bounded
@@ -78,7 +84,7 @@ def test_never_visible_releases_the_lease_after_visibility_timeout(strict_single
         client.close()
 
 
-# -- start records (issue 12): the next caller inside the lag window waits for the start ----------
+# -- start records: the next caller inside the lag window waits for the start ---------------------
 
 
 def _lock(kind: str, api: str, tmp_path: Any, server: RedisServer) -> Any:
@@ -95,7 +101,9 @@ def _two_starts(kind: str, api: str, tmp_path: Any, server: RedisServer, **optio
         iid = f"rec-{kind}-{api}-{options.get('confirm_visible', True)}"
         if api == "sync":
             client = TaskHubGrpcClient(host_address=backend.address)
-            with SingletonStarter(client, lock=_lock(kind, api, tmp_path, server), lease_ttl=5, **options) as starter:
+            with SingletonStarter(
+                client, lock=_lock(kind, api, tmp_path, server), **starter_kwargs(lease_ttl=5, **options)
+            ) as starter:
                 outcomes = [starter.start("orch", instance_id=iid).outcome for _ in range(2)]
             client.close()
         else:
@@ -103,7 +111,9 @@ def _two_starts(kind: str, api: str, tmp_path: Any, server: RedisServer, **optio
             async def both() -> list[Any]:
                 client = AsyncTaskHubGrpcClient(host_address=backend.address)
                 lock = _lock(kind, api, tmp_path, server)
-                async with AsyncSingletonStarter(client, lock=lock, lease_ttl=5, **options) as starter:
+                async with AsyncSingletonStarter(
+                    client, lock=lock, **starter_kwargs(lease_ttl=5, **options)
+                ) as starter:
                     out = [(await starter.start("orch", instance_id=iid)).outcome for _ in range(2)]
                 await client.close()
                 return out

@@ -13,8 +13,9 @@ from durabletask.client import AsyncTaskHubGrpcClient, TaskHubGrpcClient
 
 from strict_singleton import AsyncSingletonStarter, SingletonStarter, StartOutcome
 from strict_singleton._flow import FIRST_WAIT
+from strict_singleton.lock_backends import from_url as lock_from_url
+from strict_singleton.options import StarterOptions
 from strict_singleton.testing import DurableTestBackend
-from strict_singleton.testing.locks import lock_from_url
 from suite_helpers import LOCK_KINDS, FakeClock, WatchedLock, token
 
 KINDS = LOCK_KINDS
@@ -28,7 +29,9 @@ def test_busy_when_holder_outlasts_wait_sync(
     assert holder.acquire("held", token("someone-else"), 30.0) is not None
     clock = FakeClock()
     lock = WatchedLock(lock_from_url(lock_url), clock)
-    starter = SingletonStarter(client, lock=lock, lease_ttl=30, wait=0.3, clock=clock, background_finish=False)
+    starter = SingletonStarter(
+        client, lock=lock, lease_ttl=30, wait=0.3, _clock=clock, options=StarterOptions(background_finish=False)
+    )
     result = starter.start("orch", instance_id="held")
     assert result.outcome is StartOutcome.BUSY and not result.started
     assert result.existing is None
@@ -53,7 +56,7 @@ def test_busy_when_holder_outlasts_wait_async(
         clock = FakeClock()
         lock = WatchedLock(lock_from_url(lock_url, asynchronous=True), clock)
         async with AsyncSingletonStarter(
-            client, lock=lock, lease_ttl=30, wait=0.3, clock=clock, background_finish=False
+            client, lock=lock, lease_ttl=30, wait=0.3, _clock=clock, options=StarterOptions(background_finish=False)
         ) as starter:
             result = await starter.start("orch", instance_id="held")
             assert result.outcome is StartOutcome.BUSY
@@ -102,7 +105,9 @@ def test_stuck_holder_does_not_delay_already_running(
     still answer ALREADY_RUNNING after a brief wait, not after the holder's whole lease."""
     clock = FakeClock()
     lock = WatchedLock(lock_from_url(lock_url), clock)
-    starter = SingletonStarter(client, lock=lock, lease_ttl=30, wait=20, background_finish=False, clock=clock)
+    starter = SingletonStarter(
+        client, lock=lock, lease_ttl=30, wait=20, _clock=clock, options=StarterOptions(background_finish=False)
+    )
     assert starter.start("orch", instance_id="active").started
     holder = lock_from_url(lock_url)
     assert holder.acquire("active", token("stuck"), 30.0) is not None

@@ -21,6 +21,8 @@ _EXPORTS = {
     "validate_instance_id": "strict_singleton._validation",
     "AsyncSingletonStarter": "strict_singleton.async_starter",
     "SingletonStarter": "strict_singleton.starter",
+    "StarterOptions": "strict_singleton.options",
+    "Transport": "strict_singleton.transport",
     "StartOutcome": "strict_singleton.result",
     "StartResult": "strict_singleton.result",
     "AlreadyRunningError": "strict_singleton.errors",
@@ -54,9 +56,11 @@ if TYPE_CHECKING:
         StrictSingletonError,
         TerminateError,
     )
+    from strict_singleton.options import StarterOptions
     from strict_singleton.policies import ConflictPolicy, ReusePolicy
     from strict_singleton.result import StartOutcome, StartResult
     from strict_singleton.starter import SingletonStarter
+    from strict_singleton.transport import Transport
 
 __version__ = "0.1.0"
 
@@ -90,9 +94,11 @@ __all__ = [
     "SingletonStarter",
     "StartOutcome",
     "StartResult",
+    "StarterOptions",
     "StatusReadError",
     "SignalError",
     "StrictSingletonError",
     "TerminateError",
+    "Transport",
     "validate_instance_id",
 ]

@@ -3,8 +3,8 @@
 A finish (releasing the lease with its start record, or the rarer visibility hold or
 clean-up after an interruption) runs after the caller has its answer. Each one goes
 to an idle worker if one is waiting, else to a worker started for it at once, so no
-finish ever waits behind a busy one (a queued visibility hold once outlived its
-lease: issue 9, item 6) and, in a stream of starts, the caller does not pay for
+finish ever waits behind a busy one (a visibility hold queued behind another finish
+could outlive its lease) and, in a stream of starts, the caller does not pay for
 starting a thread each time. Workers idle for ``IDLE_EXIT`` seconds exit.
 
 Workers are not daemon threads: a program that returns from ``main`` still completes
@@ -36,7 +36,9 @@ def _shutdown_all() -> None:
 
 
 def _after_fork_in_child() -> None:
-    # The parent's workers do not exist in a forked child: start from none (attack review F5).
+    # The parent's workers do not exist in a forked child: start from none, or an item would
+    # be handed to an "idle" worker that is not there, and the copied condition may be held
+    # by a thread that did not survive the fork.
     for finishers in list(_ALL):
         finishers._reset()
 
@@ -92,7 +94,7 @@ class Finishers:
             self._pending += 1
             if self._idle > 0 and not self._stopping:
                 self._idle -= 1  # that worker is now this item's
-                self._queue.put(item)  # under the lock: a stop() cannot slip in between (F6)
+                self._queue.put(item)  # under the lock: a stop() cannot slip in between
                 return
             self._workers += 1
         thread = threading.Thread(target=self._work, args=(item,), name=self._name)

@@ -7,7 +7,7 @@ import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from durabletask import task
 from durabletask.client import OrchestrationStatus
@@ -16,6 +16,9 @@ from durabletask.serialization import DataConverter, JsonDataConverter
 from strict_singleton.errors import InvalidArgumentError, InvalidInstanceIdError
 from strict_singleton.lock_backends.base import MAX_REQUEST_ID_BYTES, stored_request_id
 from strict_singleton.policies import ConflictPolicy, ReusePolicy, coerce
+
+if TYPE_CHECKING:
+    from strict_singleton.options import StarterOptions
 
 MAX_INSTANCE_ID_LENGTH = 256
 # Tags under this prefix are written by strict-singleton; callers may not set them.
@@ -84,7 +87,8 @@ def _seconds(name: str, value: object, *, low: float, strict: bool, backend: str
 
 @dataclass(frozen=True, slots=True)
 class StarterConfig:
-    """Validated starter settings (see :class:`~strict_singleton.SingletonStarter`)."""
+    """The settings one starter's flows run on: its options resolved for its lease, and what its
+    lock store can keep (start and request records). Built once, by :func:`build_config`."""
 
     lease_ttl: float
     wait: float
@@ -94,11 +98,11 @@ class StarterConfig:
     background_finish: bool
     max_instance_id_length: int
     fetch_payloads: bool
-    ambiguity_timeout: float = 30.0
-    confirm_after: float = 0.1
-    clock_skew: float = 5.0
+    ambiguity_timeout: float
+    confirm_after: float
+    clock_skew: float
+    request_ttl: float
     start_records: bool = False  # the lock store keeps start records (set from the lock, not an option)
-    request_ttl: float = MAX_SECONDS  # how long a request_id is remembered for retries
     request_records: bool = False  # the lock store keeps request records (set from the lock)
 
     @property
@@ -112,72 +116,58 @@ class StarterConfig:
         return max(self.schedule_margin / 2.0, self.lease_ttl * 0.05)
 
 
-def build_config(
-    *,
-    lease_ttl: object,
-    wait: object = None,
-    schedule_margin: object = None,
-    visibility_timeout: object = None,
-    confirm_visible: bool,
-    background_finish: bool,
-    max_instance_id_length: object,
-    fetch_payloads: bool,
-    ambiguity_timeout: object = None,
-    confirm_after: object = None,
-    clock_skew: object = None,
-    request_ttl: object = None,
-    backend: str,
-) -> StarterConfig:
-    ttl = _seconds("lease_ttl", lease_ttl, low=0, strict=True, backend=backend)
-    wait_s = _seconds("wait", ttl if wait is None else wait, low=0, strict=False, backend=backend)
-    margin = ttl / 3.0 if schedule_margin is None else schedule_margin
-    if not _is_seconds(margin) or not 0 <= float(margin) < ttl * 0.9:  # type: ignore[arg-type]
-        raise InvalidArgumentError(
-            f"schedule_margin must be >= 0 and below 90% of lease_ttl ({ttl!r}), got {schedule_margin!r}",
-            backend=backend,
-        )
-    visibility = _seconds(
-        "visibility_timeout",
-        max(ttl, 30.0) if visibility_timeout is None else visibility_timeout,
-        low=0,
-        strict=True,
-        backend=backend,
-    )
-    ambiguity = _seconds(
-        "ambiguity_timeout",
-        max(ttl, 30.0) if ambiguity_timeout is None else ambiguity_timeout,
-        low=0,
-        strict=True,
-        backend=backend,
-    )
-    confirm = _seconds(
-        "confirm_after", 0.1 if confirm_after is None else confirm_after, low=0, strict=False, backend=backend
-    )
-    skew = _seconds("clock_skew", 5.0 if clock_skew is None else clock_skew, low=0, strict=False, backend=backend)
-    requests = _seconds(
-        "request_ttl", MAX_SECONDS if request_ttl is None else request_ttl, low=0, strict=True, backend=backend
-    )
-    if (
-        isinstance(max_instance_id_length, bool)
-        or not isinstance(max_instance_id_length, int)
-        or max_instance_id_length < 1
+def check_options(options: StarterOptions) -> None:
+    """The checks a :class:`~strict_singleton.options.StarterOptions` value needs on its own
+    (``schedule_margin`` against the lease is checked by :func:`build_config`)."""
+    backend = ""
+    for name, strict in (("visibility_timeout", True), ("ambiguity_timeout", True)):
+        value = getattr(options, name)
+        if value is not None:
+            _seconds(name, value, low=0, strict=strict, backend=backend)
+    if options.schedule_margin is not None and not (
+        _is_seconds(options.schedule_margin) and float(options.schedule_margin) >= 0
     ):
         raise InvalidArgumentError(
-            f"max_instance_id_length must be a positive int, got {max_instance_id_length!r}", backend=backend
+            f"schedule_margin must be >= 0 and below 90% of lease_ttl, got {options.schedule_margin!r}"
+        )
+    _seconds("confirm_after", options.confirm_after, low=0, strict=False, backend=backend)
+    _seconds("clock_skew", options.clock_skew, low=0, strict=False, backend=backend)
+    _seconds("request_ttl", options.request_ttl, low=0, strict=True, backend=backend)
+    length = options.max_instance_id_length
+    if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+        raise InvalidArgumentError(f"max_instance_id_length must be a positive int, got {length!r}")
+    for name in ("confirm_visible", "background_finish", "fetch_payloads"):
+        if not isinstance(getattr(options, name), bool):
+            raise InvalidArgumentError(f"{name} must be a bool, got {getattr(options, name)!r}")
+    if options.namespace is not None and not isinstance(options.namespace, str):
+        raise InvalidArgumentError(f"namespace must be a str, got {type(options.namespace).__name__}")
+
+
+def build_config(options: StarterOptions, *, lease_ttl: object, wait: object, backend: str) -> StarterConfig:
+    """The settings a flow runs on: ``options`` resolved for ``lease_ttl`` and checked against it."""
+    ttl = _seconds("lease_ttl", lease_ttl, low=0, strict=True, backend=backend)
+    wait_s = _seconds("wait", ttl if wait is None else wait, low=0, strict=False, backend=backend)
+    resolved = options.resolved(ttl)
+    margin = resolved.schedule_margin
+    assert margin is not None and resolved.visibility_timeout is not None and resolved.ambiguity_timeout is not None
+    if not margin < ttl * 0.9:
+        raise InvalidArgumentError(
+            f"schedule_margin must be >= 0 and below 90% of lease_ttl ({ttl!r}), got {options.schedule_margin!r}",
+            backend=backend,
         )
     return StarterConfig(
         lease_ttl=ttl,
         wait=wait_s,
-        schedule_margin=float(margin),  # type: ignore[arg-type]
-        visibility_timeout=visibility,
-        confirm_visible=bool(confirm_visible),
-        background_finish=bool(background_finish),
-        max_instance_id_length=max_instance_id_length,
-        fetch_payloads=bool(fetch_payloads),
-        ambiguity_timeout=ambiguity,
-        confirm_after=confirm,
-        clock_skew=skew,
-        request_ttl=requests,
+        schedule_margin=margin,
+        visibility_timeout=resolved.visibility_timeout,
+        confirm_visible=resolved.confirm_visible,
+        background_finish=resolved.background_finish,
+        max_instance_id_length=resolved.max_instance_id_length,
+        fetch_payloads=resolved.fetch_payloads,
+        ambiguity_timeout=resolved.ambiguity_timeout,
+        confirm_after=float(resolved.confirm_after),
+        clock_skew=float(resolved.clock_skew),
+        request_ttl=float(resolved.request_ttl),
     )
 
 
@@ -337,3 +327,11 @@ def check_input(converter: DataConverter, input: object, *, instance_id: str, ba
             instance_id=instance_id,
             backend=backend,
         ) from exc
+
+
+def config_of(*, lease_ttl: object, wait: object = None, backend: str = "", **options: Any) -> StarterConfig:
+    """:func:`build_config` from flat settings, for configurations written out in full (the
+    explorer's, unit tests' flows)."""
+    from strict_singleton.options import StarterOptions
+
+    return build_config(StarterOptions(**options), lease_ttl=lease_ttl, wait=wait, backend=backend)

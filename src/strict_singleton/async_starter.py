@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from strict_singleton import _flow
-from strict_singleton._base import StarterBase, StarterOptions
+from strict_singleton._starter_core import DEFAULT_TERMINATE_TIMEOUT, StarterBase
 from strict_singleton._telemetry import observe_start
 from strict_singleton._validation import StartCall
 from strict_singleton.lock_backends.base import AsyncLeaseBackend
+from strict_singleton.options import DEFAULT_LEASE_TTL, StarterOptions
 from strict_singleton.policies import ConflictPolicy, ReusePolicy
 from strict_singleton.result import StartResult
+from strict_singleton.transport import Transport
 
 if TYPE_CHECKING:
     from durabletask.client import AsyncTaskHubGrpcClient
-    from typing_extensions import Unpack
 
 _log = logging.getLogger("strict_singleton")
 
@@ -43,16 +45,22 @@ class AsyncSingletonStarter(StarterBase):
 
     def __init__(
         self,
-        client: AsyncTaskHubGrpcClient,
+        client: AsyncTaskHubGrpcClient | Transport,
         *,
         lock: AsyncLeaseBackend | None = None,
-        **options: Unpack[StarterOptions],
+        lease_ttl: float = DEFAULT_LEASE_TTL,
+        wait: float | None = None,
+        options: StarterOptions | None = None,
+        _clock: Callable[[], float] | None = None,
+        _wall_clock: Callable[[], datetime] | None = None,
     ) -> None:
         if lock is None:
             from strict_singleton.lock_backends.file import AsyncFileLease
 
             lock = AsyncFileLease()
-        super().__init__(client, lock=lock, **options)
+        super().__init__(
+            client, lock=lock, lease_ttl=lease_ttl, wait=wait, options=options, _clock=_clock, _wall_clock=_wall_clock
+        )
         self._pending: set[asyncio.Task[Any]] = set()
         self._closed = False
 
@@ -67,20 +75,20 @@ class AsyncSingletonStarter(StarterBase):
         start_at: datetime | None = None,
         reuse: ReusePolicy = ReusePolicy.ALLOW_DUPLICATE,
         on_conflict: ConflictPolicy = ConflictPolicy.USE_EXISTING,
-        terminate_timeout: float = 30.0,
+        terminate_timeout: float = DEFAULT_TERMINATE_TIMEOUT,
         request_id: str | None = None,
     ) -> StartResult:
         """See :meth:`SingletonStarter.start`."""
         call, token = self._prepare(
-            orchestrator,
-            instance_id,
-            input,
-            tags,
-            version,
-            start_at,
-            reuse,
-            on_conflict,
-            terminate_timeout,
+            orchestrator=orchestrator,
+            instance_id=instance_id,
+            input=input,
+            tags=tags,
+            version=version,
+            start_at=start_at,
+            reuse=reuse,
+            on_conflict=on_conflict,
+            terminate_timeout=terminate_timeout,
             request_id=request_id,
         )
         return await self._run(call, token)
@@ -100,16 +108,13 @@ class AsyncSingletonStarter(StarterBase):
     ) -> StartResult:
         """See :meth:`SingletonStarter.start_or_signal`."""
         call, token = self._prepare(
-            orchestrator,
-            instance_id,
-            input,
-            tags,
-            version,
-            None,
-            reuse,
-            None,
-            30.0,
-            (event_name, event_data),
+            orchestrator=orchestrator,
+            instance_id=instance_id,
+            input=input,
+            tags=tags,
+            version=version,
+            reuse=reuse,
+            signal=(event_name, event_data),
             request_id=request_id,
         )
         return await self._run(call, token)
@@ -192,3 +197,8 @@ class AsyncSingletonStarter(StarterBase):
     async def _execute(self, op: _flow.Op) -> Any:
         fn, args, kwargs = self._bind(op)
         return await fn(*args, **kwargs)
+
+
+__all__ = [
+    "AsyncSingletonStarter",
+]

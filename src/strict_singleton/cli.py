@@ -179,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
         "interleaving and fault within bounds on a virtual clock, check the invariants after every "
         "step, and print the bounds, the counts, and any counterexample step by step. Safe "
         "configurations must show 0 violations; residual ones (docs/guarantees.md) must show their "
-        "counterexample; every mutant must be caught.",
+        "counterexample; every mutant loaded with --mutants must be caught.",
     )
     explore.add_argument("--config", action="append", help="a configuration (repeatable; default: all)")
     explore.add_argument(
@@ -188,20 +188,41 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="searches side by side in forked processes (default: one per CPU, at most 4; the report is the same)",
     )
-    explore.add_argument("--mutant", action="append", help="a mutant (repeatable; default: all)")
+    explore.add_argument(
+        "--mutants",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="a Python file whose MUTANTS registry to run (e.g. tests/explorer_mutants.py; default: no mutants)",
+    )
+    explore.add_argument(
+        "--mutant", action="append", help="a mutant of the --mutants file (repeatable; default: all of them)"
+    )
     explore.add_argument("--no-mutants", action="store_true", help="skip the mutants")
     explore.add_argument("--walks", type=_positive_int, default=300, help="random 3-starter schedules per config")
     explore.add_argument("--seed", type=int, default=0, help="seed of the random schedules")
     explore.add_argument("--max-schedules", type=_positive_int, default=100_000, help="search bound per config")
-    explore.add_argument("--replay", help="replay one schedule string (with --config, and --mutant if any)")
-    explore.add_argument("--list", action="store_true", help="list configurations and mutants")
+    explore.add_argument(
+        "--replay", help="replay one schedule string (with --config, and --mutants and --mutant if any)"
+    )
+    explore.add_argument("--list", action="store_true", help="list the configurations and the loaded mutants")
     return parser
 
 
 def run_explore(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from strict_singleton.testing import explore as ex
 
-    for kind, names, table in (("config", args.config, ex.CONFIGS), ("mutant", args.mutant, ex.MUTANTS)):
+    mutants: dict[str, ex.Mutant] = {}
+    if args.mutants is not None:
+        try:
+            mutants = ex.load_mutants(args.mutants)
+        except (OSError, ValueError) as exc:
+            print(f"strict-singleton explore: error: --mutants: {exc}", file=err)
+            return EXIT_USAGE
+    elif args.mutant:
+        print("strict-singleton explore: error: --mutant needs --mutants PATH (the file that defines it)", file=err)
+        return EXIT_USAGE
+    for kind, names, table in (("config", args.config, ex.CONFIGS), ("mutant", args.mutant, mutants)):
         for name in names or []:
             if name not in table:
                 print(
@@ -211,14 +232,14 @@ def run_explore(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.list:
         for cfg in ex.CONFIGS.values():
             print(f"config {cfg.name:28} {'safe' if cfg.safe else 'residual'}: {cfg.claim}", file=out)
-        for mut in ex.MUTANTS.values():
+        for mut in mutants.values():
             print(f"mutant {mut.name:28} {mut.description} (caught in {mut.config})", file=out)
         return 0
     if args.replay is not None:
         if not args.config or len(args.config) != 1:
             print("strict-singleton explore: error: --replay needs exactly one --config", file=err)
             return EXIT_USAGE
-        mutant = ex.MUTANTS[args.mutant[0]] if args.mutant else None
+        mutant = mutants[args.mutant[0]] if args.mutant else None
         try:
             lines = ex.describe(ex.CONFIGS[args.config[0]], mutant, args.replay.split())
         except ValueError as exc:  # a schedule the current flow cannot follow
@@ -226,11 +247,11 @@ def run_explore(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             return EXIT_USAGE
         print("\n".join(lines), file=out)
         return 1 if any("VIOLATION" in line for line in lines) else 0
-    mutants = [] if args.no_mutants else args.mutant
+    chosen = [] if args.no_mutants else [mutants[name] for name in args.mutant or mutants]
     return ex.run_all(
         out,
         configs=args.config,
-        mutants=mutants,
+        mutants=chosen,
         walks=args.walks,
         seed=args.seed,
         max_schedules=args.max_schedules,
@@ -438,6 +459,7 @@ def run_functions(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status (see ``EXIT_CODES``)."""
     out = stdout or sys.stdout
     err = stderr or sys.stderr
     parser = build_parser()
@@ -505,9 +527,21 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
     return status
 
 
-def entry_point() -> Any:  # console script
+def entry_point() -> Any:
+    """The ``strict-singleton`` console script: :func:`main` on ``sys.argv``, as the exit status."""
     sys.exit(main())
 
 
 if __name__ == "__main__":
     entry_point()
+
+
+__all__ = [
+    "EXIT_OK",
+    "EXIT_RACE_FAILED",
+    "EXIT_UNAVAILABLE",
+    "EXIT_USAGE",
+    "EXIT_VIOLATION",
+    "entry_point",
+    "main",
+]

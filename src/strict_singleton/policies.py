@@ -1,4 +1,4 @@
-"""What a start does about an existing instance: conflict and reuse policies (issue 14).
+"""What a start does about an existing instance: conflict and reuse policies.
 
 Every decision is taken under the lease, so the same rules hold on every Durable
 backend, and the schedule request carries the matching reuse policy, so a backend that

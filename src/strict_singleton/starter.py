@@ -6,21 +6,23 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from strict_singleton import _flow
-from strict_singleton._base import StarterBase, StarterOptions
 from strict_singleton._finishers import Finishers
+from strict_singleton._starter_core import DEFAULT_TERMINATE_TIMEOUT, StarterBase
 from strict_singleton._telemetry import observe_start
 from strict_singleton._validation import StartCall
 from strict_singleton.lock_backends.base import LeaseBackend
+from strict_singleton.options import DEFAULT_LEASE_TTL, StarterOptions
 from strict_singleton.policies import ConflictPolicy, ReusePolicy
 from strict_singleton.result import StartResult
+from strict_singleton.transport import Transport
 
 if TYPE_CHECKING:
     from durabletask.client import TaskHubGrpcClient
-    from typing_extensions import Unpack
 
 _log = logging.getLogger("strict_singleton")
 
@@ -46,54 +48,17 @@ class SingletonStarter(StarterBase):
     windows are listed in docs/guarantees.md.
 
     Args:
-        client: a ``TaskHubGrpcClient`` or ``DurableTaskSchedulerClient`` (sync).
+        client: a ``TaskHubGrpcClient`` or ``DurableTaskSchedulerClient`` (sync), or any
+            :class:`~strict_singleton.transport.Transport` (another way to reach the backend).
         lock: a sync lease backend; defaults to a :class:`FileLease` (one host).
         lease_ttl: seconds a lease lives unless renewed (default 30).
         wait: seconds a call waits for another holder before answering BUSY
             (default: ``lease_ttl``, so a crashed holder's lease can be outwaited).
-        schedule_margin: validity (seconds) that must be left before scheduling;
-            default ``lease_ttl / 3``. The schedule RPC's deadline is the lease's
-            deadline minus ``max(schedule_margin / 2, lease_ttl / 20)``, kept back to
-            renew the lease after a timeout.
-        visibility_timeout: the longest a new instance may take to show in status
-            reads (default ``max(lease_ttl, 30)``): how long a start record is kept,
-            and the longest a later caller waits for the recorded start to show (or,
-            without records, the lease is held after scheduling). Set it above your
-            host's status-index lag.
-        ambiguity_timeout: after an ambiguous schedule failure (deadline exceeded,
-            connection lost), how long to keep the lease and watch for the instance
-            before raising ``ScheduleError(maybe_scheduled=True)`` (default
-            ``max(lease_ttl, 30)``); with ``confirm_visible`` the watch lasts
-            ``visibility_timeout`` longer, for a late execution on a lagging host.
-        confirm_after: confirm the lease with the store (a token-checked extend)
-            before scheduling when more than this many seconds passed since the store
-            last confirmed it (default 0.1; 0 confirms always, one more round trip).
-        clock_skew: seconds the backend's clock may differ from ours when telling
-            our instance by its creation time (default 5).
-        request_ttl: how long the lock store remembers a call's ``request_id`` for
-            retries (default one day, the maximum).
-        confirm_visible: make sure no later caller acts on a status read that does not
-            show our new instance yet (default on; turn off only for backends whose
-            reads are strongly consistent). With a lock that keeps start records
-            (every shipped backend) this costs nothing in the common case: the lease
-            is released at once with a record of the start, and only a caller whose
-            read does not show it waits for it. Other locks hold the lease until the
-            instance is visible (at most ``visibility_timeout``).
-        background_finish: release the lease (with its start record) after the
-            caller has its answer, on a background worker that is free at once (an
-            idle one, else a new one: a held lease never waits in a queue), so the
-            caller gets its answer as soon as the schedule call returns.
-            :meth:`close` waits for pending finishes.
-        max_instance_id_length: longest accepted instance ID (default 256).
-        fetch_payloads: fetch inputs and outputs in status reads (for ``existing``).
-        clock: a monotonic clock in seconds (for tests).
-        wall_clock: a UTC ``datetime`` clock (for tests).
-        namespace: the task hub this starter's leases and start/request records are
-            kept under, so that task hubs sharing a lock store and instance IDs never
-            wait on each other (instance IDs are unique per task hub). Default: the
-            client's task hub where it tells (the Durable Task Scheduler clients), else
-            '' (shared by every starter that leaves it empty). Every starter of one task
-            hub must use the same namespace.
+        options: a :class:`~strict_singleton.options.StarterOptions`: the timings the
+            guarantee depends on (``visibility_timeout``, ``ambiguity_timeout``,
+            ``clock_skew``, ...), ``namespace`` and the rest, with named presets
+            (``StarterOptions.LAGGING_HOST``, ``StarterOptions.STRONGLY_CONSISTENT``).
+            ``starter.options`` is what it runs on, every default resolved.
 
     Every time argument must be a finite number of seconds of at most one day;
     anything else raises :class:`~strict_singleton.errors.InvalidArgumentError` here.
@@ -104,16 +69,22 @@ class SingletonStarter(StarterBase):
 
     def __init__(
         self,
-        client: TaskHubGrpcClient,
+        client: TaskHubGrpcClient | Transport,
         *,
         lock: LeaseBackend | None = None,
-        **options: Unpack[StarterOptions],
+        lease_ttl: float = DEFAULT_LEASE_TTL,
+        wait: float | None = None,
+        options: StarterOptions | None = None,
+        _clock: Callable[[], float] | None = None,
+        _wall_clock: Callable[[], datetime] | None = None,
     ) -> None:
         if lock is None:
             from strict_singleton.lock_backends.file import FileLease
 
             lock = FileLease()
-        super().__init__(client, lock=lock, **options)
+        super().__init__(
+            client, lock=lock, lease_ttl=lease_ttl, wait=wait, options=options, _clock=_clock, _wall_clock=_wall_clock
+        )
         self._finishers = Finishers(self._run_in_background, name="strict-singleton-finish")
         self._closed = False
         self._gates = threading.local()  # the main thread's interrupt gate during a call (see _run)
@@ -129,7 +100,7 @@ class SingletonStarter(StarterBase):
         start_at: datetime | None = None,
         reuse: ReusePolicy = ReusePolicy.ALLOW_DUPLICATE,
         on_conflict: ConflictPolicy = ConflictPolicy.USE_EXISTING,
-        terminate_timeout: float = 30.0,
+        terminate_timeout: float = DEFAULT_TERMINATE_TIMEOUT,
         request_id: str | None = None,
     ) -> StartResult:
         """Start ``orchestrator`` as ``instance_id`` unless an active instance exists.
@@ -160,15 +131,15 @@ class SingletonStarter(StarterBase):
         background thread and the interruption propagates.
         """
         call, token = self._prepare(
-            orchestrator,
-            instance_id,
-            input,
-            tags,
-            version,
-            start_at,
-            reuse,
-            on_conflict,
-            terminate_timeout,
+            orchestrator=orchestrator,
+            instance_id=instance_id,
+            input=input,
+            tags=tags,
+            version=version,
+            start_at=start_at,
+            reuse=reuse,
+            on_conflict=on_conflict,
+            terminate_timeout=terminate_timeout,
             request_id=request_id,
         )
         return self._run(call, token)
@@ -209,16 +180,13 @@ class SingletonStarter(StarterBase):
         with other request IDs is taken for a new request (docs/guarantees.md).
         """
         call, token = self._prepare(
-            orchestrator,
-            instance_id,
-            input,
-            tags,
-            version,
-            None,
-            reuse,
-            None,
-            30.0,
-            (event_name, event_data),
+            orchestrator=orchestrator,
+            instance_id=instance_id,
+            input=input,
+            tags=tags,
+            version=version,
+            reuse=reuse,
+            signal=(event_name, event_data),
             request_id=request_id,
         )
         return self._run(call, token)
@@ -279,7 +247,7 @@ class SingletonStarter(StarterBase):
         """Drive ``flow`` to its end on a worker that is free now (never queued behind others).
 
         If no thread can be started, it is driven here and now: the lease is never left
-        behind, and the caller still gets its answer (attack review F7).
+        behind, and the caller still gets its answer.
         """
         try:
             self._finishers.submit((flow, error))
@@ -327,13 +295,8 @@ class SingletonStarter(StarterBase):
 # interrupted halfway (a lease taken but not yet registered would be held by nobody); a SIGINT
 # that arrives meanwhile is held for the next operation. They are short (a local file call, or
 # one round trip bounded by the store client's timeouts).
-_ATOMIC_OPS = (
-    _flow.Acquire,
-    _flow.Extend,
-    _flow.Release,
-    _flow.ReleaseRecording,
-    _flow.RecordStart,
-    _flow.RecordRequest,
+_ATOMIC_OPS = tuple(
+    kind for kind, call in _flow.CALLS.items() if call.target == "lock" and kind is not _flow.WaitRelease
 )
 
 
@@ -364,3 +327,8 @@ class _Gate:
         held, self.held = self.held, None
         if held is not None:
             self.previous(*held)
+
+
+__all__ = [
+    "SingletonStarter",
+]

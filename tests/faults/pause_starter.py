@@ -24,6 +24,7 @@ from durabletask.client import TaskHubGrpcClient
 
 from strict_singleton import SingletonStarter, StrictSingletonError
 from strict_singleton.lock_backends.redis import RedisLease
+from strict_singleton.options import StarterOptions
 
 
 def _emit(payload: dict[str, object]) -> None:
@@ -36,7 +37,9 @@ def main() -> None:
     quiet = logging.getLogger("pause_starter.durabletask")
     quiet.setLevel(logging.WARNING)
     client = TaskHubGrpcClient(host_address=address, logger=quiet)
-    starter = SingletonStarter(client, lock=RedisLease(redis.Redis(port=port)), lease_ttl=ttl, background_finish=False)
+    starter = SingletonStarter(
+        client, lock=RedisLease(redis.Redis(port=port)), lease_ttl=ttl, options=StarterOptions(background_finish=False)
+    )
     _emit({"pid": os.getpid()})
     while True:
         line = sys.stdin.readline()

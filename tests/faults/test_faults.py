@@ -26,11 +26,12 @@ from strict_singleton import (
     StartOutcome,
 )
 from strict_singleton._harness.strategies import quiet_logger
+from strict_singleton.lock_backends import from_url as lock_from_url
 from strict_singleton.lock_backends.redis import RedisLease
 from strict_singleton.lock_backends.redlock import RedlockLease
+from strict_singleton.options import StarterOptions
 from strict_singleton.testing import DurableTestBackend, RedisServer
 from strict_singleton.testing.azurite import Azurite
-from strict_singleton.testing.locks import lock_from_url
 from suite_helpers import WatchedLock, finishes
 
 PROFILES = pytest.mark.parametrize("overwrite_or_atomic", ["overwrite", "atomic"], indirect=True)
@@ -99,7 +100,9 @@ def test_2_holder_frozen_past_ttl_does_not_schedule(
     try:
         gate.opened.set()  # the read's answer is sent, but the holder is frozen
         poll_until(lambda: r.exists("strict-singleton:{frozen}:lock") == 0, 10, "the frozen holder's lease to expire")
-        starter = SingletonStarter(grpc_client(backend), lock=RedisLease(r), lease_ttl=1.0, background_finish=False)
+        starter = SingletonStarter(
+            grpc_client(backend), lock=RedisLease(r), lease_ttl=1.0, options=StarterOptions(background_finish=False)
+        )
         assert starter.start("orch", instance_id="frozen").outcome is StartOutcome.STARTED
     finally:
         os.kill(holder.pid, signal.SIGCONT)
@@ -134,7 +137,10 @@ def test_3_schedule_stall_gets_a_deadline(
     backend.read_hook = lambda _iid: watching.set() if stalled.is_set() else None
     lock = WatchedLock(RedisLease(r))
     starter = SingletonStarter(
-        grpc_client(backend), lock=lock, lease_ttl=1.0, schedule_margin=0.1, ambiguity_timeout=20
+        grpc_client(backend),
+        lock=lock,
+        lease_ttl=1.0,
+        options=StarterOptions(schedule_margin=0.1, ambiguity_timeout=20),
     )
     with caplog.at_level("INFO", logger="strict_singleton"):
         result = starter.start("orch", instance_id="stalled")
@@ -207,7 +213,7 @@ def test_5_redlock_nodes_forget_the_key(
         clock.now += 12.0  # past a third of the 30 s TTL: the starter renews before scheduling
 
     backend.read_hook = vanish
-    starter = SingletonStarter(grpc_client(backend), lock=RedlockLease(clients), lease_ttl=30, clock=clock)
+    starter = SingletonStarter(grpc_client(backend), lock=RedlockLease(clients), lease_ttl=30, _clock=clock)
     with pytest.raises(LeaseLostError):
         starter.start("orch", instance_id="vanish")
     assert backend.ledger.snapshot().total_created == 0
@@ -227,7 +233,7 @@ def test_5_redis_key_deleted_before_renewal(
         clock.now += 12.0
 
     backend.read_hook = delete
-    starter = SingletonStarter(grpc_client(backend), lock=RedisLease(r), lease_ttl=30, clock=clock)
+    starter = SingletonStarter(grpc_client(backend), lock=RedisLease(r), lease_ttl=30, _clock=clock)
     with pytest.raises(LeaseLostError):
         starter.start("orch", instance_id="deleted")
     assert backend.ledger.snapshot().total_created == 0
@@ -241,7 +247,9 @@ def swarm_through_an_outage(
 ) -> Counter[str]:
     """8 threads x 12 starts on 6 IDs; the store dies after the first few starts."""
     client = grpc_client(backend)
-    starter = SingletonStarter(client, lock=lock, lease_ttl=ttl, wait=2, background_finish=False)
+    starter = SingletonStarter(
+        client, lock=lock, lease_ttl=ttl, wait=2, options=StarterOptions(background_finish=False)
+    )
     reports: list[tuple[str, str]] = []
     guard = threading.Lock()
     count = 0
@@ -325,7 +333,7 @@ def test_7_lock_forgotten_by_a_restart(
     r = quick_redis(strict_singleton_private_redis.port)
     gate = Gate(backend, "forgotten", on="start")  # the holder read "none" and is scheduling
     client = grpc_client(backend)
-    first = SingletonStarter(client, lock=RedisLease(r), lease_ttl=30, background_finish=False)
+    first = SingletonStarter(client, lock=RedisLease(r), lease_ttl=30, options=StarterOptions(background_finish=False))
     results: dict[str, Any] = {}
     holder = threading.Thread(target=lambda: results.update(first=first.start("orch", instance_id="forgotten")))
     holder.start()
@@ -333,7 +341,10 @@ def test_7_lock_forgotten_by_a_restart(
     strict_singleton_private_redis.stop()
     strict_singleton_private_redis.start()  # same port, no persistence: the lease is gone
     second = SingletonStarter(
-        client, lock=RedisLease(quick_redis(strict_singleton_private_redis.port)), lease_ttl=30, background_finish=False
+        client,
+        lock=RedisLease(quick_redis(strict_singleton_private_redis.port)),
+        lease_ttl=30,
+        options=StarterOptions(background_finish=False),
     )
     assert second.start("orch", instance_id="forgotten").outcome is StartOutcome.STARTED
     gate.opened.set()
@@ -357,7 +368,9 @@ def test_8_redlock_minority_down_works_majority_down_fails_closed(
     backend = overwrite_or_atomic
     clients = [quick_redis(n.port) for n in redis_nodes]
     lock = RedlockLease(clients, node_timeout=0.2)
-    starter = SingletonStarter(grpc_client(backend), lock=lock, lease_ttl=5, background_finish=False)
+    starter = SingletonStarter(
+        grpc_client(backend), lock=lock, lease_ttl=5, options=StarterOptions(background_finish=False)
+    )
     redis_nodes[0].stop()
     redis_nodes[1].stop()
     result = starter.start("orch", instance_id="two-down")
@@ -378,7 +391,9 @@ def test_8_redlock_slow_nodes_count_as_down(
     backend = overwrite_or_atomic
     clients = [quick_redis(n.port, socket_timeout=120) for n in redis_nodes]
     lock = RedlockLease(clients, node_timeout=0.1)
-    starter = SingletonStarter(grpc_client(backend), lock=lock, lease_ttl=5, background_finish=False)
+    starter = SingletonStarter(
+        grpc_client(backend), lock=lock, lease_ttl=5, options=StarterOptions(background_finish=False)
+    )
     frozen: list[int] = []
     try:
         for node in redis_nodes[:2]:

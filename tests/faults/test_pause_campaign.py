@@ -1,4 +1,4 @@
-"""Pause campaign (issue 9): a real starter process frozen with SIGSTOP at random points
+"""Pause campaign: a real starter process frozen with SIGSTOP at random points
 around its status read and its schedule, over >= 100 trials, with the violations counted.
 
 Setup: the ``overwrite`` Durable profile (a start on an existing ID replaces it whatever
@@ -60,6 +60,7 @@ from durabletask.client import TaskHubGrpcClient
 import strict_singleton
 from strict_singleton import SingletonStarter, StartOutcome, StrictSingletonError
 from strict_singleton.lock_backends.redis import RedisLease
+from strict_singleton.options import StarterOptions
 from strict_singleton.testing import DurableTestBackend, RedisServer
 
 SCRIPT = str(Path(__file__).with_name("pause_starter.py"))
@@ -442,7 +443,7 @@ def test_pause_campaign_overwrite_redis(
         b_client,
         lock=RedisLease(redis.Redis(port=strict_singleton_private_redis.port)),
         lease_ttl=LEASE_TTL,
-        background_finish=False,
+        options=StarterOptions(background_finish=False),
     )
     child = Child(strict_singleton_private_redis.port, backend.address, tmp_path / "pause_starter.stderr")
     try:

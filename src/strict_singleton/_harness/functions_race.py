@@ -101,7 +101,7 @@ def _process_main(spec: _Spec, barrier: Any, results: Any) -> None:
 
 
 async def _process(spec: _Spec, barrier: Any, results: Any) -> None:
-    from strict_singleton.functions import forget_stale_session
+    from strict_singleton.functions._client import forget_stale_session
     from strict_singleton.lock_backends import from_url
 
     forget_stale_session()

@@ -51,10 +51,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from strict_singleton._harness.strategies import ORCHESTRATOR, AsyncStrategy, SyncStrategy, describe, worker_logger
+from strict_singleton._harness.strategies import ORCHESTRATOR, AsyncStrategy, SyncStrategy, worker_logger
 from strict_singleton.lock_backends._url import redact_url, scrub
 from strict_singleton.testing.backend import DurableTestBackend, Profile
-from strict_singleton.testing.swarm import fire_tasks, fire_threads
+from strict_singleton.testing.swarm import describe, fire_tasks, fire_threads
 
 FINISH_EVENT = "finish_round"
 Api = Literal["threads", "asyncio"]

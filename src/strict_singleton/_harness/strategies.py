@@ -10,9 +10,9 @@
   does nothing (the reuse policy still protects on ``atomic``, nothing does on
   ``overwrite``).
 
-Every strategy returns one of ``started``, ``already_running``, ``busy``,
-``rejected`` (the backend refused a duplicate with ALREADY_EXISTS and the caller saw
-the raw error) or ``error:<Type>``.
+Every strategy's result, named by :func:`strict_singleton.testing.swarm.describe`, is one
+of ``started``, ``already_running``, ``busy``, ``rejected`` (the backend refused a
+duplicate with ALREADY_EXISTS and the caller saw the raw error) or ``error:<Type>``.
 
 A strategy can carry an :class:`Instrument` (the benchmarks' counters): it wraps the
 lease backend of ``strict`` / ``unlocked`` and is entered around every start call.
@@ -29,6 +29,7 @@ from typing import Any, Protocol
 from durabletask.client import OrchestrationStatus
 
 from strict_singleton.lock_backends.base import Grant
+from strict_singleton.options import StarterOptions
 
 STRATEGIES: tuple[str, ...] = ("naive", "redis-lock", "strict", "unlocked")
 ORCHESTRATOR = "race_orchestrator"
@@ -146,26 +147,6 @@ def worker_logger() -> logging.Logger:
     return log
 
 
-def describe(value: Any) -> str:
-    """A strategy's return value or exception as an outcome string."""
-    if isinstance(value, BaseException):
-        code = getattr(value, "code", None)
-        if callable(code):
-            try:
-                name = code().name
-            except Exception:
-                name = None
-            if name == "ALREADY_EXISTS":
-                return "rejected"
-        return f"error:{type(value).__name__}"
-    if value is True:
-        return "started"
-    if value is False:
-        return "already_running"
-    outcome = getattr(value, "outcome", None)
-    return str(outcome.value) if outcome is not None else str(value)
-
-
 class SyncStrategy:
     """A strategy bound to one process's clients: ``start(instance_id) -> outcome``."""
 
@@ -214,7 +195,11 @@ class SyncStrategy:
             if instrument is not None:
                 lock = instrument.wrap_lock(lock)
             starter = SingletonStarter(
-                self._client, lock=lock, lease_ttl=lease_ttl, wait=wait, confirm_visible=confirm_visible
+                self._client,
+                lock=lock,
+                lease_ttl=lease_ttl,
+                wait=wait,
+                options=StarterOptions(confirm_visible=confirm_visible),
             )
             self._closers[:0] = [starter.close, lock.close]
             self._start = lambda iid: starter.start(ORCHESTRATOR, instance_id=iid)
@@ -284,7 +269,11 @@ class AsyncStrategy:
             if instrument is not None:
                 lock = instrument.wrap_lock(lock)
             starter = AsyncSingletonStarter(
-                self._client, lock=lock, lease_ttl=lease_ttl, wait=wait, confirm_visible=confirm_visible
+                self._client,
+                lock=lock,
+                lease_ttl=lease_ttl,
+                wait=wait,
+                options=StarterOptions(confirm_visible=confirm_visible),
             )
             self._closers[:0] = [starter.aclose, lock.close]
 

@@ -127,8 +127,8 @@ class RedisKeys:
           {prefix}{<instance_id>}:start     the last start record (expires)
           {prefix}{<instance_id>}:request   the last request record (expires, long-lived)
 
-      These names are unchanged from earlier releases, so processes of different
-      releases lock the same key for the same ID.
+      These names must stay fixed: processes running different releases must lock
+      the same key for the same ID.
     * Digest form, for an ID that starts with ``}`` or is empty (its plain tag would be
       empty: Cluster would hash whole keys and split lock and fence over two slots)::
 

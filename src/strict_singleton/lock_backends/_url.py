@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from strict_singleton.errors import InvalidArgumentError
+from strict_singleton.lock_backends._azurite_dev import dev_connection_string
 
 SCHEMES = (
     "file, file:/dir, redis://host:port/db, redlock://host:port,host:port,host:port/db, "
@@ -161,8 +162,6 @@ def blob_target(url: str) -> tuple[str, str]:
         if not conn:
             raise InvalidArgumentError("azblob:// needs $AZURE_STORAGE_CONNECTION_STRING to be set")
     else:
-        from strict_singleton.testing.azurite import dev_connection_string
-
         host, port = host_port(parts, url)
         container = parts.path.strip("/")
         conn = dev_connection_string(host, port)

@@ -343,16 +343,10 @@ def supports_requests(lock: object) -> bool:
 
 
 __all__ = [
-    "RECORD_METHODS",
     "AsyncLeaseBackend",
     "Grant",
     "LeaseBackend",
     "REQUEST_RECORD_MAX",
     "RequestRecord",
     "StartRecord",
-    "newest",
-    "require_positive_ttl",
-    "supports_records",
-    "supports_requests",
-    "validate_prefix",
 ]

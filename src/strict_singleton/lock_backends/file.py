@@ -34,7 +34,7 @@ written under the lock just before it is released, then the last request record
 (``record_request``; a slot of ``REQUEST_RECORD_MAX`` bytes), written under the held
 lock, which is kept. Each slot is padded with spaces and only its own writer touches
 it, so no call erases or alters another slot; ``acquire`` reads all three in one
-``read``. Files written before the request slot existed simply end earlier (no request
+``read``. A file whose request slot was never written ends before it (no request
 record). They survive process crashes, not the loss of the directory; records are kept
 until replaced (readers check their ``expires_at_us``).
 
@@ -488,7 +488,7 @@ _BLANK = b" \x00"
 def _read_state(fd: int) -> tuple[int, StartRecord | None, RequestRecord | None]:
     """(fencing counter, start record, request record) from the lock file, in one ``read``.
 
-    A file from before the request slot existed is shorter: its request record is ``None``.
+    A file whose request slot was never written is shorter: its request record is ``None``.
     """
     data = os.pread(fd, _STATE_WIDTH, 0) if hasattr(os, "pread") else _read_from_start(fd)
     fence = data[:_FENCE_WIDTH].strip()
@@ -587,4 +587,4 @@ class AsyncFileLease:
         self._sync.close()
 
 
-__all__ = ["DEFAULT_DIRECTORY", "ENV_DIRECTORY", "AsyncFileLease", "FileLease", "lock_directory"]
+__all__ = ["DEFAULT_DIRECTORY", "ENV_DIRECTORY", "AsyncFileLease", "FileLease"]

@@ -109,11 +109,6 @@ class GuardedPopen(subprocess.Popen[Any]):
         super().__del__()
 
 
-def guarded_popen(command: list[str], **kwargs: Any) -> GuardedPopen:
-    """Shorthand for :class:`GuardedPopen`."""
-    return GuardedPopen(command, **kwargs)
-
-
 def kill_group(proc: GuardedPopen, *, timeout: float = 10.0) -> None:
     """SIGKILL a guarded process group, reap its leader and drop the lifeline."""
     if proc.poll() is None:

@@ -14,14 +14,15 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from strict_singleton.lock_backends._azurite_dev import DEV_KEY, dev_connection_string
 from strict_singleton.testing._process import ServerProcess
 
-DEV_ACCOUNT = "devstoreaccount1"
-# The emulator's published development key (not a secret).
-DEV_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+__all__ = ["DEV_KEY", "Azurite", "azurite_binary", "dev_connection_string"]
 
 
 def azurite_binary() -> str:
+    """The Azurite blob server to run: ``$STRICT_SINGLETON_AZURITE``, else the one ``npm ci`` installed
+    beside this checkout, else ``azurite-blob`` on the PATH."""
     override = os.environ.get("STRICT_SINGLETON_AZURITE")
     if override:
         return override
@@ -34,13 +35,6 @@ def azurite_binary() -> str:
     if found:
         return found
     raise RuntimeError("azurite-blob not found: run `npm ci` in the project (Azurite is pinned in package.json)")
-
-
-def dev_connection_string(host: str, port: int) -> str:
-    return (
-        f"DefaultEndpointsProtocol=http;AccountName={DEV_ACCOUNT};AccountKey={DEV_KEY};"
-        f"BlobEndpoint=http://{host}:{port}/{DEV_ACCOUNT};"
-    )
 
 
 class Azurite(ServerProcess):

@@ -305,3 +305,13 @@ class DurableTestBackend(InMemoryOrchestrationBackend):
                 tags=dict(request.tags),
             )
             return response
+
+
+__all__ = [
+    "PROFILES",
+    "BackendCalls",
+    "BackendLedger",
+    "CallCounts",
+    "DurableTestBackend",
+    "LedgerSnapshot",
+]

@@ -68,6 +68,9 @@ class SwarmResult:
 
 
 class StarterSwarm:
+    """The ``strict_singleton_starter_swarm`` fixture: fire many starts of one instance ID at once and
+    count what the backend really created."""
+
     def __init__(self, backend: DurableTestBackend) -> None:
         self.backend = backend
 
@@ -90,7 +93,7 @@ class StarterSwarm:
         return self._result(instance_id, records, before)
 
     def _result(self, instance_id: str, records: list[CallRecord], before: Any) -> SwarmResult:
-        from strict_singleton._harness.strategies import describe
+        from strict_singleton.testing.swarm import describe
 
         after = self.backend.ledger.snapshot()
         return SwarmResult(
@@ -184,3 +187,9 @@ def strict_singleton_private_azurite() -> Iterator[Azurite]:
 @pytest.fixture
 def strict_singleton_starter_swarm(strict_singleton_durable_backend: DurableTestBackend) -> StarterSwarm:
     return StarterSwarm(strict_singleton_durable_backend)
+
+
+__all__ = [
+    "StarterSwarm",
+    "SwarmResult",
+]

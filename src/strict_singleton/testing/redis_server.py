@@ -123,3 +123,10 @@ def _expect_ok(sock: socket.socket) -> None:
         reply += chunk
     if not reply.startswith(b"+OK"):
         raise RuntimeError(f"redis-server answered {reply!r}")
+
+
+__all__ = [
+    "RedisServer",
+    "describe_redis_server",
+    "redis_server_binary",
+]

@@ -2,6 +2,7 @@
 
 ``fire_threads`` and ``fire_tasks`` line callers up on a barrier so they call at
 once; each result is the callable's return value or the exception it raised.
+``describe`` names what one call did as an outcome string, so swarms can be counted.
 """
 
 from __future__ import annotations
@@ -70,3 +71,36 @@ async def fire_tasks(n: int, fn: Callable[[int], Awaitable[Any]]) -> list[CallRe
     await all_ready.wait()
     go.set()
     return list(await asyncio.gather(*tasks))
+
+
+def describe(value: Any) -> str:
+    """One call's return value or exception as an outcome string.
+
+    ``started`` (True), ``already_running`` (False), ``rejected`` (an error whose gRPC
+    code is ALREADY_EXISTS), ``error:<Type>``, a start result's ``outcome`` value, or
+    ``str(value)`` for anything else (a strategy's own ``busy``).
+    """
+    if isinstance(value, BaseException):
+        code = getattr(value, "code", None)
+        if callable(code):
+            try:
+                name = code().name
+            except Exception:
+                name = None
+            if name == "ALREADY_EXISTS":
+                return "rejected"
+        return f"error:{type(value).__name__}"
+    if value is True:
+        return "started"
+    if value is False:
+        return "already_running"
+    outcome = getattr(value, "outcome", None)
+    return str(outcome.value) if outcome is not None else str(value)
+
+
+__all__ = [
+    "CallRecord",
+    "describe",
+    "fire_tasks",
+    "fire_threads",
+]

@@ -143,6 +143,8 @@ class SimLockStore:
         return True
 
     def record_start(self, instance_id: str, token: str, record: StartRecord, ttl: float) -> bool:
+        if not self.records:
+            raise AssertionError("this store keeps no start records")
         self._check(instance_id)
         if self.holder(instance_id) != token:
             return False
@@ -163,6 +165,13 @@ class SimLockStore:
             return False
         del self.leases[instance_id]
         return True
+
+    def wait_for_release(self, instance_id: str, timeout: float) -> None:
+        """Virtual time passes until the holder's lease expires, at most ``timeout``."""
+        if self.holder(instance_id) is not None:
+            lease = self.leases[instance_id]
+            until = lease.expires_at if lease.expires_at is not None else self.clock() + timeout
+            self.clock.advance(min(timeout, until - self.clock()))
 
     def lose(self, instance_id: str) -> None:
         """Fault: the key vanishes (deleted, evicted, a restart without persistence)."""
@@ -321,48 +330,59 @@ class World:
         self.backend = SimBackend(
             self.clock, profile=profile, visibility_lag=visibility_lag, whole_seconds=whole_seconds
         )
+        self.transport = SimTransport(self.backend)
         self.op_cost = 0.001  # virtual seconds each lock or backend operation takes
 
     def answer(self, op: _flow.Op) -> Any:
-        """What the real drivers would get back for ``op`` (or raise)."""
-        if isinstance(op, _flow.Sleep):
-            self.clock.advance(op.seconds)
-            return None
-        if isinstance(op, _flow.WaitRelease):
-            if self.store.holder(op.instance_id) is not None:
-                lease = self.store.leases[op.instance_id]
-                until = lease.expires_at if lease.expires_at is not None else self.clock() + op.timeout
-                self.clock.advance(min(op.timeout, until - self.clock()))
-            return None
-        self.clock.advance(self.op_cost)
-        if isinstance(op, _flow.Acquire):
-            return self.store.acquire(op.instance_id, op.token, op.ttl)
-        if isinstance(op, _flow.Extend):
-            return self.store.extend(op.instance_id, op.token, op.ttl)
-        if isinstance(op, _flow.Release):
-            return self.store.release(op.instance_id, op.token)
-        if isinstance(op, _flow.ReleaseRecording):
-            if not self.store.records:
-                raise AssertionError("this store keeps no start records")
-            return self.store.release_with_record(op.instance_id, op.token, op.record, op.ttl)
-        if isinstance(op, _flow.RecordStart):
-            if not self.store.records:
-                raise AssertionError("this store keeps no start records")
-            return self.store.record_start(op.instance_id, op.token, op.record, op.ttl)
-        if isinstance(op, _flow.RecordRequest):
-            return self.store.record_request(op.instance_id, op.token, op.record, op.ttl)
-        if isinstance(op, _flow.RaiseEvent):
-            return self.backend.raise_event(op.instance_id, op.event_name, op.data)
-        if isinstance(op, _flow.Read):
-            return self.backend.read(op.instance_id)
-        if isinstance(op, _flow.Terminate):
-            self.backend.terminate(op.instance_id)
-            return None
-        if isinstance(op, _flow.Schedule):
-            if op.send_by is not None and self.clock() >= op.send_by:
-                raise _flow.NotSent("send-by time passed")
-            return self.backend.schedule(op.call.instance_id, op.tags)
-        raise AssertionError(f"unknown operation {op!r}")
+        """What the real drivers would get back for ``op`` (or raise): served through
+        :data:`_flow.CALLS`, as the drivers serve it, by the store, the backend or the clock."""
+        call = _flow.call_of(op)
+        kwargs: dict[str, Any] = {}
+        if call.target == "clock":
+            target: Any = self
+        elif call.target == "lock":
+            target = self.store
+        else:
+            target = self.transport
+            kwargs["timeout"] = None if op.send_by is None else op.send_by - self.clock()  # type: ignore[union-attr]
+        if call.method not in _WAITS:
+            self.clock.advance(self.op_cost)
+        return getattr(target, call.method)(*call.arguments(op), **kwargs)
+
+    def sleep(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+
+
+# Operations that take the virtual time they wait for, not an operation's cost.
+_WAITS = frozenset({"sleep", "wait_for_release"})
+
+
+class SimTransport:
+    """The simulated backend as a :class:`~strict_singleton.transport.Transport`. Only a
+    schedule is refused once its send-by time has passed (the explorer decides that for
+    events and terminates itself, as a fault it explores)."""
+
+    def __init__(self, backend: SimBackend) -> None:
+        self.backend = backend
+
+    bounds_calls = True
+
+    def prepare(self, call: Any, *, backend: str) -> Any:
+        return call
+
+    def read(self, instance_id: str, payloads: bool, *, timeout: float | None) -> OrchestrationState | None:
+        return self.backend.read(instance_id)
+
+    def schedule(self, call: Any, tags: dict[str, str], *, timeout: float | None) -> str:
+        if timeout is not None and timeout <= 0:
+            raise _flow.NotSent("send-by time passed")
+        return self.backend.schedule(call.instance_id, tags)
+
+    def terminate(self, instance_id: str, reason: str, *, timeout: float | None) -> None:
+        self.backend.terminate(instance_id)
+
+    def raise_event(self, instance_id: str, event_name: str, data: Any, *, timeout: float | None) -> None:
+        self.backend.raise_event(instance_id, event_name, data)
 
 
 DEFAULT: Any = object()
@@ -403,10 +423,8 @@ def drive(
 
 __all__ = [
     "DEFAULT",
-    "CreateEvent",
     "RpcError",
     "SimBackend",
-    "SimInstance",
     "SimLockStore",
     "VirtualClock",
     "World",

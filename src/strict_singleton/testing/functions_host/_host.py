@@ -1,127 +1,19 @@
-"""A small Azure Functions host stand-in: the HTTP API the Durable Functions 1.x Python client calls.
-
-The ``azure-functions-durable`` 1.x client (``azure.durable_functions.DurableOrchestrationClient``)
-never talks to a Durable backend itself: it is built from the ``starter`` binding JSON the
-Functions host passes to the HTTP trigger, and sends every call over HTTP (one module-global
-aiohttp session) to the host's loopback ``rpcBaseUrl`` (``http://127.0.0.1:17071/durabletask/``
-on a real host). :class:`FunctionsHost` is an aiohttp server, in a thread of its own with its own
-event loop on a free 127.0.0.1 port, that serves the part of that API the client's start, status,
-terminate and raise-event calls use, over the in-memory Durable backend
-(:class:`~strict_singleton.testing.DurableTestBackend`) through a real durabletask gRPC client:
-
-* ``POST {rpc}orchestrators/{name}[/{id}]``: start. 202 with the check-status payload (``id``,
-  ``statusQueryGetUri``, ``sendEventPostUri``, ``terminatePostUri``, ``purgeHistoryDeleteUri``,
-  ``restartPostUri``, ``suspendPostUri``, ``resumePostUri``), a ``Location`` header and
-  ``Retry-After: 10``; 400 (``ArgumentException``-style JSON) for a name outside
-  ``known_functions``; 500 with ``{"Message": "Something went wrong while processing your
-  request", "ExceptionMessage": "An Orchestration instance with the status Running already
-  exists.", "ExceptionType": "System.InvalidOperationException", "StackTrace": ...}`` when a
-  duplicate is rejected. Without an ID the host makes one (``uuid4().hex``).
-* ``GET {rpc}instances/{id}``: status. 404 with an empty body when missing; else the host's
-  status JSON (``name``, ``instanceId``, ``runtimeStatus``, ``input``, ``customStatus``, ``output``,
-  ``createdTime``, ``lastUpdatedTime``; times as ``2024-01-02T03:04:05Z``, truncated to the
-  second as the real host formats them), 202 (with ``Location`` and ``Retry-After: 5``) for
-  Pending/Running/ContinuedAsNew/Suspended, 200 for Completed/Failed/Terminated/Canceled (500
-  for Failed with ``returnInternalServerErrorOnFailure=true``). ``showInput=false`` drops the
-  input.
-* ``POST {rpc}instances/{id}/terminate?reason=...``: 404 missing, 410 already terminal, else 202
-  (the reason becomes the terminated instance's output).
-* ``POST {rpc}instances/{id}/raiseEvent/{event}``: 404 missing, 410 terminal, 400 unless
-  ``Content-Type: application/json`` (or invalid JSON), else 202.
-
-The same routes are also served under the webhook base (``/runtime/webhooks/durabletask/``), so
-the ``statusQueryGetUri`` and other URLs in the check-status payload work too (the instance ID,
-task hub and connection in them ``WebUtility.UrlEncode``-d, as the real host writes them).
-
-Routing, as the real host's ``HttpApiHandler`` does it (:func:`host_route_segments`, :func:`route`),
-not as aiohttp's router would: the path ends at ``?`` (the query) or ``#``; %XX other than %2F is
-decoded and ``.``/``..`` segments are removed (Kestrel; ``%2e%2e`` is a dot segment too); then
-the whole path is URL-decoded once more (``WebUtility.UrlDecode``: %2F becomes ``/`` and splits a
-segment, ``+`` is a space), ``/`` is trimmed at both ends, and the routes are matched in the real
-host's order with literal segments and operations case-insensitive. A path no route matches gets
-the real host's 404 with no body (the 1.x client reads a 404 on raise-event or terminate as "no
-instance"); a route the real host serves and the stand-in does not gets 501 (below). So a crafted
-name moves a request exactly where it would move it on a real host: ``raiseEvent/%2E%2E/terminate``
-terminates, ``orchestrators/orch/a%2Fb`` is a 404, ``orchestrators/orch/a+b`` starts ``a b``.
-
-Payloads, as the real host treats them: the body's JSON value is the orchestration input (or
-the event's data). The 1.x client serialises the input itself and aiohttp encodes that string
-again, so the body is a JSON *string* holding JSON text; the input is then that string, and the
-status ``input`` shows the JSON text, as the real host's does. Status ``output`` of a Failed
-instance is its failure message.
-
-Profiles (``profile=``), after host.json ``overridableExistingInstanceStates`` and the storage
-provider:
-
-* ``reject``: ``NonRunningStates`` (the default), atomic. The start goes to the backend with a
-  reuse policy that lists only terminal statuses (Completed, Failed, Terminated, Canceled) as
-  replaceable, so the backend itself, under its own lock, rejects a start on a Pending, Running,
-  Suspended or ContinuedAsNew instance (gRPC ALREADY_EXISTS, answered as the 500 above; the status
-  named in the message is read after the rejection) and replaces a terminal one.
-* ``anystate``: ``AnyState``. The start is sent with a reuse policy listing *every* status as
-  replaceable: the backend deletes whatever instance has the ID and creates the new one, in one
-  step under its lock (terminate-and-replace without running the old instance's termination:
-  the old instance simply disappears, as an overwritten Azure Storage instance's history does).
-  Every start gets 202.
-* ``racy``: ``NonRunningStates`` on the Azure Storage provider, whose check is not atomic: read
-  the status (gRPC ``GetInstance``); reject with the 500 if it is active; else a *window*; then
-  create allowing overwrite (as ``anystate``). Two starts whose reads both precede both creates
-  both get 202 and the instance is created twice: the first start is lost. The window is
-  ``racy_window(instance_id)`` when given (called in the request's worker thread, so a test can
-  block it on a :class:`threading.Event` or :class:`threading.Barrier`, with a timeout), else a
-  ``racy_delay``-second sleep (default 0.02 s).
-
-The backend must honour reuse policies: the ``atomic`` or ``eventual`` profiles of
-:class:`~strict_singleton.testing.DurableTestBackend` (``overwrite`` replaces whatever the policy
-says, so it is refused).
-
-Counts: :attr:`FunctionsHost.counts` is a snapshot (:class:`HostCounts`), per instance ID, of the
-instances created (every successful create or replace), the starts accepted (202), the starts
-rejected as duplicates (500) and the starts refused for an unknown function name (400). It counts
-what went through this host's HTTP API only; the backend's own ledger counts every start.
-
-The 1.x client's aiohttp session and event loops: ``azure.durable_functions.models.utils.http_utils``
-keeps one module-global ``ClientSession``, created on first use and bound to the event loop running
-then, and replaced only once it is ``closed`` (the package closes it only after a connection error).
-A second ``asyncio.run`` in the same process reuses the session of the closed loop and fails with
-``RuntimeError: Event loop is closed`` (aiohttp schedules its timeout on the session's loop). Call
-:func:`close_client_session` (``await``) at the end of each event loop that used the client, or
-:func:`reset_client_session` between loops; :func:`run` does both around one coroutine. Both also
-replace the module-global ``asyncio.Lock``, as a precaution (in 1.7.0 nothing awaits while holding
-it, so it is never contended and never bound to a loop).
-
-Not implemented (honestly absent, not faked): authentication (no ``code`` key is checked or
-issued: ``requiredQueryStringParameters`` is empty), ``taskHub``/``connection`` query parameters
-(ignored: one task hub), entity APIs (``entities/...``, ``signal_entity``, ``read_entity_state``),
-purge (DELETE), rewind, restart, suspend and resume, listing and querying instances
-(``GET instances/`` with filters, ``get_status_all``/``get_status_by``), ``showHistory``
-(no ``historyEvents``), the create-and-wait URI (``timeout``/``pollingInterval`` are ignored:
-start always answers 202 at once), scheduled starts and tags (the 1.x path has neither), the
-``Canceled`` status (the in-memory backend never produces it), and the gRPC protocol the
-``durabletask-azurefunctions`` client speaks to the host (:func:`grpc_binding_json` points that
-client straight at the backend's gRPC port instead). Those of these routes the real host serves
-answer 501 with a JSON ``Message`` (so the 1.x client reports "unexpected status code 501");
-paths no route of the real host matches answer its 404. No orchestrations run unless a worker is
-connected to the backend (``durabletask.worker.TaskHubGrpcWorker``); without one, instances stay
-Pending and terminate/raise-event are only queued.
-"""
+"""The stand-in host: the Durable Functions host's HTTP API over a real Durable backend."""
 
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
 import logging
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, TypeVar
-from urllib.parse import quote_plus, unquote, unquote_plus
 
 import grpc
 from aiohttp import web
@@ -129,17 +21,31 @@ from durabletask.client import OrchestrationState, TaskHubGrpcClient
 from durabletask.internal import orchestrator_service_pb2 as pb
 
 from strict_singleton.testing.backend import DurableTestBackend
+from strict_singleton.testing.functions_host._routing import (
+    RPC_PREFIX,
+    WEBHOOK_PREFIX,
+    _url_encode,
+    host_route_segments,
+    route,
+)
+
+Profile = Literal["reject", "anystate", "racy"]
+
 
 T = TypeVar("T")
 
-Profile = Literal["reject", "anystate", "racy"]
+
 PROFILES: tuple[Profile, ...] = ("reject", "anystate", "racy")
+
+
 DEFAULT_RACY_DELAY = 0.02
+
+
 DEFAULT_TASK_HUB = "TestHubName"
+
+
 CONNECTION_NAME = "Storage"  # what the real host names the default connection in its URLs
 
-RPC_PREFIX = "/durabletask"
-WEBHOOK_PREFIX = "/runtime/webhooks/durabletask"
 
 _RUNTIME_STATUS = {
     pb.ORCHESTRATION_STATUS_RUNNING: "Running",
@@ -151,8 +57,13 @@ _RUNTIME_STATUS = {
     pb.ORCHESTRATION_STATUS_PENDING: "Pending",
     pb.ORCHESTRATION_STATUS_SUSPENDED: "Suspended",
 }
+
+
 ACTIVE_STATUSES = frozenset({"Pending", "Running", "ContinuedAsNew", "Suspended"})
+
+
 TERMINAL_STATUSES = frozenset({"Completed", "Failed", "Terminated", "Canceled"})
+
 
 _NON_RUNNING = pb.OrchestrationIdReusePolicy(
     replaceableStatus=[
@@ -162,9 +73,14 @@ _NON_RUNNING = pb.OrchestrationIdReusePolicy(
         pb.ORCHESTRATION_STATUS_CANCELED,
     ]
 )
+
+
 _ANY_STATE = pb.OrchestrationIdReusePolicy(replaceableStatus=list(_RUNTIME_STATUS))
 
+
 _LOG = logging.getLogger(__name__)
+
+
 _STACK = "   at strict_singleton.testing.functions_host (stand-in: no .NET stack trace)"
 
 
@@ -184,10 +100,6 @@ class HostCounts:
     @property
     def total_accepted(self) -> int:
         return sum(self.accepted.values())
-
-    @property
-    def total_rejected(self) -> int:
-        return sum(self.rejected.values())
 
 
 class _Counts:
@@ -643,213 +555,3 @@ class FunctionsHost:
         except Exception as exc:
             return self._internal_error(exc)
         return web.Response(status=status) if body is None else web.json_response(body, status=status)
-
-
-# -- routing, as the real host does it ----------------------------------------------------------------
-#
-# The Durable extension's HttpApiHandler (Azure/azure-functions-durable-extension,
-# src/WebJobs.Extensions.DurableTask/HttpApiHandler.cs, HandleRequestAsync) routes
-#     "/" + WebUtility.UrlDecode(request.RequestUri.AbsolutePath).Substring(basePath.Length).Trim('/')
-# through TemplateMatchers, in this order: orchestrators/{functionName}/{instanceId?},
-# entities/{entityName?}/{entityKey?}, instances/{instanceId?}/{operation?},
-# instances/{instanceId?}/raiseEvent/{eventName}, makeprimary; anything else is a 404 without a
-# body. Before that, Kestrel decodes the request target's path (every %XX but %2F) and removes
-# "." and ".." segments, and the query ("?") and fragment ("#") are not part of AbsolutePath.
-# UrlDecode then decodes what is left (%2F too, so it splits a segment) and reads "+" as a space.
-
-
-def _url_encode(text: str) -> str:
-    """``WebUtility.UrlEncode``: space as ``+``, everything but letters, digits and ``-_.!*()`` as %XX."""
-    return quote_plus(text, safe="-_.!*()")
-
-
-def _remove_dot_segments(path: str) -> str:
-    """RFC 3986 section 5.2.4 on an absolute path (what Kestrel's path normalisation does)."""
-    out: list[str] = []
-    segments = path.split("/")[1:]
-    for position, segment in enumerate(segments):
-        last = position == len(segments) - 1
-        if segment == ".":
-            if last:
-                out.append("")
-        elif segment == "..":
-            if out:
-                out.pop()
-            if last:
-                out.append("")
-        else:
-            out.append(segment)
-    return "/" + "/".join(out)
-
-
-def host_route_segments(raw_target: str) -> list[str] | None:
-    """The path segments the real host routes for a raw request target (path and query as sent),
-    below the RPC or webhook base path; None outside both (the real host never sees such a path).
-
-    The path ends at ``?`` or ``#``; Kestrel decodes %XX except %2F and removes dot segments;
-    ``WebUtility.UrlDecode`` decodes the rest (%2F becomes ``/``) with ``+`` as a space; the
-    base path is cut off and ``/`` trimmed at both ends before splitting.
-    """
-    path = raw_target.split("?", 1)[0].split("#", 1)[0]
-    if not path.startswith("/"):
-        path = "/" + path
-    pieces = [unquote(piece) for piece in path.replace("%2f", "%2F").split("%2F")]
-    path = _remove_dot_segments("%2F".join(pieces))
-    decoded = unquote_plus(path)
-    for prefix in (RPC_PREFIX, WEBHOOK_PREFIX):
-        if decoded.lower() == prefix or decoded.lower().startswith(prefix + "/"):
-            rest = decoded[len(prefix) :].strip("/")
-            return rest.split("/") if rest else []
-    return None
-
-
-# Operations the real host serves on instances/{instanceId}/{operation} that the stand-in does not.
-_UNIMPLEMENTED_OPERATIONS = frozenset({"rewind", "restart", "suspend", "resume"})
-
-
-def route(method: str, segments: list[str]) -> tuple[str, tuple[str, ...]] | None:
-    """What the real host does with ``method`` on ``segments``: ``("start", (function, id))`` (id
-    ``""``: the host makes one), ``("status", (id,))``, ``("terminate", (id,))``,
-    ``("raise_event", (id, event))``, ``("not_implemented", ())`` for a route the real host serves
-    and the stand-in does not, or None for the real host's 404. Literal segments and operations
-    match case-insensitively, as ASP.NET routing and the handler's OrdinalIgnoreCase compare them.
-    """
-    n = len(segments)
-    head = segments[0].lower() if segments else ""
-    post = method == "POST"
-    if head == "orchestrators" and n in (2, 3) and segments[1]:
-        return ("start", (segments[1], segments[2] if n == 3 else "")) if post else None
-    if head == "entities" and n <= 3:  # read, list, signal (POST) and delete entities
-        return ("not_implemented", ()) if method in ("GET", "POST", "DELETE") else None
-    if head == "instances" and n <= 3:
-        instance_id = segments[1] if n >= 2 and segments[1] else None
-        operation = segments[2].lower() if n == 3 and segments[2] else None
-        if instance_id is None:  # list or purge by filters
-            return ("not_implemented", ()) if method in ("GET", "DELETE") else None
-        if operation is None:
-            if method == "GET":
-                return "status", (instance_id,)
-            return ("not_implemented", ()) if method == "DELETE" else None
-        if post and operation == "terminate":
-            return "terminate", (instance_id,)
-        if post and operation in _UNIMPLEMENTED_OPERATIONS:
-            return "not_implemented", ()
-        return None
-    if head == "instances" and n == 4 and segments[2].lower() == "raiseevent" and segments[1] and segments[3]:
-        return ("raise_event", (segments[1], segments[3])) if post else None
-    if head == "makeprimary" and n == 1:
-        return "not_implemented", ()
-    return None
-
-
-def binding_json(host: FunctionsHost, *, task_hub: str | None = None) -> str:
-    """The ``starter`` binding JSON the Functions host passes to a durable client input, pointing at
-    ``host``: build a 1.x client with ``DurableOrchestrationClient(binding_json(host))``.
-
-    Same fields as the real host's HTTP-protocol payload (``taskHubName``, ``creationUrls``,
-    ``managementUrls`` with the ``INSTANCEID`` placeholder, ``baseUrl``,
-    ``requiredQueryStringParameters``, ``rpcBaseUrl``; ``connectionName`` and ``httpBaseUrl``
-    null). The client needs ``taskHubName``, ``creationUrls`` and ``managementUrls`` (its
-    constructor's required arguments) and sends every call to ``rpcBaseUrl``. No ``code`` key:
-    the stand-in does no authentication.
-    """
-    hub = task_hub if task_hub is not None else host.task_hub
-    base = host.webhook_base_url
-    creation = f"{base}/orchestrators/{{functionName}}[/{{instanceId}}]"
-    management = host.management_urls("INSTANCEID", task_hub=hub)
-    # The binding's payload also has the rewind URI (the check-status response does not).
-    management["rewindPostUri"] = management["terminatePostUri"].replace("/terminate?", "/rewind?")
-    return json.dumps(
-        {
-            "taskHubName": hub,
-            "connectionName": None,
-            "creationUrls": {
-                "createNewInstancePostUri": f"{creation}?",
-                "createAndWaitOnNewInstancePostUri": (
-                    f"{creation}?timeout={{timeoutInSeconds}}&pollingInterval={{intervalInSeconds}}&"
-                ),
-            },
-            "managementUrls": management,
-            "baseUrl": base,
-            "requiredQueryStringParameters": "",
-            "rpcBaseUrl": host.rpc_base_url,
-            "httpBaseUrl": None,
-        }
-    )
-
-
-def grpc_binding_json(grpc_address: str, *, task_hub: str = DEFAULT_TASK_HUB, http_base_url: str = "") -> str:
-    """The binding JSON for the gRPC Durable client (``durabletask-azurefunctions``
-    ``DurableFunctionsClient``), whose ``rpcBaseUrl`` is the backend's gRPC address
-    (``127.0.0.1:port``, e.g. :attr:`FunctionsHost.grpc_address` or ``DurableTestBackend.address``).
-
-    Fields as the real host's "middleware passthrough" payload (``taskHubName``, ``connectionName``,
-    ``rpcBaseUrl``, ``requiredQueryStringParameters``, ``httpBaseUrl``). ``DurableFunctionsClient``
-    reads them with ``.get`` defaults and passes ``rpcBaseUrl`` as a ``TaskHubGrpcClient``
-    ``host_address``. Written from that package's source: it was not installable here, so this
-    JSON is checked only by giving its ``rpcBaseUrl`` to a ``TaskHubGrpcClient`` the same way.
-    """
-    return json.dumps(
-        {
-            "taskHubName": task_hub,
-            "connectionName": None,
-            "rpcBaseUrl": grpc_address,
-            "requiredQueryStringParameters": "",
-            "httpBaseUrl": http_base_url,
-        }
-    )
-
-
-# -- the 1.x client's global aiohttp session -------------------------------------
-
-_HTTP_UTILS = "azure.durable_functions.models.utils.http_utils"
-
-
-def _http_utils() -> Any:
-    """The 1.x client's HTTP module, or None when azure-functions-durable is not installed."""
-    try:
-        return importlib.import_module(_HTTP_UTILS)
-    except ModuleNotFoundError:
-        return None
-
-
-async def close_client_session() -> None:
-    """Close the 1.x client's module-global aiohttp session on the running loop and forget it
-    (and replace its module-global lock), so the next event loop starts clean. Call it at the end of each
-    event loop that used a ``DurableOrchestrationClient`` (before ``asyncio.run`` returns)."""
-    http_utils = _http_utils()
-    if http_utils is None:
-        return
-    session = getattr(http_utils, "_client_session", None)
-    http_utils._client_session = None
-    http_utils._session_lock = asyncio.Lock()
-    if session is not None and not session.closed:
-        await session.close()
-
-
-def reset_client_session() -> None:
-    """Forget the 1.x client's module-global aiohttp session and lock, without awaiting anything:
-    call it between event loops (before ``asyncio.run``) so the next loop's first call makes a
-    new session and lock. It cannot close a session still open on a loop that has ended (its
-    close needs that loop): that session's sockets are closed when it is garbage-collected, with
-    aiohttp's "Unclosed client session" and ResourceWarnings. Prefer :func:`close_client_session`
-    at the end of each loop (or :func:`run`), which closes it properly."""
-    http_utils = _http_utils()
-    if http_utils is None:
-        return
-    http_utils._client_session = None
-    http_utils._session_lock = asyncio.Lock()
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    """``asyncio.run(coro)`` with the 1.x client's global session reset before and closed at the
-    end of that loop: safe to call any number of times in one process."""
-
-    async def scoped() -> T:
-        try:
-            return await coro
-        finally:
-            await close_client_session()
-
-    reset_client_session()
-    return asyncio.run(scoped())

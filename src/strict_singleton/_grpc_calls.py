@@ -64,15 +64,19 @@ def build_request(
         ) from exc
 
 
-def build_op_request(client: Any, op: Any) -> pb.RaiseEventRequest | pb.TerminateRequest:
-    """The request ``raise_orchestration_event`` / ``terminate_orchestration`` would send for
-    a :class:`~strict_singleton._flow.RaiseEvent` / ``Terminate`` op (built at send time:
-    an event's data was already checked to serialize before the lease)."""
-    from durabletask.internal.client_helpers import build_raise_event_req, build_terminate_req
+def build_event_request(client: Any, instance_id: str, event_name: str, data: Any) -> pb.RaiseEventRequest:
+    """The request ``raise_orchestration_event`` would send (built at send time: the event's
+    data was already checked to serialize before the lease)."""
+    from durabletask.internal.client_helpers import build_raise_event_req
 
-    if hasattr(op, "event_name"):
-        return build_raise_event_req(op.instance_id, op.event_name, op.data, client._data_converter)
-    return build_terminate_req(op.instance_id, op.reason, True, client._data_converter)
+    return build_raise_event_req(instance_id, event_name, data, client._data_converter)
+
+
+def build_terminate_request(client: Any, instance_id: str, reason: str) -> pb.TerminateRequest:
+    """The request ``terminate_orchestration`` would send (recursive, as the client's default)."""
+    from durabletask.internal.client_helpers import build_terminate_req
+
+    return build_terminate_req(instance_id, reason, True, client._data_converter)
 
 
 _METHODS = {
@@ -82,14 +86,14 @@ _METHODS = {
 }
 
 
-def send_sync(client: Any, request: Any, timeout: float) -> str | None:
+def send_sync(client: Any, request: Any, timeout: float | None) -> str | None:
     """Send ``request`` on the client's stub with ``timeout`` as its gRPC deadline: the new
     instance's ID for a start, ``None`` for an event or a terminate."""
     response = getattr(client._stub, _METHODS[type(request)])(request, timeout=timeout)
     return str(response.instanceId) if isinstance(request, pb.CreateInstanceRequest) else None
 
 
-async def send_async(client: Any, request: Any, timeout: float) -> str | None:
+async def send_async(client: Any, request: Any, timeout: float | None) -> str | None:
     """:func:`send_sync` on the async client's stub."""
     response = await getattr(client._get_stub(), _METHODS[type(request)])(request, timeout=timeout)
     return str(response.instanceId) if isinstance(request, pb.CreateInstanceRequest) else None

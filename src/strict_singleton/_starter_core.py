@@ -1,0 +1,260 @@
+"""What the sync and async starters share: checking the client and lock, resolving options,
+validating a call before any lease, and serving the flow's operations (:data:`_flow.CALLS`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+from strict_singleton import _flow
+from strict_singleton._namespace import derived_namespace, lock_key, validate_namespace
+from strict_singleton._validation import StartCall, StarterConfig, build_call, build_config, check_input, converter_of
+from strict_singleton.errors import InvalidArgumentError, StrictSingletonError
+from strict_singleton.lock_backends.base import RECORD_METHODS, LeaseBackend, supports_records, supports_requests
+from strict_singleton.options import DEFAULT_LEASE_TTL, StarterOptions
+from strict_singleton.policies import ConflictPolicy, ReusePolicy
+from strict_singleton.transport import DurableTaskTransport, Transport
+
+_log = logging.getLogger("strict_singleton")
+
+# The methods of the lease protocol, taken from the Protocol itself (not written twice).
+_LEASE_METHODS = tuple(
+    name for name, value in vars(LeaseBackend).items() if callable(value) and not name.startswith("_")
+)
+
+# How long a TERMINATE_EXISTING call waits for the terminated instance to end, by default.
+DEFAULT_TERMINATE_TIMEOUT = 30.0
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class StarterBase:
+    _is_async: bool
+    _sleep: Callable[[float], Any]  # time.sleep or asyncio.sleep
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        lock: Any,
+        lease_ttl: float = DEFAULT_LEASE_TTL,
+        wait: float | None = None,
+        options: StarterOptions | None = None,
+        _clock: Callable[[], float] | None = None,
+        _wall_clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        backend_name = getattr(lock, "name", None) or type(lock).__name__
+        kind = "async" if self._is_async else "sync"
+        missing = [name for name in _LEASE_METHODS if not callable(getattr(lock, name, None))]
+        if missing:
+            raise InvalidArgumentError(
+                f"lock {lock!r} has no {', '.join(missing)}(); it is not a lease backend", backend=backend_name
+            )
+        if inspect.iscoroutinefunction(lock.acquire) != self._is_async:
+            raise InvalidArgumentError(
+                f"{type(self).__name__} needs a {kind} lease backend, got {type(lock).__name__}", backend=backend_name
+            )
+        if options is None:
+            options = StarterOptions()
+        elif not isinstance(options, StarterOptions):
+            raise InvalidArgumentError(
+                f"options must be a StarterOptions, got {type(options).__name__}", backend=backend_name
+            )
+        self._transport = self._transport_for(client, kind)
+        self._namespace: str = (
+            derived_namespace(client)
+            if options.namespace is None
+            else validate_namespace(options.namespace, backend=backend_name)
+        )
+        config = build_config(options, lease_ttl=lease_ttl, wait=wait, backend=backend_name)
+        self._options = options.resolved(config.lease_ttl).replace(namespace=self._namespace)
+        lock.validate_ttl(config.lease_ttl)
+        if supports_records(lock):
+            for name in RECORD_METHODS:
+                if inspect.iscoroutinefunction(getattr(lock, name)) != self._is_async:
+                    raise InvalidArgumentError(
+                        f"{type(lock).__name__}.{name} must be {kind} like its acquire", backend=backend_name
+                    )
+            config = _replace(config, start_records=True)
+        if supports_requests(lock):
+            if inspect.iscoroutinefunction(lock.record_request) != self._is_async:
+                raise InvalidArgumentError(
+                    f"{type(lock).__name__}.record_request must be {kind} like its acquire", backend=backend_name
+                )
+            config = _replace(config, request_records=True)
+        self._config: StarterConfig = config
+        self._client = client
+        self._lock = lock
+        self._backend_name: str = backend_name
+        self._converter = converter_of(client)
+        self._clock: Callable[[], float] = _clock if _clock is not None else time.monotonic
+        self._wall_clock: Callable[[], datetime] = _wall_clock if _wall_clock is not None else _utcnow
+        if not self._transport.bounds_calls:
+            _log.warning(
+                "%s: this client's calls cannot carry a deadline (payload store or another "
+                "durabletask version); a call that stalls past the lease is not cut short "
+                "(docs/guarantees.md, residual windows)",
+                type(client).__name__,
+            )
+
+    def _transport_for(self, client: Any, kind: str) -> Transport:
+        """``client`` itself when it is a :class:`~strict_singleton.transport.Transport`, else a
+        durabletask client wrapped in one."""
+        if isinstance(client, Transport):
+            if inspect.iscoroutinefunction(client.schedule) != self._is_async:
+                raise InvalidArgumentError(
+                    f"{type(self).__name__} needs a {kind} transport, got {type(client).__name__}"
+                )
+            return client
+        schedule = getattr(client, "schedule_new_orchestration", None)
+        if not callable(schedule) or not callable(getattr(client, "get_orchestration_state", None)):
+            raise InvalidArgumentError(f"client {type(client).__name__} is not a Durable Task client")
+        if inspect.iscoroutinefunction(schedule) != self._is_async:
+            raise InvalidArgumentError(
+                f"{type(self).__name__} needs a {kind} Durable Task client, got {type(client).__name__}"
+            )
+        return DurableTaskTransport(client, is_async=self._is_async)
+
+    @property
+    def options(self) -> StarterOptions:
+        """The options this starter runs on, every default resolved (``namespace`` included)."""
+        return self._options
+
+    @property
+    def lease_ttl(self) -> float:
+        return self._config.lease_ttl
+
+    @property
+    def wait(self) -> float:
+        """Seconds a call waits for another holder before answering BUSY."""
+        return self._config.wait
+
+    @property
+    def lock(self) -> Any:
+        return self._lock
+
+    @property
+    def namespace(self) -> str:
+        """The task hub this starter's leases and records are kept under ('' : shared)."""
+        return self._namespace
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(lock={self._lock!r}, lease_ttl={self._config.lease_ttl})"
+
+    def _prepare(
+        self,
+        *,
+        orchestrator: object,
+        instance_id: object,
+        input: object,
+        tags: object,
+        version: object,
+        start_at: object = None,
+        reuse: object = ReusePolicy.ALLOW_DUPLICATE,
+        on_conflict: object = ConflictPolicy.USE_EXISTING,
+        terminate_timeout: object = DEFAULT_TERMINATE_TIMEOUT,
+        signal: tuple[object, object] | None = None,
+        request_id: object = None,
+    ) -> tuple[StartCall, str]:
+        """Validate, build the request (serializing the input once), draw an owner token."""
+        call = build_call(
+            request_id=request_id,
+            reuse=reuse,
+            on_conflict=on_conflict,
+            terminate_timeout=terminate_timeout,
+            signal=signal,
+            orchestrator=orchestrator,
+            instance_id=instance_id,
+            input=input,
+            tags=tags,
+            version=version,
+            start_at=start_at,
+            converter=None,
+            max_instance_id_length=self._config.max_instance_id_length,
+            backend=self._backend_name,
+        )
+        if call.request_id is not None and not self._config.request_records:
+            raise InvalidArgumentError(
+                f"request_id needs a lock backend that keeps request records (record_request); "
+                f"{type(self._lock).__name__} does not: every backend shipped with strict-singleton does",
+                instance_id=call.instance_id,
+                backend=self._backend_name,
+            )
+        call = self._transport.prepare(call, backend=self._backend_name)
+        if call.signal is not None:  # the event's data must serialize too, before any lease
+            check_input(self._converter, call.signal[1], instance_id=call.instance_id, backend=self._backend_name)
+        else:
+            check_input(self._converter, call.input, instance_id=call.instance_id, backend=self._backend_name)
+        return call, str(uuid.uuid4())  # owner token: 122 random bits from os.urandom
+
+    def _start_flow(self, call: StartCall, token: str) -> _flow.Flow:
+        return _flow.start_flow(
+            call, self._config, token=token, backend=self._backend_name, clock=self._clock, wall_clock=self._wall_clock
+        )
+
+    def _finish_flow(self, call: StartCall, hold: _flow.Hold) -> _flow.FinishFlow:
+        return _flow.finish_flow(
+            call, self._config, hold, clock=self._clock, wall_clock=self._wall_clock, backend=self._backend_name
+        )
+
+    def _timeout(self, op: Any) -> float | None:
+        """Seconds a backend call may take, read immediately before sending; raises NotSent when none."""
+        if op.send_by is None:
+            return None
+        left: float = op.send_by - self._clock()
+        if left <= 0:
+            raise _flow.NotSent(f"send-by time passed {-left:.3f}s ago")
+        return left
+
+    def _bind(self, op: _flow.Op) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
+        """The call that serves ``op`` (:data:`_flow.CALLS`); the drivers call or await it."""
+        call = _flow.call_of(op)
+        args = call.arguments(op)
+        if call.target == "clock":
+            return self._sleep, args, {}
+        if call.target == "backend":
+            return getattr(self._transport, call.method), args, {"timeout": self._timeout(op)}
+        method = getattr(self._lock, call.method)
+        if not self._namespace:
+            return method, args, {}
+        return self._scoped(method, args[0]), (lock_key(self._namespace, args[0]), *args[1:]), {}
+
+    def _scoped(self, fn: Callable[..., Any], instance_id: str) -> Callable[..., Any]:
+        """``fn`` on the namespaced key; its errors name the instance ID, not the key."""
+        key = lock_key(self._namespace, instance_id)
+
+        def named(exc: StrictSingletonError) -> None:
+            if exc.instance_id == key:
+                exc.instance_id = instance_id
+
+        if self._is_async:
+
+            async def call_async(*args: Any, **kwargs: Any) -> Any:
+                try:
+                    return await fn(*args, **kwargs)
+                except StrictSingletonError as exc:
+                    named(exc)
+                    raise
+
+            return call_async
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except StrictSingletonError as exc:
+                named(exc)
+                raise
+
+        return call
+
+
+def _replace(config: StarterConfig, **changes: Any) -> StarterConfig:
+    return dataclasses.replace(config, **changes)
