@@ -7,6 +7,7 @@ changelog. A module is public when no part of its dotted name starts with an und
 from __future__ import annotations
 
 import importlib
+import inspect
 import pkgutil
 
 import pytest
@@ -122,14 +123,35 @@ EXPORTED: dict[str, list[str]] = {
         "LedgerSnapshot",
         "PROFILES",
     ],
+    "strict_singleton.testing.explore": [
+        "CONFIGS",
+        "Config",
+        "Mutant",
+        "Report",
+        "Violation",
+        "describe",
+        "explore",
+        "load_mutants",
+        "random_walks",
+        "replay",
+        "run_all",
+    ],
+    "strict_singleton.testing.explore.configs": ["CONFIGS", "Config", "Mutant", "SAFE_FAULTS", "load_mutants"],
+    "strict_singleton.testing.explore.engine": ["Violation"],
+    "strict_singleton.testing.explore.report": ["Report", "describe"],
+    "strict_singleton.testing.explore.search": ["explore", "random_walks", "replay", "run_all"],
     "strict_singleton.testing.functions_host": [
         "FunctionsHost",
         "HostCounts",
         "PROFILES",
+        "Profile",
+        "RPC_PREFIX",
         "binding_json",
         "close_client_session",
         "grpc_binding_json",
+        "host_route_segments",
         "reset_client_session",
+        "route",
         "run",
     ],
     "strict_singleton.testing.plugin": ["StarterSwarm", "SwarmResult"],
@@ -176,6 +198,6 @@ def test_every_public_name_has_a_docstring_or_is_a_constant() -> None:
         mod = importlib.import_module(module)
         for name in mod.__all__:
             value = getattr(mod, name)
-            if (isinstance(value, type) or callable(value)) and not (value.__doc__ or "").strip():
+            if (inspect.isclass(value) or inspect.isroutine(value)) and not (value.__doc__ or "").strip():
                 missing.append(f"{module}.{name}")
     assert missing == []

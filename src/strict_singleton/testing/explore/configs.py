@@ -317,3 +317,12 @@ def load_mutants(path: str | Path) -> dict[str, Mutant]:
     if unknown:
         raise ValueError(f"{path}: mutant {unknown[0]!r} names an unknown configuration")
     return dict(registry)
+
+
+__all__ = [
+    "CONFIGS",
+    "Config",
+    "Mutant",
+    "SAFE_FAULTS",
+    "load_mutants",
+]

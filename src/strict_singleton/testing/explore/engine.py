@@ -650,3 +650,8 @@ def _short(value: Any) -> str:
     if hasattr(value, "created_at"):
         return f"state{value.created_at}/{value.runtime_status}"
     return type(value).__name__
+
+
+__all__ = [
+    "Violation",
+]

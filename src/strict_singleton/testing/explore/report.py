@@ -98,3 +98,9 @@ def _print_counterexample(out: Any, config: str, report: Report) -> None:
     for line in report.steps:
         print(f"         {line}", file=out)
     print(f"         replay: strict-singleton explore --config {config} --replay '{report.schedule}'", file=out)
+
+
+__all__ = [
+    "Report",
+    "describe",
+]

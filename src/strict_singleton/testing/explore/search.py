@@ -250,3 +250,11 @@ def _can_fork() -> bool:
     # Forking a process with other threads running can deadlock the child (a lock held by
     # a thread that does not exist there): only fork from a single-threaded process.
     return "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
+
+
+__all__ = [
+    "explore",
+    "random_walks",
+    "replay",
+    "run_all",
+]
