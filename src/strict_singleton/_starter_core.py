@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from strict_singleton import _flow
+from strict_singleton._defaults import DEFAULT_TERMINATE_TIMEOUT
 from strict_singleton._namespace import derived_namespace, lock_key, validate_namespace
 from strict_singleton._validation import StartCall, StarterConfig, build_call, build_config, check_input, converter_of
 from strict_singleton.errors import InvalidArgumentError, StrictSingletonError
@@ -27,9 +28,6 @@ _log = logging.getLogger("strict_singleton")
 _LEASE_METHODS = tuple(
     name for name, value in vars(LeaseBackend).items() if callable(value) and not name.startswith("_")
 )
-
-# How long a TERMINATE_EXISTING call waits for the terminated instance to end, by default.
-DEFAULT_TERMINATE_TIMEOUT = 30.0
 
 
 def _utcnow() -> datetime:

@@ -13,6 +13,7 @@ from durabletask import task
 from durabletask.client import OrchestrationStatus
 from durabletask.serialization import DataConverter, JsonDataConverter
 
+from strict_singleton._defaults import DEFAULT_TERMINATE_TIMEOUT
 from strict_singleton.errors import InvalidArgumentError, InvalidInstanceIdError
 from strict_singleton.lock_backends.base import MAX_REQUEST_ID_BYTES, stored_request_id
 from strict_singleton.policies import ConflictPolicy, ReusePolicy, coerce
@@ -186,7 +187,7 @@ class StartCall:
     request: Any = None
     reuse: ReusePolicy = ReusePolicy.ALLOW_DUPLICATE
     on_conflict: ConflictPolicy = ConflictPolicy.USE_EXISTING
-    terminate_timeout: float = 30.0
+    terminate_timeout: float = DEFAULT_TERMINATE_TIMEOUT
     signal: tuple[str, Any] | None = None  # start_or_signal: (event name, event data)
     request_id: str | None = None  # idempotent retries: see RequestRecord
 
@@ -210,7 +211,7 @@ def build_call(
     backend: str,
     reuse: object = ReusePolicy.ALLOW_DUPLICATE,
     on_conflict: object = ConflictPolicy.USE_EXISTING,
-    terminate_timeout: object = 30.0,
+    terminate_timeout: object = DEFAULT_TERMINATE_TIMEOUT,
     signal: tuple[object, object] | None = None,
     request_id: object = None,
 ) -> StartCall:

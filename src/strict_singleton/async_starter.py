@@ -9,7 +9,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from strict_singleton import _flow
-from strict_singleton._starter_core import DEFAULT_TERMINATE_TIMEOUT, StarterBase
+from strict_singleton._defaults import DEFAULT_TERMINATE_TIMEOUT
+from strict_singleton._starter_core import StarterBase
 from strict_singleton._telemetry import observe_start
 from strict_singleton._validation import StartCall
 from strict_singleton.lock_backends.base import AsyncLeaseBackend

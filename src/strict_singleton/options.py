@@ -16,16 +16,10 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from strict_singleton._defaults import DEFAULT_LEASE_TTL, MIN_WINDOW
 from strict_singleton._validation import MAX_SECONDS, check_options
 
 __all__ = ["DEFAULT_LEASE_TTL", "StarterOptions"]
-
-# Seconds a lease lives unless renewed, when the starter is not given ``lease_ttl``.
-DEFAULT_LEASE_TTL = 30.0
-
-# The floor of the derived ``visibility_timeout`` and ``ambiguity_timeout``: a host's status
-# lag and a lost request's late execution do not shrink with a short lease.
-MIN_WINDOW = 30.0
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

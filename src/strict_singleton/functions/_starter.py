@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import azure.functions as func
 
+from strict_singleton._defaults import DEFAULT_TERMINATE_TIMEOUT
 from strict_singleton.async_starter import AsyncSingletonStarter
 from strict_singleton.errors import InvalidArgumentError
 from strict_singleton.functions._client import FunctionsClient
@@ -82,7 +83,7 @@ class DurableFunctionsStarter:
         version: str | None = None,
         reuse: ReusePolicy = ReusePolicy.ALLOW_DUPLICATE,
         on_conflict: ConflictPolicy = ConflictPolicy.USE_EXISTING,
-        terminate_timeout: float = 30.0,
+        terminate_timeout: float = DEFAULT_TERMINATE_TIMEOUT,
         request_id: str | None = None,
     ) -> StartResult:
         """Start ``function_name`` as ``instance_id`` unless an active instance exists.
