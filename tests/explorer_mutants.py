@@ -86,7 +86,7 @@ def _claim_unconfirmed() -> contextlib.AbstractContextManager[Any]:
         yield from _nothing()
         return None
 
-    return _patched(_flow.keeping, "confirm", confirm)
+    return _patched(_flow.keeping, "confirm_while_watching", confirm)
 
 
 def _ignore_start_record() -> contextlib.AbstractContextManager[Any]:
@@ -105,7 +105,7 @@ def _no_record_before_watch() -> contextlib.AbstractContextManager[Any]:
 
 
 def _no_tombstone() -> contextlib.AbstractContextManager[Any]:
-    real = _flow.requests.write_start
+    real = _flow.request_records.write_start
 
     def write_start(ctx: Any, request_id: Any, **kw: Any) -> Any:
         if request_id is None:  # a start without a request ID leaves the earlier record in place
@@ -113,7 +113,7 @@ def _no_tombstone() -> contextlib.AbstractContextManager[Any]:
             return None
         return (yield from real(ctx, request_id, **kw))
 
-    return _patched(_flow.requests, "write_start", write_start)
+    return _patched(_flow.request_records, "write_start", write_start)
 
 
 def _retry_unconfirmed() -> contextlib.AbstractContextManager[Any]:
@@ -124,12 +124,12 @@ def _retry_unconfirmed() -> contextlib.AbstractContextManager[Any]:
 
 
 def _signal_displaces_start() -> contextlib.AbstractContextManager[Any]:
-    real = _flow.requests._base_record
+    real = _flow.request_records._base_record
 
     def base_record(ctx: Any) -> Any:
         return replace(real(ctx), request_id=None)  # a signal forgets the start it does not create
 
-    return _patched(_flow.requests, "_base_record", base_record)
+    return _patched(_flow.request_records, "_base_record", base_record)
 
 
 def _dedupe_unseen() -> contextlib.AbstractContextManager[Any]:

@@ -1,4 +1,4 @@
-"""The starters' options: one frozen value, the single source of their defaults.
+"""The starters' options: one frozen value that holds every option's default.
 
 ``lock``, ``lease_ttl`` and ``wait`` are the starters' own keyword arguments; everything
 else a starter can be tuned by is a field of :class:`StarterOptions`::
@@ -7,7 +7,9 @@ else a starter can be tuned by is a field of :class:`StarterOptions`::
     starter = SingletonStarter(client, lock=lease, options=StarterOptions(clock_skew=2.0))
 
 Fields left ``None`` are derived from the starter's ``lease_ttl``; ``starter.options`` is
-the value with every default filled in.
+the value with every default filled in. The defaults of the starters' own arguments (the lease
+TTL, ``terminate_timeout``) are in :mod:`strict_singleton._defaults`; the renewal rules derived
+from the lease are :class:`strict_singleton._validation.StarterConfig`'s properties.
 """
 
 from __future__ import annotations

@@ -65,7 +65,7 @@ Where each part lives:
 - :mod:`.start`: the start itself, in named steps (steps 2 to 6, and 8);
 - :mod:`.watch`: step 6, watching after an ambiguous schedule;
 - :mod:`.start_records` and :mod:`.finish`: step 7;
-- :mod:`.requests` and :mod:`.retry`: request records (``request_id``);
+- :mod:`.request_records` and :mod:`.retry`: request records (``request_id``);
 - :mod:`.events`: ``start_or_signal``'s event;
 - :mod:`.terminate`: ``ConflictPolicy.TERMINATE_EXISTING``.
 

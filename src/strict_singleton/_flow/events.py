@@ -7,7 +7,7 @@ from typing import Any
 
 from durabletask.client import OrchestrationState
 
-from strict_singleton._flow import context, evidence, finish, keeping, ops, requests
+from strict_singleton._flow import context, evidence, finish, keeping, ops, request_records
 from strict_singleton.errors import (
     SignalError,
 )
@@ -34,7 +34,7 @@ def signal(ctx: context.Ctx, *, started: bool) -> Generator[ops.Op, Any, None]:
         code = evidence.rpc_code(exc)
         maybe = not isinstance(exc, ops.NotSent) and (code is None or code in evidence.AMBIGUOUS_CODES)
         if not maybe:
-            yield from requests.note_event(ctx, "not-raised")
+            yield from request_records.note_event(ctx, "not-raised")
         where = "this call started the instance, then " if started else ""
         raise SignalError(
             f"{where}raising event {name!r} failed ({code or type(exc).__name__}): {exc}; "
@@ -44,7 +44,7 @@ def signal(ctx: context.Ctx, *, started: bool) -> Generator[ops.Op, Any, None]:
             maybe_delivered=maybe,
             started=started,
         ) from exc
-    yield from requests.note_event(ctx, "raised")
+    yield from request_records.note_event(ctx, "raised")
 
 
 def answered(
@@ -67,7 +67,7 @@ def signal_remembered(
     """
 
     def signalled() -> Generator[ops.Op, Any, None]:
-        yield from requests.write_signal(ctx, state)
+        yield from request_records.write_signal(ctx, state)
         yield from signal(ctx, started=False)
 
     yield from finish.released_after(ctx, signalled())

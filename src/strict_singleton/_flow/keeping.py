@@ -74,7 +74,17 @@ def keep(ctx: context.Ctx, lease: context.LeaseClock, *, confirm: bool) -> Gener
     return None
 
 
-def confirm(ctx: context.Ctx, lease: context.LeaseClock) -> Generator[ops.Op, Any, str | None]:
+def confirm_before_sending(ctx: context.Ctx, lease: context.LeaseClock, *, before: str) -> Generator[ops.Op, Any, None]:
+    """Before an RPC that acts on what was read under the lease (a schedule, a terminate, a
+    retry's answer): :func:`keep` with ``confirm``, so the store confirms the lease when it has
+    not for ``confirm_after``. Raises ``LeaseLostError`` ending in ``before`` when it may no
+    longer be ours, and the store's own error when it cannot be reached (fail closed)."""
+    reason = yield from keep(ctx, lease, confirm=True)
+    if reason is not None:
+        raise ctx.lost(f"{reason} before {before}")
+
+
+def confirm_while_watching(ctx: context.Ctx, lease: context.LeaseClock) -> Generator[ops.Op, Any, str | None]:
     """A token-checked extend now, unless the lease may already have expired: None if still ours."""
     remaining = lease.remaining(ctx.clock())
     if remaining is not None and remaining <= 0:

@@ -8,7 +8,7 @@ from typing import Any
 
 from durabletask.client import OrchestrationState
 
-from strict_singleton._flow import context, events, evidence, finish, keeping, ops, requests
+from strict_singleton._flow import context, events, evidence, finish, keeping, ops, request_records
 from strict_singleton.errors import (
     ScheduleError,
     SignalError,
@@ -21,9 +21,7 @@ def _confirm_retry(ctx: context.Ctx, lease: context.LeaseClock) -> Generator[ops
     """The record is the latest request only if nobody else held the lease since we took
     it: confirm it (as before a schedule) before a retry claims anything: a retry whose lease
     expired before its read could otherwise claim an instance another caller created."""
-    reason = yield from keeping.keep(ctx, lease, confirm=True)
-    if reason is not None:
-        raise ctx.lost(f"{reason} before answering a retry; nothing was sent")
+    yield from keeping.confirm_before_sending(ctx, lease, before="answering a retry; nothing was sent")
 
 
 def retried(
@@ -38,7 +36,7 @@ def retried(
     Signal entries say what became of a ``start_or_signal``'s event to an existing instance.
     Holding the lease; raises only after releasing it.
     """
-    record = requests.remembered(ctx, grant)
+    record = request_records.remembered(ctx, grant)
     rid = ctx.call.request_id
     if record is None or rid is None:
         return None
@@ -66,8 +64,8 @@ def retried(
     if event in ("", "not-raised"):  # this request's instance; its event was surely never raised
 
         def owed_event() -> Generator[ops.Op, Any, None]:
-            base = requests._base_record(ctx)
-            yield from requests.put_request(ctx, dataclasses.replace(base, event="pending"), must=True)
+            base = request_records._base_record(ctx)
+            yield from request_records.put_request(ctx, dataclasses.replace(base, event="pending"), must=True)
             ctx.progress.noting = "start"
             yield from events.signal(ctx, started=False)
 

@@ -16,7 +16,7 @@ from strict_singleton._flow import (
     finish,
     keeping,
     ops,
-    requests,
+    request_records,
     retry,
     start_records,
     terminate,
@@ -84,7 +84,7 @@ def _abandon(ctx: context.Ctx) -> Generator[ops.Op, Any, None]:
             "the instance was created" if state is not None else reason or "the instance did not show up",
         )
         if state is None and reason is None:
-            yield from requests.note_event(ctx, "not-raised")  # start_or_signal: its event was never raised
+            yield from request_records.note_event(ctx, "not-raised")  # start_or_signal: its event was never raised
     yield from finish.let_go(ctx)
 
 
@@ -230,10 +230,10 @@ def _decide(
     if call.request_id is not None or (grant.last_request is not None and grant.last_request.request_id is not None):
         # Before sending: this start's request ID, or a tombstone over an earlier one.
         event = "pending" if call.signal is not None else ""
-        yield from requests.write_start(ctx, call.request_id, event=event, previous_us=evidence.created_us(state))
-    reason = yield from keeping.keep(ctx, lease, confirm=True)
-    if reason is not None:
-        raise ctx.lost(f"{reason} before scheduling; nothing was scheduled")
+        yield from request_records.write_start(
+            ctx, call.request_id, event=event, previous_us=evidence.created_us(state)
+        )
+    yield from keeping.confirm_before_sending(ctx, lease, before="scheduling; nothing was scheduled")
     return state, replaced
 
 
@@ -255,7 +255,7 @@ def _send(
         yield ops.Schedule(call, tags, send_by)
     except ops.NotSent:
         p.sent_at = None
-        yield from requests.restore_request(ctx)
+        yield from request_records.restore_request(ctx)
         yield from keeping.release(ctx)
         raise ctx.lost("the lease's deadline passed before the request could be sent; nothing was scheduled") from None
     except Exception as exc:
@@ -278,7 +278,7 @@ def _already_exists(ctx: context.Ctx, lease: context.LeaseClock, grant: Grant, e
     if call.request_id is not None:
         # Nothing of ours was created: the earlier record is still the truth, and the
         # existing instance may be this request's own (an earlier call's late start).
-        yield from requests.restore_request(ctx)
+        yield from request_records.restore_request(ctx)
         try:
             retried = yield from retry.retried(ctx, lease, grant, existing)
         except (LeaseLostError, LockUnavailableError):
@@ -329,13 +329,13 @@ def _schedule_failed(
             else:
                 yield from finish.let_go(ctx)
             return ctx.done(StartOutcome.STARTED, None, grant.fencing_token, replaced=replaced)
-        yield from requests.note_event(ctx, "not-raised")  # start_or_signal: its event was never raised
+        yield from request_records.note_event(ctx, "not-raised")  # start_or_signal: its event was never raised
         yield from keeping.release(ctx)
         why = reason or f"the instance did not show up within ambiguity_timeout={cfg.ambiguity_timeout:g}s"
         detail = f"{detail}; {why}; the backend may still create it"
     else:
         p.sent_at = None
-        yield from requests.restore_request(ctx)
+        yield from request_records.restore_request(ctx)
         yield from keeping.release(ctx)
     if ambiguous and call.request_id is not None:
         detail += f"; retry with request_id={call.request_id!r} to find out (a retry never starts it twice)"

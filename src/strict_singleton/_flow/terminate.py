@@ -45,9 +45,7 @@ def terminate(
     while watching for the instance to end for ``ambiguity_timeout`` at least, so that a late
     terminate never lands on a replacement someone else started after we let go.
     """
-    reason = yield from keeping.keep(ctx, lease, confirm=True)
-    if reason is not None:
-        raise ctx.lost(f"{reason} before terminating; nothing was terminated or started")
+    yield from keeping.confirm_before_sending(ctx, lease, before="terminating; nothing was terminated or started")
     window = ctx.call.terminate_timeout
     ambiguous = False
     p = ctx.progress

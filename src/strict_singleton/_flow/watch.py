@@ -48,7 +48,7 @@ def watch(
         if evidence.created_by_our_send(state, p.previous, p.sent_at, ctx.cfg.clock_skew):
             # Only proof if the lease was ours all along: a read that outlived the lease
             # may show an instance someone else created after taking the lease over.
-            reason = yield from keeping.confirm(ctx, lease)
+            reason = yield from keeping.confirm_while_watching(ctx, lease)
             return (None, reason) if reason is not None else (state, None)
         left = p.watch_until - ctx.clock()
         if left <= 0:
