@@ -9,9 +9,10 @@ this file) must be killed.
 
 from __future__ import annotations
 
-import contextlib
 import io
-from collections.abc import Iterator
+import subprocess
+import sys
+import textwrap
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,8 +28,6 @@ from strict_singleton.testing.explore import (
     load_mutants,
     random_walks,
     replay,
-    run_all,
-    search,
 )
 
 MUTANTS_FILE = str(Path(__file__).with_name("explorer_mutants.py"))
@@ -171,18 +170,29 @@ def test_load_mutants_reads_the_registry_and_checks_it(tmp_path: Path) -> None:
 
 
 def test_forked_searches_take_mutants_that_do_not_pickle() -> None:
-    """The pool's workers get their tasks by the fork: a mutant's patch may be a closure."""
-    if not search._can_fork():
-        pytest.skip("this process cannot fork safely (other threads are running)")
-    entered: list[int] = []
+    """The pool's workers get their tasks by the fork: a mutant's patch may be a closure. Run in
+    a fresh interpreter, where no other thread is running (this one may have some), so it forks."""
+    code = textwrap.dedent(
+        """
+        import contextlib, io, sys
+        from dataclasses import replace
+        sys.path.insert(0, sys.argv[1])
+        from explorer_mutants import MUTANTS
+        from strict_singleton.testing.explore import run_all, search
+        assert search._can_fork(), "a fresh interpreter must be able to fork"
 
-    @contextlib.contextmanager
-    def patch() -> Iterator[None]:
-        entered.append(1)  # a closure: pickling it would fail
-        yield
+        @contextlib.contextmanager
+        def patch():
+            yield  # a closure: pickling it would fail
 
-    mutant = replace(MUTANTS["no-lease"], patch=patch)
-    out = io.StringIO()
-    status = run_all(out, configs=["residual-stall-after-check"], mutants=[mutant], walks=5, jobs=2)
-    assert status == 0, out.getvalue()
-    assert "mutant   no-lease" in out.getvalue() and "killed" in out.getvalue()
+        mutant = replace(MUTANTS["no-lease"], patch=patch)
+        out = io.StringIO()
+        status = run_all(out, configs=["residual-stall-after-check"], mutants=[mutant], walks=5, jobs=2)
+        print(out.getvalue())
+        sys.exit(status)
+        """
+    )
+    tests_dir = str(Path(__file__).parent)
+    done = subprocess.run([sys.executable, "-c", code, tests_dir], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "mutant   no-lease" in done.stdout and "killed" in done.stdout
