@@ -792,3 +792,16 @@ def test_watch_covers_a_late_execution_that_is_then_slow_to_show() -> None:
     assert result.result.outcome is StartOutcome.STARTED  # held until it showed, not released blind
     assert run_start(world, cfg, token="B").result.outcome is StartOutcome.ALREADY_RUNNING
     assert world.backend.overwritten(IID) == 0
+
+
+def test_the_world_refuses_a_schedule_whose_send_by_passes_while_it_travels() -> None:
+    """The simulated backend counts the operation's own cost: a schedule whose send-by time falls
+    within it arrives too late and is not sent, as a real driver's deadline would cut it."""
+    world = World(profile="atomic")
+    late = _flow.Schedule(call(), {}, world.clock() + world.op_cost / 2)
+    with pytest.raises(_flow.NotSent):
+        world.answer(late)
+    assert world.backend.read(IID) is None
+    in_time = _flow.Schedule(call(), {}, world.clock() + world.op_cost * 2)
+    world.answer(in_time)
+    assert world.backend.read(IID) is not None

@@ -106,7 +106,8 @@ class StarterBase:
     def _transport_for(self, client: Any, kind: str) -> Transport:
         """``client`` itself when it is a :class:`~strict_singleton.transport.Transport`, else a
         durabletask client wrapped in one."""
-        if isinstance(client, Transport):
+        # A real bool, not just an attribute: a mock client answers to every name.
+        if isinstance(client, Transport) and isinstance(getattr(client, "bounds_calls", None), bool):
             if inspect.iscoroutinefunction(client.schedule) != self._is_async:
                 raise InvalidArgumentError(
                     f"{type(self).__name__} needs a {kind} transport, got {type(client).__name__}"
@@ -166,7 +167,7 @@ class StarterBase:
         call = build_call(
             request_id=request_id,
             reuse=reuse,
-            on_conflict=on_conflict,
+            on_conflict=ConflictPolicy.USE_EXISTING if on_conflict is None else on_conflict,
             terminate_timeout=terminate_timeout,
             signal=signal,
             orchestrator=orchestrator,

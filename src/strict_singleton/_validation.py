@@ -76,7 +76,7 @@ def _is_seconds(value: object) -> bool:
     return math.isfinite(seconds) and abs(seconds) <= MAX_SECONDS
 
 
-def _seconds(name: str, value: object, *, low: float, strict: bool, backend: str) -> float:
+def _seconds(name: str, value: object, *, low: float, strict: bool, backend: str | None) -> float:
     ok = _is_seconds(value) and (float(value) > low if strict else float(value) >= low)  # type: ignore[arg-type]
     if not ok:
         bound = f"> {low:g}" if strict else f">= {low:g}"
@@ -120,7 +120,7 @@ class StarterConfig:
 def check_options(options: StarterOptions) -> None:
     """The checks a :class:`~strict_singleton.options.StarterOptions` value needs on its own
     (``schedule_margin`` against the lease is checked by :func:`build_config`)."""
-    backend = ""
+    backend = None  # an options value belongs to no lock store yet
     for name, strict in (("visibility_timeout", True), ("ambiguity_timeout", True)):
         value = getattr(options, name)
         if value is not None:

@@ -337,6 +337,8 @@ class World:
         """What the real drivers would get back for ``op`` (or raise): served through
         :data:`_flow.CALLS`, as the drivers serve it, by the store, the backend or the clock."""
         call = _flow.call_of(op)
+        if call.method not in _WAITS:
+            self.clock.advance(self.op_cost)
         kwargs: dict[str, Any] = {}
         if call.target == "clock":
             target: Any = self
@@ -344,9 +346,8 @@ class World:
             target = self.store
         else:
             target = self.transport
+            # The time left as the operation reaches the backend, after its cost.
             kwargs["timeout"] = None if op.send_by is None else op.send_by - self.clock()  # type: ignore[union-attr]
-        if call.method not in _WAITS:
-            self.clock.advance(self.op_cost)
         return getattr(target, call.method)(*call.arguments(op), **kwargs)
 
     def sleep(self, seconds: float) -> None:
