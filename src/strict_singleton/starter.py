@@ -177,7 +177,7 @@ class SingletonStarter(StarterBase):
         have (the earlier call failed ambiguously or died while raising it),
         ``SignalError(maybe_delivered=True)`` and it is not raised again. Events raised to
         an existing instance are remembered beside the start, the newest that fit in the
-        2 KiB record (about 40 of UUID size): a retry of one pushed out by later signals
+        2 KiB record (31 of UUID size): a retry of one pushed out by later signals
         with other request IDs is taken for a new request (docs/guarantees.md).
         """
         call, token = self._prepare(
