@@ -81,13 +81,13 @@ class StarterBase:
                     raise InvalidArgumentError(
                         f"{type(lock).__name__}.{name} must be {kind} like its acquire", backend=backend_name
                     )
-            config = _replace(config, start_records=True)
+            config = dataclasses.replace(config, start_records=True)
         if supports_requests(lock):
             if inspect.iscoroutinefunction(lock.record_request) != self._is_async:
                 raise InvalidArgumentError(
                     f"{type(lock).__name__}.record_request must be {kind} like its acquire", backend=backend_name
                 )
-            config = _replace(config, request_records=True)
+            config = dataclasses.replace(config, request_records=True)
         self._config: StarterConfig = config
         self._client = client
         self._lock = lock
@@ -253,7 +253,3 @@ class StarterBase:
                 raise
 
         return call
-
-
-def _replace(config: StarterConfig, **changes: Any) -> StarterConfig:
-    return dataclasses.replace(config, **changes)
