@@ -37,7 +37,8 @@ class DurableFunctionsStarter:
             event loop (a Blob lease on the app's ``AzureWebJobsStorage`` account, no new
             infrastructure). Use ``AsyncRedisLease``
             if you have Redis: fewer round trips than Blob.
-        lease_ttl, wait: as for :class:`~strict_singleton.AsyncSingletonStarter`.
+        lease_ttl: as for :class:`~strict_singleton.AsyncSingletonStarter`.
+        wait: as for :class:`~strict_singleton.AsyncSingletonStarter`.
         options: a :class:`~strict_singleton.options.StarterOptions` (default
             ``StarterOptions.AZURE_FUNCTIONS``). Its ``namespace`` defaults to the binding's
             ``taskHubName``, so Functions apps (or slots) with their own task hubs never wait
