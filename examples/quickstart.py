@@ -1,7 +1,16 @@
 """Sixteen threads race to start one orchestration; exactly one starts it.
 
-Runs with no servers: Microsoft's in-memory Durable backend over gRPC on a free port,
-and a file lease. Run: python examples/quickstart.py
+Runs with no servers. This is a demo on strict-singleton's own test harness
+(``strict_singleton.testing``), not a template for an app: ``DurableTestBackend`` is durabletask's
+in-memory backend over gRPC on a free port, set to *overwrite* duplicate starts (the
+"no servers, overwrite-duplicates demo backend", so that a start without the lease would do
+harm) and counting the instances it creates; no worker runs the orchestration. The lease is a
+file lock in a temporary directory. Run: python examples/quickstart.py
+
+For real use, copy examples/worker_app.py instead: a real orchestrator and activity on a
+``TaskHubGrpcWorker``, ``SingletonStarter`` and ``AsyncSingletonStarter``, and the commands to
+run it against the Durable Task Scheduler emulator and Redis. For Azure Functions:
+examples/functions_app/.
 """
 
 import tempfile

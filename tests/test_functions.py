@@ -339,7 +339,8 @@ def test_default_lock_is_a_blob_lease_on_azurewebjobsstorage(
 
 
 def load_example() -> Any:
-    spec = importlib.util.spec_from_file_location("function_app_example", ROOT / "examples" / "function_app.py")
+    path = ROOT / "examples" / "functions_app" / "function_app.py"
+    spec = importlib.util.spec_from_file_location("function_app_example", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules["function_app_example"] = module

@@ -62,9 +62,9 @@ try:
     import azure.durable_functions
     import azure.functions  # noqa: F401
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise ImportError(
-        "strict_singleton.functions needs the 'functions' extra: pip install 'strict-singleton[functions]'"
-    ) from exc
+    from strict_singleton._extras import missing_extra_message
+
+    raise ImportError(missing_extra_message("strict_singleton.functions", "functions", exc)) from exc
 
 from strict_singleton.functions._client import FunctionsClient
 from strict_singleton.functions._errors import HostError

@@ -63,8 +63,9 @@ def from_url(url: str, *, asynchronous: bool = False, prefix: str | None = None)
     Raises:
         InvalidArgumentError: a malformed or unsupported URL; the message shows the URL
             with its passwords redacted.
-        ImportError: the URL's extra is not installed; the message ends with the exact
-            ``pip install 'strict-singleton[...]'`` line.
+        ImportError: the URL's extra is not installed; the message ends with the install
+            commands: ``pip install 'strict-singleton[...]'`` from an index that has the
+            package, the same from this install's checkout, and the extra's own dependencies.
 
     Builds clients only: nothing connects until the first acquire.
     """

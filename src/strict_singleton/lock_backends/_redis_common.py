@@ -17,7 +17,9 @@ try:
     from redis.exceptions import RedisClusterException, RedisError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise ImportError("RedisLease needs the 'redis' extra: pip install 'strict-singleton[redis]'") from exc
+    from strict_singleton._extras import missing_extra_message
+
+    raise ImportError(missing_extra_message("RedisLease", "redis", exc)) from exc
 
 # Everything redis-py raises for a failed call. RedisClusterException (e.g. "all keys
 # must map to the same key slot", or no reachable node) does not derive from RedisError.

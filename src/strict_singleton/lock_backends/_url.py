@@ -21,6 +21,7 @@ import os
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from strict_singleton._extras import install_hint
 from strict_singleton.errors import InvalidArgumentError
 from strict_singleton.lock_backends._azurite_dev import dev_connection_string
 
@@ -59,12 +60,12 @@ def extra_for(url: str) -> str | None:
 
 
 def missing_extra(extra: str, modules: tuple[str, ...] | None = None) -> str | None:
-    """None if ``extra``'s modules import, else a message ending in the exact install line."""
+    """None if ``extra``'s modules import, else a message ending in the install commands."""
     for module in modules if modules is not None else EXTRA_MODULES[extra]:
         try:
             importlib.import_module(module)
         except ImportError as exc:
-            return f"needs the '{extra}' extra ({exc}): pip install 'strict-singleton[{extra}]'"
+            return f"needs the '{extra}' extra ({exc}); {install_hint(extra)}"
     return None
 
 

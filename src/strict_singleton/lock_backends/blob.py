@@ -59,7 +59,9 @@ try:
     from azure.storage.blob.aio import BlobLeaseClient as AsyncBlobLeaseClient
     from azure.storage.blob.aio import ContainerClient as AsyncContainerClient
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise ImportError("BlobLease needs the 'azure' extra: pip install 'strict-singleton[azure]'") from exc
+    from strict_singleton._extras import missing_extra_message
+
+    raise ImportError(missing_extra_message("BlobLease", "azure", exc)) from exc
 
 
 def on_acquire_error(exc: BaseException, attempt: int) -> str:

@@ -13,8 +13,14 @@ start is unknown, or another caller holds the lease for longer than ``wait``; an
 app's lock is misconfigured.
 
 The lock: by default a Blob lease on the app's own storage account (``AzureWebJobsStorage``,
-container ``strict-singleton-locks``). Set ``STRICT_SINGLETON_LOCK_URL`` to use another one,
-for example ``redis://my-redis:6379/0`` (fewer round trips than Blob).
+container ``strict-singleton-locks``; Azurite when run locally). Set the app setting
+``STRICT_SINGLETON_LOCK_URL`` to use another one, for example ``redis://my-redis:6379/0``
+(fewer round trips than Blob); empty or unset means the default.
+
+The orchestrator ``orch`` and its activity ``hello`` are registered here too, so the folder is a
+whole app: ``POST /api/orchestrators/orch/nightly`` starts ``orch`` under the ID ``nightly``,
+once, however many requests race. README.md beside this file: running it with ``func start``,
+and shipping strict-singleton (which is not on a package index) with the app.
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ async def http_start_single(req: func.HttpRequest, client: df.DurableOrchestrati
     except InvalidArgumentError as exc:
         return func.HttpResponse(exc.message, status_code=400)
     try:
-        lock = shared_lock(os.environ.get("STRICT_SINGLETON_LOCK_URL"))
+        lock = shared_lock(os.environ.get("STRICT_SINGLETON_LOCK_URL") or None)
     except InvalidArgumentError as exc:  # the app's configuration, not the caller's request
         return func.HttpResponse(exc.message, status_code=500)
     try:
