@@ -38,6 +38,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from benchmarks import telemetry
 from benchmarks.counting import LockCounter
 from strict_singleton._harness.race import RaceConfig, RaceReport, RoundRecord, percentile, run_race
 from strict_singleton.lock_backends import from_url as lock_from_url
@@ -45,7 +46,7 @@ from strict_singleton.testing import RedisServer
 from strict_singleton.testing.azurite import Azurite
 
 RESULTS = Path(__file__).parent / "results"
-SUITES = ("floors", "uncontended", "throughput", "contention", "sweep", "memory")
+SUITES = ("floors", "uncontended", "throughput", "contention", "sweep", "memory", "telemetry")
 
 # Seconds injected into every backend gRPC call, per regime.
 REGIMES: dict[str, float] = {"a": 0.0, "b": 0.001}
@@ -650,6 +651,8 @@ def render(results: dict[str, Any]) -> str:
     rows = [[k, f"{med(v):.1f}", spread(v), f"{med(v) / med(mem['naive']):.2f}"] for k, v in mem.items()]
     parts.append("### Memory: peak RSS of one starter process with 64 threads\n\n" + table(
         ["strategy", "MiB (median)", "spread", "ratio to naive"], rows))  # fmt: skip
+    if "telemetry" in results:
+        parts.append(telemetry.render(results["telemetry"]))
     return "\n\n".join(parts) + "\n"
 
 
@@ -737,23 +740,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--suites", default=",".join(SUITES))
     args = parser.parse_args(argv)
     started = time.time()
-    bench = Bench(args.quick)
+    suites = args.suites.split(",")
+    # The telemetry suite starts no lock-store server (only its own backend): run alone, none is started.
+    bench = Bench(args.quick) if set(suites) - {"telemetry"} else None
+    reps = 1 if args.quick else 3
     results: dict[str, Any] = {
         "machine": f"{platform.node() or 'host'}: {platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}, {platform.system()} {platform.release()}",
         "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
-        "reps": bench.reps,
+        "reps": reps,
         "quick": args.quick,
         "regimes": {regime: {"latency_s": latency, "text": REGIME_TEXT[regime]} for regime, latency in REGIMES.items()},
     }
     try:
-        for suite in args.suites.split(","):
+        for suite in suites:
             t = time.time()
             print(f"== {suite}", file=sys.stderr, flush=True)
-            results[suite] = getattr(bench, suite)()
+            if suite == "telemetry":
+                results[suite] = telemetry.run(quick=args.quick, reps=reps)
+            else:
+                results[suite] = getattr(bench, suite)()
             print(f"   {time.time() - t:.0f} s", file=sys.stderr, flush=True)
     finally:
-        bench.close()
+        if bench is not None:
+            bench.close()
     results["seconds"] = time.time() - started
     results["targets"] = targets(results)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -766,6 +776,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.quick:
             for path in plot(results, args.out):
                 print(f"wrote {path}")
+    elif "telemetry" in results:
+        print(telemetry.render(results["telemetry"]))
     return 0
 
 

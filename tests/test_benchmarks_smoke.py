@@ -34,8 +34,9 @@ def test_quick_benchmark_run(tmp_path: Path) -> None:
         kill_group(proc)
     assert proc.returncode == 0, err[-3000:]
     results = json.loads((tmp_path / "quick.json").read_text())
-    for suite in ("floors", "uncontended", "throughput", "contention", "sweep", "memory", "targets"):
+    for suite in ("floors", "uncontended", "throughput", "contention", "sweep", "memory", "telemetry", "targets"):
         assert results[suite], suite
+    assert set(results["telemetry"]["median_ratio"]) == {"metrics", "metrics+tracing"}
     for suite in ("uncontended", "throughput", "contention"):
         assert set(results[suite]) == {"a", "b"}, suite
         for regime in ("a", "b"):
@@ -56,4 +57,4 @@ def test_quick_benchmark_run(tmp_path: Path) -> None:
     naive_overwrite = [c for c in results["sweep"]["cells"] if c["strategy"] == "naive" and c["profile"] == "overwrite"]
     assert sum(c["violating_rounds"] for c in naive_overwrite) > 0
     targets = (tmp_path / "quick.md").read_text()
-    assert "### Targets" in targets and "### Round trips per start" in targets
+    assert "### Targets" in targets and "### Round trips per start" in targets and "### Telemetry" in targets

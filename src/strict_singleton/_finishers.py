@@ -107,6 +107,11 @@ class Finishers:
                 self._cond.notify_all()
             raise
 
+    @property
+    def pending(self) -> int:
+        """Items submitted and not yet run to their end (read without the lock: a metric's snapshot)."""
+        return self._pending
+
     def wait(self) -> None:
         """Block until every submitted item has run."""
         with self._cond:

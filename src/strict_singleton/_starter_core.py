@@ -15,6 +15,7 @@ from typing import Any
 from strict_singleton import _flow
 from strict_singleton._defaults import DEFAULT_TERMINATE_TIMEOUT
 from strict_singleton._namespace import derived_namespace, lock_key, validate_namespace
+from strict_singleton._telemetry import StartMetrics
 from strict_singleton._validation import StartCall, StarterConfig, build_call, build_config, check_input, converter_of
 from strict_singleton.errors import InvalidArgumentError, StrictSingletonError
 from strict_singleton.lock_backends.base import RECORD_METHODS, LeaseBackend, supports_records, supports_requests
@@ -194,15 +195,25 @@ class StarterBase:
             check_input(self._converter, call.input, instance_id=call.instance_id, backend=self._backend_name)
         return call, str(uuid.uuid4())  # owner token: 122 random bits from os.urandom
 
-    def _start_flow(self, call: StartCall, token: str) -> _flow.Flow:
+    def _start_flow(self, call: StartCall, token: str, metrics: StartMetrics | None = None) -> _flow.Flow:
         return _flow.start_flow(
-            call, self._config, token=token, backend=self._backend_name, clock=self._clock, wall_clock=self._wall_clock
+            call,
+            self._config,
+            token=token,
+            backend=self._backend_name,
+            clock=self._clock,
+            wall_clock=self._wall_clock,
+            notes=None if metrics is None else metrics.notes,
         )
 
     def _finish_flow(self, call: StartCall, hold: _flow.Hold) -> _flow.FinishFlow:
         return _flow.finish_flow(
             call, self._config, hold, clock=self._clock, wall_clock=self._wall_clock, backend=self._backend_name
         )
+
+    def _pending_finishes(self) -> int:
+        """Background finishes not yet run to their end (the ``strict_singleton.finishes.pending`` metric)."""
+        raise NotImplementedError
 
     def _timeout(self, op: Any) -> float | None:
         """Seconds a backend call may take, read immediately before sending; raises NotSent when none."""

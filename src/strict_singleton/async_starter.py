@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from strict_singleton import _flow
 from strict_singleton._defaults import DEFAULT_TERMINATE_TIMEOUT
 from strict_singleton._starter_core import StarterBase
-from strict_singleton._telemetry import observe_start
+from strict_singleton._telemetry import StartMetrics, observe_start, track_finishes
 from strict_singleton._validation import StartCall
 from strict_singleton.lock_backends.base import AsyncLeaseBackend
 from strict_singleton.options import DEFAULT_LEASE_TTL, StarterOptions
@@ -64,6 +64,7 @@ class AsyncSingletonStarter(StarterBase):
         )
         self._pending: set[asyncio.Task[Any]] = set()
         self._closed = False
+        track_finishes(self)
 
     async def start(
         self,
@@ -121,10 +122,11 @@ class AsyncSingletonStarter(StarterBase):
         return await self._run(call, token)
 
     async def _run(self, call: StartCall, token: str) -> StartResult:
-        with observe_start(call.instance_id, self._backend_name) as obs:
-            outcome = await self._drive(self._start_flow(call, token))
+        with observe_start(call.instance_id, self._backend_name, self._clock) as obs:
+            metrics = obs.metrics
+            outcome = await self._drive(self._start_flow(call, token, metrics), metrics=metrics)
             if outcome.hold is not None:
-                await self._finish(call, outcome.hold)
+                await self._finish(call, outcome.hold, metrics)
             if outcome.error is not None:
                 raise outcome.error
             return obs.record(outcome.result)
@@ -143,15 +145,18 @@ class AsyncSingletonStarter(StarterBase):
 
     # -- the driver ------------------------------------------------------------
 
-    async def _finish(self, call: StartCall, hold: _flow.Hold) -> None:
+    def _pending_finishes(self) -> int:
+        return len(self._pending)
+
+    async def _finish(self, call: StartCall, hold: _flow.Hold, metrics: StartMetrics | None) -> None:
         flow = self._finish_flow(call, hold)
         if not self._config.background_finish or self._closed:
-            await self._drive(flow)
+            await self._drive(flow, metrics=metrics)
         else:
-            self._in_background(flow, None)
+            self._in_background(flow, None, metrics)
 
-    def _in_background(self, flow: Any, error: BaseException | None) -> None:
-        task = asyncio.get_running_loop().create_task(self._quietly(flow, error))
+    def _in_background(self, flow: Any, error: BaseException | None, metrics: StartMetrics | None) -> None:
+        task = asyncio.get_running_loop().create_task(self._quietly(flow, error, metrics))
         self._pending.add(task)
         task.add_done_callback(self._after)
 
@@ -163,13 +168,13 @@ class AsyncSingletonStarter(StarterBase):
                 "its lease is left to expire and no start record is left (docs/guarantees.md, residual windows)"
             )
 
-    async def _quietly(self, flow: Any, error: BaseException | None) -> None:
+    async def _quietly(self, flow: Any, error: BaseException | None, metrics: StartMetrics | None) -> None:
         """Drive a finish or clean-up to its end; a cancellation (the event loop ending, as
         ``asyncio.run`` does with pending tasks) is absorbed and the flow goes on in this task,
         which the ending loop still awaits."""
         for _attempt in range(3):
             try:
-                await self._drive(flow, error, abandoned=True)
+                await self._drive(flow, error, abandoned=True, metrics=metrics)
                 return
             except asyncio.CancelledError:
                 error = _flow.Abandoned()  # thrown into the flow: it retries or cleans up
@@ -179,20 +184,33 @@ class AsyncSingletonStarter(StarterBase):
                 return
         _log.warning("background clean-up cancelled repeatedly; the lease is left to expire")
 
-    async def _drive(self, flow: Any, error: BaseException | None = None, *, abandoned: bool = False) -> Any:
+    async def _drive(
+        self,
+        flow: Any,
+        error: BaseException | None = None,
+        *,
+        abandoned: bool = False,
+        metrics: StartMetrics | None = None,
+    ) -> Any:
         send: Any = None
         while True:
             try:
                 op = flow.throw(error) if error is not None else flow.send(send)
-            except StopIteration as stop:
-                return stop.value
+            except BaseException as end:  # StopIteration: the flow's answer; anything else: its error
+                if metrics is not None:
+                    metrics.flow_ended()
+                if isinstance(end, StopIteration):
+                    return end.value
+                raise
             try:
                 send, error = await self._execute(op), None
             except Exception as exc:
                 send, error = None, exc
+                if metrics is not None:
+                    metrics.op_failed(op, exc)
             except asyncio.CancelledError:
                 if not abandoned:  # clean up in a task this cancellation cannot reach
-                    self._in_background(flow, _flow.Abandoned())
+                    self._in_background(flow, _flow.Abandoned(), metrics)
                 raise
 
     async def _execute(self, op: _flow.Op) -> Any:

@@ -14,7 +14,7 @@ from strict_singleton import _flow
 from strict_singleton._defaults import DEFAULT_TERMINATE_TIMEOUT
 from strict_singleton._finishers import Finishers
 from strict_singleton._starter_core import StarterBase
-from strict_singleton._telemetry import observe_start
+from strict_singleton._telemetry import StartMetrics, observe_start, track_finishes
 from strict_singleton._validation import StartCall
 from strict_singleton.lock_backends.base import LeaseBackend
 from strict_singleton.options import DEFAULT_LEASE_TTL, StarterOptions
@@ -89,6 +89,7 @@ class SingletonStarter(StarterBase):
         self._finishers = Finishers(self._run_in_background, name="strict-singleton-finish")
         self._closed = False
         self._gates = threading.local()  # the main thread's interrupt gate during a call (see _run)
+        track_finishes(self)
 
     def start(
         self,
@@ -216,10 +217,11 @@ class SingletonStarter(StarterBase):
             gate.deliver()
 
     def _run_here(self, call: StartCall, token: str) -> StartResult:
-        with observe_start(call.instance_id, self._backend_name) as obs:
-            outcome = self._drive(self._start_flow(call, token))
+        with observe_start(call.instance_id, self._backend_name, self._clock) as obs:
+            metrics = obs.metrics
+            outcome = self._drive(self._start_flow(call, token, metrics), metrics=metrics)
             if outcome.hold is not None:
-                self._finish(call, outcome.hold)
+                self._finish(call, outcome.hold, metrics)
             if outcome.error is not None:
                 raise outcome.error
             return obs.record(outcome.result)
@@ -237,47 +239,63 @@ class SingletonStarter(StarterBase):
 
     # -- the driver ------------------------------------------------------------
 
-    def _finish(self, call: StartCall, hold: _flow.Hold) -> None:
+    def _pending_finishes(self) -> int:
+        return self._finishers.pending
+
+    def _finish(self, call: StartCall, hold: _flow.Hold, metrics: StartMetrics | None) -> None:
         flow = self._finish_flow(call, hold)
         if not self._config.background_finish or self._closed:
-            self._drive(flow)
+            self._drive(flow, metrics=metrics)
         else:
-            self._in_background(flow, None)
+            self._in_background(flow, None, metrics)
 
-    def _in_background(self, flow: Any, error: BaseException | None) -> None:
+    def _in_background(self, flow: Any, error: BaseException | None, metrics: StartMetrics | None) -> None:
         """Drive ``flow`` to its end on a worker that is free now (never queued behind others).
 
         If no thread can be started, it is driven here and now: the lease is never left
         behind, and the caller still gets its answer.
         """
         try:
-            self._finishers.submit((flow, error))
+            self._finishers.submit((flow, error, metrics))
         except RuntimeError as exc:
             _log.warning("no thread for a background finish (%s); finishing on the caller's thread", exc)
-            self._run_in_background((flow, error))
+            self._run_in_background((flow, error, metrics))
 
-    def _run_in_background(self, item: tuple[Any, BaseException | None]) -> None:
-        flow, error = item
+    def _run_in_background(self, item: tuple[Any, BaseException | None, StartMetrics | None]) -> None:
+        flow, error, metrics = item
         try:
-            self._drive(flow, error, abandoned=error is not None)
+            self._drive(flow, error, abandoned=error is not None, metrics=metrics)
         except BaseException as exc:  # the caller is gone: log, never raise into nowhere
             if not isinstance(exc, _flow.Abandoned):
                 _log.warning("background clean-up failed: %r", exc)
 
-    def _drive(self, flow: Any, error: BaseException | None = None, *, abandoned: bool = False) -> Any:
+    def _drive(
+        self,
+        flow: Any,
+        error: BaseException | None = None,
+        *,
+        abandoned: bool = False,
+        metrics: StartMetrics | None = None,
+    ) -> Any:
         send: Any = None
         while True:
             try:
                 op = flow.throw(error) if error is not None else flow.send(send)
-            except StopIteration as stop:
-                return stop.value
+            except BaseException as end:  # StopIteration: the flow's answer; anything else: its error
+                if metrics is not None:
+                    metrics.flow_ended()
+                if isinstance(end, StopIteration):
+                    return end.value
+                raise
             try:
                 send, error = self._execute(op), None
             except Exception as exc:
                 send, error = None, exc
+                if metrics is not None:
+                    metrics.op_failed(op, exc)
             except BaseException:
                 if not abandoned:  # KeyboardInterrupt, SystemExit: clean up off this thread
-                    self._in_background(flow, _flow.Abandoned())
+                    self._in_background(flow, _flow.Abandoned(), metrics)
                 raise
 
     def _execute(self, op: _flow.Op) -> Any:

@@ -60,7 +60,8 @@ Where each part lives:
 
 - :mod:`.ops`: the operations and :data:`~.ops.CALLS`, the table from each to the call that serves it;
 - :mod:`.evidence`: what a read or an error proves (whose instance, whether a start shows);
-- :mod:`.context`: one call's state (the lease as counted here, a held start, the progress a clean-up reads);
+- :mod:`.context`: one call's state (the lease as counted here, a held start, the progress a clean-up reads,
+  the notes a driver's metrics read);
 - :mod:`.keeping`: keeping the lease (renew, confirm, read under its deadline, release);
 - :mod:`.start`: the start itself, in named steps (steps 2 to 6, and 8);
 - :mod:`.watch`: step 6, watching after an ambiguous schedule;
@@ -73,7 +74,7 @@ The modules call one another through module attributes (``keeping.keep(...)``), 
 names imported into another module, so each function has exactly one binding.
 """
 
-from strict_singleton._flow.context import FIRST_WAIT, FinishFlow, Flow, FlowResult, Hold, LeaseClock
+from strict_singleton._flow.context import FIRST_WAIT, FinishFlow, Flow, FlowResult, Hold, LeaseClock, Notes
 from strict_singleton._flow.evidence import AMBIGUOUS_CODES, created_us, epoch_us, is_active, rpc_code
 from strict_singleton._flow.finish import finish_flow
 from strict_singleton._flow.ops import (
@@ -113,6 +114,7 @@ __all__ = [
     "Hold",
     "LeaseClock",
     "NotSent",
+    "Notes",
     "Op",
     "RaiseEvent",
     "Read",

@@ -85,6 +85,23 @@ class Progress:
 
 
 @dataclass(slots=True)
+class Notes:
+    """What one start went through, for the drivers' metrics (:mod:`strict_singleton._telemetry`).
+
+    The flow only writes it, and no decision reads it: it adds no operation and changes no
+    behaviour. A driver passes its own to :func:`~strict_singleton._flow.start_flow` and reads
+    it when the flow has ended, on every path (answer, error, clean-up after an abandonment).
+    """
+
+    lease_asked: bool = False  # the call went for the lease (a start that failed before it did not)
+    lease_waited: float = 0.0  # seconds spent waiting for another holder's release (StartResult.waited)
+    record_wait_began: float | None = None  # clock: the holder began re-reading for an earlier start's record
+    record_wait_ended: float | None = None  # clock: ... and stopped, the record shown or its window over
+    record_shown: bool = False
+    watch: str | None = None  # an ambiguity watch: "watching", then "appeared", "gave_up" or "lease_lost"
+
+
+@dataclass(slots=True)
 class Ctx:
     """What one start's flow needs besides I/O."""
 
@@ -97,8 +114,8 @@ class Ctx:
     t0: float = 0.0
     at_begin: OrchestrationState | None = None  # TERMINATE_EXISTING: the instance read when the call began
     last_start: StartRecord | None = None  # the start record the grant carried (TERMINATE_EXISTING)
-    waited: float = 0.0
     progress: Progress = field(default_factory=Progress)
+    notes: Notes = field(default_factory=Notes)
 
     @property
     def iid(self) -> str:
@@ -117,7 +134,7 @@ class Ctx:
             outcome=outcome,
             instance_id=self.iid,
             existing=existing,
-            waited=self.waited,
+            waited=self.notes.lease_waited,
             elapsed=self.clock() - self.t0,
             fencing_token=fencing_token,
             backend=self.backend,

@@ -48,9 +48,20 @@ def start_flow(
     backend: str,
     clock: Callable[[], float],
     wall_clock: Callable[[], datetime],
+    notes: context.Notes | None = None,
 ) -> context.Flow:
-    """One start, from the first lease attempt to the caller's answer."""
-    ctx = context.Ctx(call=call, cfg=cfg, token=token, backend=backend, clock=clock, wall_clock=wall_clock, t0=clock())
+    """One start, from the first lease attempt to the caller's answer; ``notes`` (written, never
+    read) receives what it went through, for metrics."""
+    ctx = context.Ctx(
+        call=call,
+        cfg=cfg,
+        token=token,
+        backend=backend,
+        clock=clock,
+        wall_clock=wall_clock,
+        t0=clock(),
+        notes=notes if notes is not None else context.Notes(),
+    )
     try:
         return (yield from _start(ctx))
     except ops.Abandoned:
@@ -153,6 +164,7 @@ def _take_lease(ctx: context.Ctx) -> Generator[ops.Op, Any, Grant | context.Flow
     # A call with a request ID decides only under the lease: an instance seen without it
     # may be the one an earlier call with that request ID created (a retry's answer).
     lockless = call.request_id is None
+    ctx.notes.lease_asked = True
     while True:
         if woken and lockless:
             # After a wake-up the holder has most likely finished: one read answers
@@ -189,7 +201,7 @@ def _take_lease(ctx: context.Ctx) -> Generator[ops.Op, Any, Grant | context.Flow
         # already active instance is answered ALREADY_RUNNING).
         before_wait = clock()
         yield ops.WaitRelease(ctx.iid, left if woken else min(left, context.FIRST_WAIT))
-        ctx.waited += clock() - before_wait
+        ctx.notes.lease_waited += clock() - before_wait
         woken = True
 
 

@@ -99,6 +99,8 @@ def await_record(
     left = _record_left(ctx, grant)
     if evidence.shows_start_record(state, record, cfg.clock_skew) or left <= 0:
         return state
+    notes = ctx.notes
+    notes.record_wait_began = ctx.clock()
     state, shown = yield from keeping.reread_until(
         ctx,
         lease,
@@ -106,6 +108,7 @@ def await_record(
         lambda s: evidence.shows_start_record(s, record, cfg.clock_skew),
         waiting_for="an earlier start to show; nothing was scheduled",
     )
+    notes.record_wait_ended, notes.record_shown = ctx.clock(), shown
     if not shown:
         _log.warning(
             "the start of %r recorded by the previous holder (fencing token %d) is still not visible; "

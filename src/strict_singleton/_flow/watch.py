@@ -22,6 +22,15 @@ def watch(
     Returns (our instance's state, None) when it shows up, (None, None) when the
     window closed without it, (None, reason) when the lease could not be kept.
     """
+    ctx.notes.watch = "watching"
+    state, reason = yield from _watch(ctx, lease)
+    ctx.notes.watch = "appeared" if state is not None else "lease_lost" if reason is not None else "gave_up"
+    return state, reason
+
+
+def _watch(
+    ctx: context.Ctx, lease: context.LeaseClock
+) -> Generator[ops.Op, Any, tuple[OrchestrationState | None, str | None]]:
     p = ctx.progress
     assert p.sent_at is not None
     if p.watch_until is None:
