@@ -46,8 +46,18 @@ EXPORTED: dict[str, list[str]] = {
         "EXIT_UNAVAILABLE",
         "EXIT_USAGE",
         "EXIT_VIOLATION",
+        "EXIT_WARNINGS",
         "entry_point",
         "main",
+    ],
+    "strict_singleton.doctor": [
+        "Check",
+        "DoctorReport",
+        "Status",
+        "acheck_deployment",
+        "check_deployment",
+        "format_report",
+        "report_json",
     ],
     "strict_singleton.errors": [
         "AlreadyRunningError",

@@ -33,6 +33,7 @@ EXIT_VIOLATION = 1
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
 EXIT_RACE_FAILED = 4
+EXIT_WARNINGS = 5  # doctor: nothing failed, something warned
 
 EXIT_CODES = f"""exit status:
   {EXIT_OK}  strict started exactly once in every round
@@ -42,6 +43,21 @@ EXIT_CODES = f"""exit status:
      or strict starts raised errors and scheduled nothing (failed closed); the first
      error is printed
   {EXIT_RACE_FAILED}  the race itself could not run (a starter process died or timed out)
+
+doctor has exit codes of its own: see strict-singleton doctor --help
+"""
+
+DOCTOR_EXIT_CODES = f"""exit status:
+  {EXIT_OK}  every check ok (or skipped: not applicable here)
+  {EXIT_VIOLATION}  at least one failure: an assumption of docs/guarantees.md does not hold, or a store
+     or the Durable backend cannot serve a start (unreachable, refused, missing permissions)
+  {EXIT_USAGE}  bad flags or a malformed lock URL (shown redacted)
+  {EXIT_WARNINGS}  no failure, but at least one warning: a documented window is open (no persistence,
+     replicas, a private /tmp) or a setting could not be read
+
+Lock URLs are printed redacted; passwords and connection strings never are.
+Nothing disturbs a live lease: the lease cycles use scratch keys, blobs and lock files
+of their own (their names carry "doctor"), deleted afterwards.
 """
 
 COLUMNS = [
@@ -172,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="show the log lines of the race's Durable worker and backend (quiet by default)",
     )
+    _add_doctor_parser(sub)
     explore = sub.add_parser(
         "explore",
         help="run the real start flow through bounded interleavings and faults (exit 1 if a claim fails)",
@@ -207,6 +224,77 @@ def build_parser() -> argparse.ArgumentParser:
     )
     explore.add_argument("--list", action="store_true", help="list the configurations and the loaded mutants")
     return parser
+
+
+def _doctor_url(text: str) -> str:
+    from strict_singleton.doctor import validate_lock_url
+
+    try:
+        validate_lock_url(text)
+    except InvalidArgumentError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _add_doctor_parser(sub: Any) -> None:
+    doctor = sub.add_parser(
+        "doctor",
+        help="check a live deployment against every assumption of docs/guarantees.md (exit 0/1/5)",
+        description="Check each lock store (and optionally the Durable backend) a deployment uses against "
+        "the assumptions of docs/guarantees.md: eviction policy, persistence, replication, clocks, "
+        "ACL permissions, Redlock independence, Blob leases, the lock directory's owner, mode, filesystem "
+        "and sharing, with one real lease cycle on scratch names per store. Prints a table per store "
+        "(or --json) with what to change and the guarantees row each check protects.",
+        epilog=DOCTOR_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    doctor.add_argument(
+        "lock_urls",
+        nargs="*",
+        type=_doctor_url,
+        metavar="LOCK_URL",
+        help="file, file:/dir, redis://[user:password@]host:port/db (rediss:// for TLS), "
+        "redlock://host:port,host:port,host:port/db, azblob://container ($AZURE_STORAGE_CONNECTION_STRING) "
+        "or azurite://host:port/container",
+    )
+    doctor.add_argument(
+        "--client",
+        metavar="ADDRESS",
+        default=None,
+        help="the Durable backend's gRPC address (grpc://host:port, grpcs://host:port for TLS, or host:port): "
+        "checked with a status read of a scratch ID that cannot exist",
+    )
+    doctor.add_argument("--json", action="store_true", help="print the report as JSON instead of the table")
+    doctor.add_argument("--timeout", type=_seconds, default=3.0, help="seconds each store call may take (default 3)")
+    doctor.add_argument(
+        "--clock-skew",
+        type=_seconds,
+        default=5.0,
+        help="the starters' clock_skew: how far a store's clock may be from ours (default 5)",
+    )
+    doctor.add_argument("--prefix", default=None, help="the lease's key or blob-name prefix, if not the default")
+
+
+def run_doctor(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """``strict-singleton doctor``: the report, and an exit status a pipeline can act on."""
+    from strict_singleton.doctor import Status, check_deployment, format_report, report_json
+
+    if not args.lock_urls and args.client is None:
+        print("strict-singleton doctor: error: give at least one LOCK_URL or --client", file=err)
+        return EXIT_USAGE
+    try:
+        report = check_deployment(
+            args.lock_urls,
+            client=args.client,
+            timeout=args.timeout,
+            clock_skew=args.clock_skew,
+            prefix=args.prefix,
+        )
+    except InvalidArgumentError as exc:  # already redacted
+        print(f"strict-singleton doctor: error: {exc}", file=err)
+        return EXIT_USAGE
+    print(report_json(report) if args.json else format_report(report), file=out)
+    return {Status.FAILURE: EXIT_VIOLATION, Status.WARNING: EXIT_WARNINGS}.get(report.status, EXIT_OK)
 
 
 def run_explore(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -466,6 +554,8 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
     args = parser.parse_args(argv)
     if args.command == "explore":
         return run_explore(args, out, err)
+    if args.command == "doctor":
+        return run_doctor(args, out, err)
     if args.client == "functions":
         return run_functions(args, out, err)
     cfg = config_from_args(args)
@@ -542,6 +632,7 @@ __all__ = [
     "EXIT_UNAVAILABLE",
     "EXIT_USAGE",
     "EXIT_VIOLATION",
+    "EXIT_WARNINGS",
     "entry_point",
     "main",
 ]

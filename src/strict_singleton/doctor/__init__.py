@@ -1,0 +1,235 @@
+"""``doctor``: every assumption of docs/guarantees.md, checked against a live deployment.
+
+:func:`check_deployment` (and its asyncio twin :func:`acheck_deployment`) take the lock
+URLs a deployment uses (and, optionally, its Durable client) and return a
+:class:`DoctorReport`: one :class:`Check` per fact measured, each ``ok``, ``warning``,
+``failure`` or ``skipped``, with what was found, what to change and the guarantees row
+it protects. ``strict-singleton doctor`` prints the same report.
+
+Per store (see each module for what a check proves and assumes):
+
+* Redis (each ``redis://`` server, each Redlock node, each Cluster primary):
+  ``maxmemory-policy``, persistence, replication, clock (``TIME``), version, round
+  trip, the commands and ACL permissions the lease uses (``ACL DRYRUN``), one lease
+  cycle on scratch keys. Redlock also: the nodes' independence and the quorum.
+* Azure Blob (``azblob://``, ``azurite://``): the container, one lease taken, renewed
+  and released on a scratch blob, the service clock (``Date``), round trip.
+* File (``file``, ``file:/dir``): the directory's owner and mode, a local filesystem,
+  whether this process shares the directory with the host (systemd ``PrivateTmp``),
+  one lease cycle.
+* Durable client: a status read of a scratch ID that cannot exist, and its round trip.
+
+Nothing it does can disturb a live lease: it reads settings, and its lease cycles use
+scratch keys, blobs and lock files of their own (a ``doctor`` part in their names that
+no real lease's names have), deleted afterwards. Printed text carries lock URLs only
+redacted (:func:`~strict_singleton.lock_backends._url.redact_url`), never a password or a
+connection string.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from strict_singleton.doctor._model import Check, DoctorReport, Status
+from strict_singleton.doctor._render import format_report, report_json
+from strict_singleton.errors import InvalidArgumentError
+from strict_singleton.lock_backends._url import (
+    SCHEMES,
+    blob_target,
+    extra_for,
+    extra_modules,
+    host_port,
+    missing_extra,
+    redact_url,
+    redlock_node_urls,
+    scrub,
+)
+
+DEFAULT_TIMEOUT = 3.0
+DEFAULT_CLOCK_SKEW = 5.0  # StarterOptions.clock_skew's default
+
+Checker = Callable[..., list[Check]]
+
+
+def _checker(url: str) -> Checker:
+    """The checks for a lock URL's scheme (imported when used: each needs its extra)."""
+    scheme = "file" if url == "file" or url.startswith("file:") else url.partition("://")[0]
+    if scheme == "file":
+        from strict_singleton.doctor._file import check_file
+
+        return check_file
+    if scheme in ("redis", "rediss"):
+        from strict_singleton.doctor._redis import check_redis
+
+        return check_redis
+    if scheme == "redlock":
+        from strict_singleton.doctor._redlock import check_redlock
+
+        return check_redlock
+    from strict_singleton.doctor._blob import check_blob
+
+    return check_blob
+
+
+def validate_lock_url(url: str) -> None:
+    """Raise :class:`InvalidArgumentError` (URL redacted) unless ``url`` is a lock URL
+    the doctor can check. A missing extra or ``$AZURE_STORAGE_CONNECTION_STRING`` is not
+    a usage error: it is reported as a failing check."""
+    from urllib.parse import urlsplit
+
+    if not isinstance(url, str) or not url:
+        raise InvalidArgumentError("lock URL must be a non-empty string")
+    if url == "file" or url.startswith("file:"):
+        return
+    parts = urlsplit(url)
+    if parts.scheme in ("redis", "rediss"):
+        host_port(parts, url)
+    elif parts.scheme == "redlock":
+        redlock_node_urls(url)
+    elif parts.scheme == "azurite":
+        blob_target(url)
+    elif parts.scheme != "azblob":
+        raise InvalidArgumentError(f"unsupported lock URL {redact_url(url)}; use {SCHEMES}")
+
+
+def _urls(lock_urls: str | Sequence[str]) -> list[str]:
+    urls = [lock_urls] if isinstance(lock_urls, str) else list(lock_urls)
+    for url in urls:
+        validate_lock_url(url)
+    return urls
+
+
+def _validate_numbers(timeout: float, clock_skew: float) -> None:
+    for name, value in (("timeout", timeout), ("clock_skew", clock_skew)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 86400:
+            raise InvalidArgumentError(f"{name} must be a number of seconds above 0 and at most a day, got {value!r}")
+
+
+def _scrubbed(check: Check, url: str) -> Check:
+    """``check`` with every secret of ``url`` masked, wherever a driver may have echoed it."""
+    return Check(
+        target=scrub(check.target, url),
+        name=check.name,
+        status=check.status,
+        detail=scrub(check.detail, url),
+        fix=scrub(check.fix, url),
+        guarantee=check.guarantee,
+        measured=scrub(check.measured, url),
+    )
+
+
+def check_lock_url(url: str, *, timeout: float, clock_skew: float, prefix: str | None) -> list[Check]:
+    """Every check of one lock URL; never raises for what the store does or lacks."""
+    target = redact_url(url)
+    extra = extra_for(url)
+    problem = missing_extra(extra, extra_modules(url, asynchronous=False)) if extra else None
+    if problem:
+        return [Check(target, "client library", Status.FAILURE, problem, fix=problem.rpartition(": ")[2])]
+    try:
+        checks = _checker(url)(url, target, timeout=timeout, clock_skew=clock_skew, prefix=prefix)
+    except InvalidArgumentError as exc:  # e.g. azblob:// without its connection string
+        checks = [Check(target, "configuration", Status.FAILURE, exc.message, fix=exc.message)]
+    except Exception as exc:  # a store answering what no check foresaw: report it, never crash a health check
+        checks = [
+            Check(
+                target,
+                "doctor",
+                Status.FAILURE,
+                f"the checks stopped: {type(exc).__name__}: {exc}",
+                fix="report this answer of the store; the checks before it are above",
+            )
+        ]
+    return [_scrubbed(c, url) for c in checks]
+
+
+def check_deployment(
+    lock_urls: str | Sequence[str],
+    *,
+    client: str | Any | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    clock_skew: float = DEFAULT_CLOCK_SKEW,
+    prefix: str | None = None,
+) -> DoctorReport:
+    """Check every lock URL (and the Durable client, if given) against a live deployment.
+
+    Args:
+        lock_urls: one lock URL or several (``file``, ``file:/dir``, ``redis://``,
+            ``rediss://``, ``redlock://``, ``azblob://``, ``azurite://``), as the
+            starters use them.
+        client: the Durable backend's address (``grpc://host:port``, ``grpcs://`` for
+            TLS, or ``host:port``), or a sync durabletask client (or
+            :class:`~strict_singleton.transport.Transport`) to read a status with.
+            ``None``: the backend is not checked.
+        timeout: seconds each store call may take (connect and answer), and the gRPC
+            deadline of each status read. A store that does not answer in time is a
+            failure.
+        clock_skew: the starters' ``clock_skew``: how far a store's clock may be from ours.
+        prefix: the lease's key or blob-name prefix, if not the default (for the ACL
+            check and the scratch names).
+
+    Returns:
+        A :class:`DoctorReport`; ``report.status`` is the worst check's status.
+
+    Raises:
+        InvalidArgumentError: a malformed or unsupported lock URL (shown redacted), or a
+            bad ``timeout``/``clock_skew``. What the stores say or lack is never raised:
+            it is a check in the report.
+
+    Takes a few store round trips per check: fine for a deployment pipeline or a
+    periodic health check, too slow for every request.
+    """
+    _validate_numbers(timeout, clock_skew)
+    urls = _urls(lock_urls)
+    checks: list[Check] = []
+    for url in urls:
+        checks += check_lock_url(url, timeout=timeout, clock_skew=clock_skew, prefix=prefix)
+    if client is not None:
+        from strict_singleton.doctor._durable import check_client
+
+        checks += check_client(client, timeout=timeout)
+    return DoctorReport.of(checks)
+
+
+async def acheck_deployment(
+    lock_urls: str | Sequence[str],
+    *,
+    client: str | Any | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    clock_skew: float = DEFAULT_CLOCK_SKEW,
+    prefix: str | None = None,
+) -> DoctorReport:
+    """:func:`check_deployment` for asyncio code: the same checks, arguments and report.
+
+    The lock-store checks are the sync ones, run in a worker thread
+    (``asyncio.to_thread``): they are the same calls, and the event loop stays free
+    meanwhile. ``client`` may be an address or an *async* durabletask client (or async
+    transport), whose status reads are awaited on this loop.
+    """
+    _validate_numbers(timeout, clock_skew)
+    urls = _urls(lock_urls)
+
+    def lock_checks() -> list[Check]:
+        found: list[Check] = []
+        for url in urls:
+            found += check_lock_url(url, timeout=timeout, clock_skew=clock_skew, prefix=prefix)
+        return found
+
+    checks = await asyncio.to_thread(lock_checks)
+    if client is not None:
+        from strict_singleton.doctor._durable import acheck_client
+
+        checks += await acheck_client(client, timeout=timeout)
+    return DoctorReport.of(checks)
+
+
+__all__ = [
+    "Check",
+    "DoctorReport",
+    "Status",
+    "acheck_deployment",
+    "check_deployment",
+    "format_report",
+    "report_json",
+]

@@ -1,0 +1,567 @@
+"""`strict-singleton doctor` against real stores configured well and badly.
+
+Real redis-server processes (private ones, started with the settings under test), Azurite,
+real lock directories, the in-memory Durable backend over gRPC. Held leases of real
+backends must survive a doctor run, and no scratch key, blob or lock file may stay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import stat
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from strict_singleton.cli import EXIT_OK, EXIT_USAGE, EXIT_VIOLATION, EXIT_WARNINGS, main
+from strict_singleton.doctor import (
+    Check,
+    DoctorReport,
+    Status,
+    acheck_deployment,
+    check_deployment,
+    format_report,
+    report_json,
+)
+from strict_singleton.doctor._mounts import filesystem_problem, mount_of, parse_mountinfo, unshared_mount
+from strict_singleton.errors import InvalidArgumentError
+from strict_singleton.lock_backends import FileLease
+from strict_singleton.lock_backends.redis import RedisLease
+from strict_singleton.testing import DurableTestBackend, RedisServer, free_port
+from strict_singleton.testing.azurite import Azurite
+from suite_helpers import token
+
+
+class ConfiguredRedis(RedisServer):
+    """A private redis-server with extra command-line settings (later ones override the defaults)."""
+
+    def __init__(self, *settings: str, password: str | None = None) -> None:
+        super().__init__(password=password)
+        self.settings = list(settings)
+
+    def command(self) -> list[str]:
+        return [*super().command(), *self.settings]
+
+
+@pytest.fixture
+def servers() -> Iterator[list[RedisServer]]:
+    started: list[RedisServer] = []
+    yield started
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def start(servers: list[RedisServer], tmp_path: Path) -> Any:
+    def start(*settings: str, password: str | None = None) -> RedisServer:
+        directory = tmp_path / f"redis-{len(servers)}"
+        directory.mkdir()
+        server = ConfiguredRedis("--dir", str(directory), *settings, password=password).start()
+        servers.append(server)
+        return server
+
+    return start
+
+
+WELL_CONFIGURED = ("--appendonly", "yes", "--appendfsync", "everysec", "--maxmemory-policy", "noeviction")
+
+
+def by_name(report: DoctorReport, name: str) -> list[Check]:
+    return [c for c in report.checks if c.name == name]
+
+
+def one(report: DoctorReport, name: str) -> Check:
+    found = by_name(report, name)
+    assert len(found) == 1, report.checks
+    return found[0]
+
+
+def run_cli(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    status = main(["doctor", *argv], stdout=out, stderr=err)
+    return status, out.getvalue(), err.getvalue()
+
+
+def keys_of(server: RedisServer) -> set[str]:
+    client = redis.Redis(port=server.port, password=server.password)
+    try:
+        return {k.decode() for k in client.keys("*")}
+    finally:
+        client.close()
+
+
+# -- Redis ----------------------------------------------------------------------------------
+
+
+@pytest.mark.redis
+def test_well_configured_redis_is_all_ok_and_exits_0(start: Any) -> None:
+    server = start(*WELL_CONFIGURED)
+    report = check_deployment([server.url])
+    assert report.status is Status.OK, format_report(report)
+    assert one(report, "maxmemory-policy").measured == "noeviction"
+    assert "everysec" in one(report, "persistence").measured
+    assert one(report, "permissions").status is Status.OK  # the default user may run ACL DRYRUN
+    assert one(report, "lease cycle").status is Status.OK
+    status, out, _ = run_cli(server.url)
+    assert status == EXIT_OK, out
+    assert "doctor: OK" in out
+
+
+@pytest.mark.redis
+def test_an_evicting_policy_is_a_failure_and_exits_1(start: Any) -> None:
+    server = start("--appendonly", "yes", "--maxmemory-policy", "allkeys-lru")
+    report = check_deployment([server.url])
+    policy = one(report, "maxmemory-policy")
+    assert policy.status is Status.FAILURE
+    assert policy.measured == "allkeys-lru" and "noeviction" in policy.fix and "row 21" in policy.guarantee
+    status, out, _ = run_cli(server.url)
+    assert status == EXIT_VIOLATION
+    assert "FAILURE  maxmemory-policy" in out and "fix: CONFIG SET maxmemory-policy noeviction" in out
+
+
+@pytest.mark.redis
+def test_no_persistence_is_a_warning_and_exits_5(start: Any) -> None:
+    server = start()  # the fixture default: --save "" --appendonly no
+    report = check_deployment([server.url])
+    persistence = one(report, "persistence")
+    assert persistence.status is Status.WARNING
+    assert "restart forgets every held lease" in persistence.detail and "appendonly yes" in persistence.fix
+    assert persistence.guarantee == "row 7"
+    assert report.status is Status.WARNING, format_report(report)
+    assert run_cli(server.url)[0] == EXIT_WARNINGS
+
+
+@pytest.mark.redis
+def test_rdb_only_is_a_warning_naming_snapshots(start: Any) -> None:
+    server = start("--save", "900 1")
+    persistence = one(check_deployment([server.url]), "persistence")
+    assert persistence.status is Status.WARNING and "RDB snapshots only" in persistence.detail
+
+
+@pytest.mark.redis
+def test_a_master_with_a_replica_warns_about_failover(start: Any) -> None:
+    master = start(*WELL_CONFIGURED)
+    start("--replicaof", "127.0.0.1", str(master.port))
+    client = redis.Redis(port=master.port)
+    client.set("written-before", "1")
+    assert client.wait(1, 20_000) == 1  # returns once the replica has acknowledged that write
+    client.delete("written-before")
+    client.close()
+    replication = one(check_deployment([master.url]), "replication")
+    assert replication.status is Status.WARNING and "failover" in replication.detail
+    assert replication.measured == "role master, 1 replica(s)"
+
+
+@pytest.mark.redis
+def test_a_lock_url_pointing_at_a_replica_fails(start: Any) -> None:
+    master = start(*WELL_CONFIGURED)
+    replica = start(*WELL_CONFIGURED, "--replicaof", "127.0.0.1", str(master.port))
+    report = check_deployment([replica.url])
+    replication = one(report, "replication")
+    assert replication.status is Status.FAILURE and f"127.0.0.1:{master.port}" in replication.detail
+    # The lease itself cannot write there: the cycle says so too.
+    assert one(report, "lease cycle").status is Status.FAILURE
+
+
+@pytest.mark.redis
+def test_a_password_never_appears_in_text_or_json(start: Any) -> None:
+    password = f"pw-{uuid.uuid4().hex}"
+    server = start("--maxmemory-policy", "volatile-lru", password=password)
+    good = f"redis://:{password}@127.0.0.1:{server.port}/0"
+    wrong = f"redis://default:{password}x@127.0.0.1:{server.port}/0"
+    query = f"redis://127.0.0.1:{server.port}/0?password={password}"
+    redlock = "redlock://" + ",".join(f":{password}@127.0.0.1:{p}" for p in (server.port, free_port(), free_port()))
+    for argv in ([good, wrong, query, redlock], ["--json", good, wrong, query, redlock]):
+        status, out, err = run_cli(*argv)
+        assert status == EXIT_VIOLATION
+        assert password not in out + err
+        assert "***" in out
+    report = check_deployment([good, wrong])
+    assert password not in report_json(report) + format_report(report)
+    assert one(report, "maxmemory-policy").status is Status.FAILURE  # the good URL was checked
+    assert any(c.name == "reachable" and c.status is Status.FAILURE for c in report.checks)  # the wrong one failed
+
+
+@pytest.mark.redis
+def test_a_held_redis_lease_survives_and_no_scratch_key_stays(start: Any) -> None:
+    server = start(*WELL_CONFIGURED)
+    client = redis.Redis(port=server.port)
+    lease = RedisLease(client)
+    try:
+        grant = lease.acquire("nightly", token("holder"), 30.0)
+        assert grant is not None
+        before = keys_of(server)
+        ttl_before = client.pttl("strict-singleton:{nightly}:lock")
+        assert one(check_deployment([server.url]), "lease cycle").status is Status.OK
+        assert keys_of(server) == before  # no scratch key left, nothing of the lease's removed
+        assert client.get("strict-singleton:{nightly}:lock") == token("holder").encode()
+        assert 0 < client.pttl("strict-singleton:{nightly}:lock") <= ttl_before
+        assert lease.acquire("nightly", token("intruder"), 30.0) is None  # still held
+        assert lease.extend("nightly", token("holder"), 30.0)
+        assert lease.release("nightly", token("holder"))
+    finally:
+        lease.close()
+        client.close()
+
+
+def _limited_user(server: RedisServer, *, may_dryrun: bool) -> str:
+    """A user with every command the lease needs except PEXPIRE (its extend); the URL for it."""
+    admin = redis.Redis(port=server.port)
+    commands = ["+evalsha", "+script|load", "+get", "+set", "+incr", "+pttl", "+del", "+publish", "+psubscribe"]
+    commands += ["+ping", "+time"]
+    if may_dryrun:
+        commands += ["+acl|whoami", "+acl|dryrun"]
+    admin.acl_setuser(
+        "limited",
+        enabled=True,
+        passwords=["+limited-secret"],
+        keys=["strict-singleton:*"],
+        channels=["strict-singleton:*"],
+        commands=commands,
+    )
+    admin.close()
+    return f"redis://limited:limited-secret@127.0.0.1:{server.port}/0"
+
+
+@pytest.mark.redis
+def test_a_user_without_pexpire_fails_by_acl_dryrun(start: Any) -> None:
+    server = start(*WELL_CONFIGURED)
+    report = check_deployment([_limited_user(server, may_dryrun=True)])
+    permissions = one(report, "permissions")
+    assert permissions.status is Status.FAILURE, format_report(report)
+    assert "PEXPIRE lock" in permissions.detail and "+pexpire" in permissions.fix
+    assert "limited-secret" not in report_json(report)
+    # CONFIG and INFO refused: "could not read", not a crash.
+    policy = one(report, "maxmemory-policy")
+    assert policy.status is Status.WARNING and policy.measured == "unknown"
+    assert one(report, "lease cycle").status is Status.FAILURE
+    assert not {k for k in keys_of(server) if "doctor" in k}
+
+
+@pytest.mark.redis
+def test_a_user_without_psubscribe_patterns_only_warns(start: Any) -> None:
+    server = start(*WELL_CONFIGURED)
+    admin = redis.Redis(port=server.port)
+    commands = ["+evalsha", "+script|load", "+get", "+set", "+incr", "+pttl", "+pexpire", "+del", "+publish"]
+    admin.acl_setuser(
+        "waiterless",
+        enabled=True,
+        passwords=["+waiterless-secret"],
+        keys=["strict-singleton:*"],
+        channels=["strict-singleton:*"],  # PSUBSCRIBE patterns are compared literally: not enough
+        commands=[*commands, "+psubscribe", "+ping", "+time", "+acl|whoami", "+acl|dryrun"],
+    )
+    admin.close()
+    report = check_deployment([f"redis://waiterless:waiterless-secret@127.0.0.1:{server.port}/0"])
+    permissions = one(report, "permissions")
+    assert permissions.status is Status.WARNING, format_report(report)
+    assert "PSUBSCRIBE releases" in permissions.detail and "poll" in permissions.detail
+    assert "&strict-singleton:{*}:released" in permissions.fix
+    assert one(report, "lease cycle").status is Status.OK
+
+
+@pytest.mark.redis
+def test_a_user_without_pexpire_fails_the_lease_cycle_without_dryrun(start: Any) -> None:
+    server = start(*WELL_CONFIGURED)
+    report = check_deployment([_limited_user(server, may_dryrun=False)])
+    assert one(report, "permissions").status is Status.SKIPPED
+    cycle = one(report, "lease cycle")
+    assert cycle.status is Status.FAILURE and cycle.measured == "failed at renew" and "PEXPIRE" in cycle.detail
+    assert not {k for k in keys_of(server) if "doctor" in k}
+    assert run_cli(_limited_user(server, may_dryrun=False))[0] == EXIT_VIOLATION
+
+
+def test_an_unreachable_store_fails_and_exits_1() -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    report = check_deployment([url], timeout=1.0)
+    reachable = one(report, "reachable")
+    assert reachable.status is Status.FAILURE and reachable.measured == "unreachable"
+    assert [c.name for c in report.checks] == ["reachable"]
+    assert run_cli("--timeout", "1", url)[0] == EXIT_VIOLATION
+
+
+# -- Redlock -------------------------------------------------------------------------------
+
+
+@pytest.mark.redis
+def test_independent_redlock_masters_pass(start: Any) -> None:
+    nodes = [start(*WELL_CONFIGURED) for _ in range(3)]
+    url = "redlock://" + ",".join(f"127.0.0.1:{n.port}" for n in nodes) + "/0"
+    report = check_deployment([url])
+    assert one(report, "independent nodes").status is Status.OK
+    quorum = one(report, "quorum")
+    assert quorum.status is Status.OK and quorum.measured == "3 nodes, quorum 2, 0 down"
+    assert one(report, "lease cycle").status is Status.OK
+    assert len(by_name(report, "maxmemory-policy")) == 3  # every node checked as a server
+    assert report.status is Status.OK, format_report(report)
+    assert not any("doctor" in k for n in nodes for k in keys_of(n))
+
+
+@pytest.mark.redis
+def test_a_replica_posing_as_a_redlock_node_fails(start: Any) -> None:
+    first, second = start(*WELL_CONFIGURED), start(*WELL_CONFIGURED)
+    replica = start(*WELL_CONFIGURED, "--replicaof", "127.0.0.1", str(first.port))
+    url = f"redlock://127.0.0.1:{first.port},127.0.0.1:{second.port},127.0.0.1:{replica.port}/0"
+    report = check_deployment([url])
+    independence = one(report, "independent nodes")
+    assert independence.status is Status.FAILURE
+    assert "node 3 is a replica of" in independence.detail and "(node 1)" in independence.detail
+    status, out, _ = run_cli(url)
+    assert status == EXIT_VIOLATION and "independent nodes" in out
+
+
+@pytest.mark.redis
+def test_redlock_with_a_node_down_warns_about_the_quorum(start: Any) -> None:
+    nodes = [start(*WELL_CONFIGURED) for _ in range(3)]
+    url = "redlock://" + ",".join(f"127.0.0.1:{p}" for p in (nodes[0].port, nodes[1].port, free_port())) + "/0"
+    report = check_deployment([url], timeout=1.0)
+    quorum = one(report, "quorum")
+    assert quorum.status is Status.WARNING and "only 0 more may fail" in quorum.detail
+    assert one(report, "lease cycle").status is Status.OK  # a majority still serves leases
+
+
+# -- Redis Cluster --------------------------------------------------------------------------
+
+
+@pytest.mark.redis
+def test_a_cluster_checks_every_primary() -> None:
+    from strict_singleton.testing.redis_cluster import RedisCluster3
+
+    with RedisCluster3() as cluster:
+        report = check_deployment([f"redis://127.0.0.1:{cluster.ports[0]}/0"])
+        assert one(report, "cluster").measured == "3 primaries"
+        assert len(by_name(report, "maxmemory-policy")) == 3
+        assert one(report, "lease cycle").status is Status.OK, format_report(report)
+        for port in cluster.ports:
+            client = redis.Redis(port=port)
+            assert not [k for k in client.keys("*") if b"doctor" in k]
+            client.close()
+
+
+# -- Azure Blob -----------------------------------------------------------------------------
+
+
+def test_azurite_lease_cycle_is_ok_and_leaves_no_blob(strict_singleton_azurite: Azurite) -> None:
+    url = f"{strict_singleton_azurite.url}/doctor-test"
+    report = check_deployment([url])
+    assert one(report, "container").measured == "created"
+    assert one(report, "lease cycle").status is Status.OK
+    assert one(report, "clock").status is Status.OK
+    assert report.status is Status.OK, format_report(report)
+    with strict_singleton_azurite.container_client("doctor-test") as container:
+        assert list(container.list_blobs()) == []
+    assert one(check_deployment([url]), "container").measured == "exists"
+    assert run_cli(url)[0] == EXIT_OK
+
+
+def test_a_held_blob_lease_survives(strict_singleton_azurite: Azurite) -> None:
+    from strict_singleton.lock_backends.blob import BlobLease
+
+    lease = BlobLease.from_connection_string(
+        strict_singleton_azurite.connection_string, container="held", retry_total=0
+    )
+    try:
+        assert lease.acquire("nightly", token("holder"), 15.0) is not None
+        assert one(check_deployment([f"{strict_singleton_azurite.url}/held"]), "lease cycle").status is Status.OK
+        assert lease.acquire("nightly", token("intruder"), 15.0) is None
+        assert lease.extend("nightly", token("holder"), 15.0)
+        with strict_singleton_azurite.container_client("held") as container:
+            assert [b.name for b in container.list_blobs()] == [lease.blob_name("nightly")]
+        assert lease.release("nightly", token("holder"))
+    finally:
+        lease.close()
+
+
+def test_azblob_without_its_connection_string_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AZURE_STORAGE_CONNECTION_STRING", raising=False)
+    check = one(check_deployment(["azblob://locks"]), "configuration")
+    assert check.status is Status.FAILURE and "AZURE_STORAGE_CONNECTION_STRING" in check.detail
+
+
+def test_a_stopped_azurite_is_a_failure() -> None:
+    report = check_deployment([f"azurite://127.0.0.1:{free_port()}/locks"], timeout=1.0)
+    assert one(report, "reachable").status is Status.FAILURE
+    assert "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq" not in report_json(report)
+
+
+# -- file -----------------------------------------------------------------------------------
+
+
+def test_a_well_configured_directory_is_ok(tmp_path: Path) -> None:
+    directory = tmp_path / "locks"
+    directory.mkdir(mode=0o700)
+    report = check_deployment([f"file:{directory}"])
+    assert [c.name for c in report.checks] == ["directory", "local filesystem", "shared directory", "lease cycle"]
+    assert report.status is Status.OK, format_report(report)
+    assert list(directory.iterdir()) == []  # the scratch lock file is gone
+    assert run_cli(f"file:{directory}")[0] == EXIT_OK
+
+
+def test_a_missing_directory_is_not_created(tmp_path: Path) -> None:
+    directory = tmp_path / "not-yet"
+    check = one(check_deployment([f"file:{directory}"]), "directory")
+    assert check.status is Status.OK and check.measured == "missing" and "creates it" in check.detail
+    assert not directory.exists()
+
+
+def test_a_world_writable_directory_without_sticky_bit_fails(tmp_path: Path) -> None:
+    directory = tmp_path / "open"
+    directory.mkdir()
+    directory.chmod(0o777)
+    check = one(check_deployment([f"file:{directory}"]), "directory")
+    assert check.status is Status.FAILURE and "sticky" in check.detail and check.guarantee == "row 19"
+    assert check.measured.endswith("mode 0777")
+    directory.chmod(0o1777)  # with the sticky bit, others cannot delete a held lock file
+    assert one(check_deployment([f"file:{directory}"]), "directory").status is Status.OK
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="chown to another user needs root")
+def test_a_directory_owned_by_another_user_fails(tmp_path: Path) -> None:
+    directory = tmp_path / "theirs"
+    directory.mkdir(mode=0o700)
+    os.chown(directory, 4242, 4242)
+    report = check_deployment([f"file:{directory}"])
+    check = one(report, "directory")
+    assert check.status is Status.FAILURE and "uid 4242" in check.detail
+    assert not by_name(report, "lease cycle")  # refused before any lock file
+    status, out, _ = run_cli(f"file:{directory}")
+    assert status == EXIT_VIOLATION and "uid 4242" in out
+
+
+def test_a_held_file_lease_survives_and_no_scratch_file_stays(tmp_path: Path) -> None:
+    directory = tmp_path / "locks"
+    lease = FileLease(directory)
+    try:
+        assert lease.acquire("nightly", token("holder"), 30.0) is not None
+        files = sorted(directory.iterdir())
+        assert one(check_deployment([f"file:{directory}"]), "lease cycle").status is Status.OK
+        assert sorted(directory.iterdir()) == files
+        other = FileLease(directory)
+        assert other.acquire("nightly", token("intruder"), 30.0) is None
+        other.close()
+        assert lease.extend("nightly", token("holder"), 30.0)
+    finally:
+        lease.close()
+
+
+MOUNTINFO_HOST = """\
+27 1 254:0 / / rw,relatime - ext4 /dev/vda rw
+40 27 0:40 / /tmp rw - tmpfs tmpfs rw
+41 27 254:0 /var/tmp /var/tmp rw - ext4 /dev/vda rw
+50 27 0:50 / /mnt/shared rw - nfs4 server:/export rw
+51 27 0:51 / /mnt/my\\040box rw - fuse.sshfs me@box:/ rw
+"""
+
+MOUNTINFO_PRIVATE = """\
+27 1 254:0 / / rw,relatime - ext4 /dev/vda rw
+80 27 254:0 /tmp/systemd-private-abc-app.service-XyZ/tmp /var/tmp rw - ext4 /dev/vda rw
+"""
+
+
+def test_mountinfo_parsing_finds_the_holding_mount() -> None:
+    mounts = parse_mountinfo(MOUNTINFO_HOST)
+    assert mount_of(mounts, "/var/tmp/strict-singleton") == mounts[2]
+    assert mount_of(mounts, "/mnt/my box/locks") == mounts[4]
+    assert mount_of(mounts, "/srv/locks") == mounts[0]
+    nfs = filesystem_problem(mounts[3])
+    assert nfs is not None and nfs[0] == "failure" and "nfs4" in nfs[1]
+    sshfs = filesystem_problem(mounts[4])
+    assert sshfs is not None and sshfs[0] == "failure"
+    assert filesystem_problem(mounts[0]) is None and filesystem_problem(mounts[1]) is None
+
+
+def test_a_private_var_tmp_is_detected() -> None:
+    host = parse_mountinfo(MOUNTINFO_HOST)
+    private = parse_mountinfo(MOUNTINFO_PRIVATE)
+    why = unshared_mount(private, host, "/var/tmp/strict-singleton")
+    assert why is not None and "PrivateTmp" in why
+    # Without PID 1's table, the systemd-private root still shows it.
+    assert unshared_mount(private, None, "/var/tmp/strict-singleton") is not None
+    assert unshared_mount(host, host, "/var/tmp/strict-singleton") is None
+    assert unshared_mount(host, host, "/srv/locks") is None
+
+
+# -- the Durable client ---------------------------------------------------------------------
+
+
+def test_the_durable_client_answers_a_scratch_status_read(strict_singleton_durable_backend: DurableTestBackend) -> None:
+    address = f"grpc://{strict_singleton_durable_backend.address}"
+    report = check_deployment([], client=address)
+    read = one(report, "status read")
+    assert read.status is Status.OK and read.measured.endswith(" ms")
+    assert strict_singleton_durable_backend.ledger.snapshot().created.total() == 0  # nothing scheduled
+    assert run_cli("--client", address)[0] == EXIT_OK
+
+
+def test_an_unreachable_durable_backend_fails() -> None:
+    report = check_deployment([], client=f"grpc://127.0.0.1:{free_port()}", timeout=1.0)
+    read = one(report, "status read")
+    assert read.status is Status.FAILURE and "UNAVAILABLE" in read.detail
+
+
+def test_the_async_twin_gives_the_same_report(
+    tmp_path: Path, strict_singleton_durable_backend: DurableTestBackend
+) -> None:
+    from durabletask.client import AsyncTaskHubGrpcClient
+
+    directory = tmp_path / "locks"
+    directory.mkdir(mode=0o700)
+
+    async def run() -> DoctorReport:
+        client = AsyncTaskHubGrpcClient(host_address=strict_singleton_durable_backend.address)
+        try:
+            return await acheck_deployment(f"file:{directory}", client=client)
+        finally:
+            await client.close()
+
+    report = asyncio.run(run())
+    sync = check_deployment(f"file:{directory}", client=strict_singleton_durable_backend.address)
+    assert [(c.name, c.status) for c in report.checks] == [(c.name, c.status) for c in sync.checks]
+    assert report.status is Status.OK, format_report(report)
+
+
+# -- output and usage -----------------------------------------------------------------------
+
+
+def test_json_shape(tmp_path: Path) -> None:
+    directory = tmp_path / "open"
+    directory.mkdir()
+    directory.chmod(0o777)
+    status, out, _ = run_cli("--json", f"file:{directory}")
+    assert status == EXIT_VIOLATION
+    document = json.loads(out)
+    assert set(document) == {"status", "counts", "checks"}
+    assert document["status"] == "failure"
+    assert set(document["counts"]) == {"ok", "skipped", "warning", "failure"}
+    assert document["counts"]["failure"] == 1
+    first = document["checks"][0]
+    assert set(first) == {"target", "check", "status", "measured", "detail", "fix", "guarantee"}
+    assert first["check"] == "directory" and first["status"] == "failure" and first["guarantee"] == "row 19"
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o777  # the doctor changes nothing
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli()[0] == EXIT_USAGE
+    with pytest.raises(SystemExit) as exc:
+        main(["doctor", "ftp://user:hunter22@host/x"])
+    assert exc.value.code == EXIT_USAGE
+    assert "hunter22" not in capsys.readouterr().err
+    with pytest.raises(InvalidArgumentError):
+        check_deployment(["memcached://127.0.0.1:1"])
+    with pytest.raises(InvalidArgumentError):
+        check_deployment(["file"], timeout=0)
+
+
+def test_help_text_lists_every_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["doctor", "--help"])
+    text = capsys.readouterr().out
+    for code in (EXIT_OK, EXIT_VIOLATION, EXIT_USAGE, EXIT_WARNINGS):
+        assert f"\n  {code}  " in text
