@@ -385,3 +385,111 @@ def test_the_flow_notes_how_its_watch_ended(ending: str) -> None:
         assert ending != "appeared"
     assert notes.watch == ending
     assert notes.lease_asked and notes.lease_waited == 0.0
+
+
+def test_a_lease_wait_cut_short_is_noted_in_full() -> None:
+    """In memory, virtual clock: a call abandoned while it waits for another holder's lease
+    notes the whole time it waited, not only the waits that returned."""
+    world = World()
+    cfg = flow_config(lease_ttl=10.0, wait=30.0, start_records=False)
+    call = StartCall(instance_id="w", orchestrator="orch", input=None, tags={}, version=None, start_at=None)
+    assert world.store.acquire("w", "other", 10.0) is not None  # another holder keeps the lease
+    waits = 0
+
+    def intercept(op: _flow.Op) -> Any:
+        nonlocal waits
+        if isinstance(op, _flow.WaitRelease):
+            waits += 1
+            world.clock.advance(0.04 if waits == 1 else 7.0)  # the second wait is cut after 7 s
+            if waits == 2:
+                raise _flow.Abandoned()
+            return False
+        return DEFAULT
+
+    notes = _flow.Notes()
+    flow = _flow.start_flow(
+        call, cfg, token="A", backend="sim", clock=world.clock, wall_clock=world.clock.wall, notes=notes
+    )
+    with pytest.raises(_flow.Abandoned):
+        drive(flow, world, intercept)
+    assert notes.lease_waited == pytest.approx(7.04)
+
+
+class _Broken(Exception):
+    pass
+
+
+class _RaisingCounter:
+    def add(self, *_args: Any, **_kwargs: Any) -> None:
+        raise _Broken("a broken instrument")
+
+    def record(self, *_args: Any, **_kwargs: Any) -> None:
+        raise _Broken("a broken instrument")
+
+
+class _BrokenMeter:
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("create_"):
+            return lambda *_a, **_k: _RaisingCounter()
+        raise AttributeError(name)
+
+
+class _BrokenInstrumentsProvider:
+    """A meter provider whose instruments raise on every measurement."""
+
+    def get_meter(self, *_args: Any, **_kwargs: Any) -> Any:
+        return _BrokenMeter()
+
+
+class _BrokenProvider:
+    """A meter provider that raises when asked for a meter."""
+
+    def get_meter(self, *_args: Any, **_kwargs: Any) -> Any:
+        raise _Broken("a broken provider")
+
+
+@pytest.mark.parametrize("strict_singleton_durable_backend", ["overwrite"], indirect=True)
+@pytest.mark.parametrize("provider", [_BrokenProvider, _BrokenInstrumentsProvider], ids=["get_meter", "instruments"])
+@pytest.mark.parametrize("api", APIS)
+def test_broken_telemetry_never_changes_an_answer_nor_keeps_a_lease(
+    api: str,
+    provider: type,
+    monkeypatch: pytest.MonkeyPatch,
+    strict_singleton_durable_backend: DurableTestBackend,
+    tmp_path: Path,
+) -> None:
+    """Telemetry that raises (a provider, an instrument) leaves the start's answer and its clean-up
+    alone: STARTED for the call that created the instance, the lease free afterwards (the next
+    call is answered at once, ``wait=0``), a lock store error still thrown into the flow."""
+    use_meter_provider(monkeypatch, provider())
+    sync_lock, async_lock, _name = file_locks(tmp_path)
+    backend = strict_singleton_durable_backend
+
+    def calls(starter: Any) -> Any:
+        if api == "sync":
+            return [starter.start("orch", instance_id="b"), starter.start("orch", instance_id="b")]
+
+        async def both() -> list[Any]:
+            return [await starter.start("orch", instance_id="b"), await starter.start("orch", instance_id="b")]
+
+        return both()
+
+    results, _starter = run_api(api, backend, sync_lock, async_lock, calls, lease_ttl=15, wait=0)
+    assert [r.outcome for r in results] == [StartOutcome.STARTED, StartOutcome.ALREADY_RUNNING]
+    assert backend.ledger.snapshot().created["b"] == 1
+
+    # A lock store that cannot be reached: the caller still gets the store's error, not telemetry's.
+    port = free_port()
+
+    def refused(starter: Any) -> Any:
+        return starter.start("orch", instance_id="c")
+
+    with pytest.raises(LockUnavailableError):
+        run_api(
+            api,
+            backend,
+            lambda: RedisLease(quick_redis(port)),
+            lambda: AsyncRedisLease(quick_async_redis(port)),
+            refused,
+            lease_ttl=15,
+        )

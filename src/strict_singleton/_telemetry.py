@@ -20,12 +20,13 @@ the background after an interruption).
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from strict_singleton import _flow
 from strict_singleton.result import StartResult
@@ -39,12 +40,38 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 try:
     from opentelemetry import metrics as _otel_metrics
-    from opentelemetry.metrics._internal import _ProxyMeterProvider
-
-    _NO_METER: tuple[type, ...] = (_otel_metrics.NoOpMeterProvider, _ProxyMeterProvider)
 except ImportError:  # pragma: no cover - depends on the environment
     _otel_metrics = None  # type: ignore[assignment]
-    _NO_METER = ()
+
+# The global provider is a proxy until one is set. Its class is private to the API package: if
+# a release moves it, the proxy is still told by its name, so metrics never silently stop.
+_NO_METER_NAMES = frozenset({"NoOpMeterProvider", "_ProxyMeterProvider"})
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+_failure_logged = False
+
+
+def _never_raises(default: Any = None) -> Callable[[_F], _F]:
+    """Telemetry must never change a start's answer, nor stop its clean-up: an exception from a
+    provider, an instrument or a user's exemplar filter or view is logged (with its traceback,
+    once per process; later ones at DEBUG) and swallowed, and ``default`` is returned."""
+
+    def wrap(fn: _F) -> _F:
+        @functools.wraps(fn)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            global _failure_logged
+            try:
+                return fn(*args, **kwargs)
+            except Exception:
+                level = logging.DEBUG if _failure_logged else logging.WARNING
+                _failure_logged = True
+                logger.log(level, "telemetry failed in %s; the start is not affected", fn.__qualname__, exc_info=True)
+                return default
+
+        return guarded  # type: ignore[return-value]
+
+    return wrap
+
 
 SPAN_NAME = "strict_singleton.start"
 METER_NAME = "strict_singleton"
@@ -120,7 +147,7 @@ def _instruments() -> Instruments | None:
     if _otel_metrics is None:
         return None
     provider = _otel_metrics.get_meter_provider()
-    if isinstance(provider, _NO_METER):
+    if type(provider).__name__ in _NO_METER_NAMES:
         return None
     try:
         found = _by_provider.get(provider)
@@ -145,6 +172,7 @@ def track_finishes(starter: Any) -> None:
         _starters.add(starter)
 
 
+@_never_raises(default=())
 def _observe_pending(_options: Any) -> Iterable[Any]:
     with _starters_lock:
         starters = list(_starters)
@@ -169,12 +197,14 @@ class StartMetrics:
         self._flow_done = False
         self.notes = _flow.Notes()
 
+    @_never_raises()
     def op_failed(self, op: _flow.Op, exc: BaseException) -> None:
         call = _flow.call_of(op)
         if call.target == "lock":
             attrs = {LOCK_BACKEND: self.backend, OPERATION: call.method, ERROR_TYPE: type(exc).__name__}
             self._inst.lock_errors.add(1, attrs)
 
+    @_never_raises()
     def call_ended(self, result: StartResult | None, error: BaseException | None) -> None:
         if result is not None:
             attrs = {LOCK_BACKEND: self.backend, OUTCOME: result.outcome.value}
@@ -187,6 +217,7 @@ class StartMetrics:
         if self.notes.lease_asked:
             self._inst.lease_wait.record(self.notes.lease_waited, attrs)
 
+    @_never_raises()
     def flow_ended(self) -> None:
         """The start flow ended (answer, error, or its clean-up in the background): what it noted."""
         if self._flow_done:
@@ -203,6 +234,7 @@ class StartMetrics:
             self._inst.watches.add(1, {LOCK_BACKEND: self.backend, WATCH_RESULT: result})
 
 
+@_never_raises()
 def start_metrics(backend: str, clock: Callable[[], float]) -> StartMetrics | None:
     """A start's metrics, or ``None`` (nothing to do) while no meter provider is set."""
     inst = _instruments()
@@ -232,13 +264,7 @@ def _tracing_configured() -> bool:
 
 @contextmanager
 def observe_start(instance_id: str, backend: str, clock: Callable[[], float]) -> Iterator[StartObservation]:
-    span_cm: Any = None
-    span: Any = None
-    if _otel_trace is not None and _tracing_configured():
-        span_cm = _otel_trace.get_tracer("strict_singleton").start_as_current_span(
-            SPAN_NAME, record_exception=False, set_status_on_exception=False
-        )
-        span = span_cm.__enter__()
+    span_cm, span = _begin_span()
     obs = StartObservation(start_metrics(backend, clock))
     attrs: dict[str, Any] = {"strict_singleton.instance_id": instance_id, "strict_singleton.lock_backend": backend}
     error: BaseException | None = None
@@ -274,7 +300,23 @@ def observe_start(instance_id: str, backend: str, clock: Callable[[], float]) ->
         if obs.metrics is not None:
             obs.metrics.call_ended(obs.result, error)
         if span is not None:
-            span.set_attributes(attrs)
-            if error is not None:
-                span.set_status(_otel_trace.Status(_otel_trace.StatusCode.ERROR, type(error).__name__))
-            span_cm.__exit__(None, None, None)
+            _end_span(span_cm, span, attrs, error)
+
+
+@_never_raises(default=(None, None))
+def _begin_span() -> tuple[Any, Any]:
+    """The start's span and its context manager, or ``(None, None)`` while no tracer provider is set."""
+    if _otel_trace is None or not _tracing_configured():
+        return None, None
+    span_cm = _otel_trace.get_tracer("strict_singleton").start_as_current_span(
+        SPAN_NAME, record_exception=False, set_status_on_exception=False
+    )
+    return span_cm, span_cm.__enter__()
+
+
+@_never_raises()
+def _end_span(span_cm: Any, span: Any, attrs: dict[str, Any], error: BaseException | None) -> None:
+    span.set_attributes(attrs)
+    if error is not None:
+        span.set_status(_otel_trace.Status(_otel_trace.StatusCode.ERROR, type(error).__name__))
+    span_cm.__exit__(None, None, None)

@@ -200,8 +200,10 @@ def _take_lease(ctx: context.Ctx) -> Generator[ops.Op, Any, Grant | context.Flow
         # briefly, then read (a holder that is stuck costs at most FIRST_WAIT before an
         # already active instance is answered ALREADY_RUNNING).
         before_wait = clock()
-        yield ops.WaitRelease(ctx.iid, left if woken else min(left, context.FIRST_WAIT))
-        ctx.notes.lease_waited += clock() - before_wait
+        try:
+            yield ops.WaitRelease(ctx.iid, left if woken else min(left, context.FIRST_WAIT))
+        finally:  # a wait cut short (cancelled, interrupted, failed) counts too
+            ctx.notes.lease_waited += clock() - before_wait
         woken = True
 
 
