@@ -109,6 +109,8 @@ def test_well_configured_redis_is_all_ok_and_exits_0(start: Any) -> None:
     assert "everysec" in one(report, "persistence").measured
     assert one(report, "permissions").status is Status.OK  # the default user may run ACL DRYRUN
     assert one(report, "lease cycle").status is Status.OK
+    assert one(report, "wake-ups").status is Status.OK
+    assert all(c.guarantee for c in report.checks), report.checks  # round trip and version too
     status, out, _ = run_cli(server.url)
     assert status == EXIT_OK, out
     assert "doctor: OK" in out
@@ -407,7 +409,9 @@ def test_a_well_configured_directory_is_ok(tmp_path: Path) -> None:
 def test_a_missing_directory_is_not_created(tmp_path: Path) -> None:
     directory = tmp_path / "not-yet"
     check = one(check_deployment([f"file:{directory}"]), "directory")
-    assert check.status is Status.OK and check.measured == "missing" and "creates it" in check.detail
+    # No lease cycle could run, and whoever runs first decides the owner: a warning.
+    assert check.status is Status.WARNING and check.measured == "missing" and "creates it" in check.detail
+    assert "mode 0700" in check.detail and "install -d" in check.fix
     assert not directory.exists()
 
 
@@ -565,3 +569,289 @@ def test_help_text_lists_every_exit_code(capsys: pytest.CaptureFixture[str]) -> 
     text = capsys.readouterr().out
     for code in (EXIT_OK, EXIT_VIOLATION, EXIT_USAGE, EXIT_WARNINGS):
         assert f"\n  {code}  " in text
+
+
+# -- secrets in every URL given -----------------------------------------------------------
+
+
+def test_client_address_credentials_never_appear(capsys: pytest.CaptureFixture[str]) -> None:
+    address = f"grpc://user:topsecret-client@127.0.0.1:{free_port()}"
+    report = check_deployment([], client=address, timeout=0.5)
+    assert "topsecret-client" not in report_json(report) + format_report(report)
+    for argv in (["--client", address, "--timeout", "0.5"], ["--json", "--client", address, "--timeout", "0.5"]):
+        status, out, err = run_cli(*argv)
+        assert status == EXIT_VIOLATION
+        assert "topsecret-client" not in out + err + capsys.readouterr().err
+
+
+# -- clocks: the assumption is pairwise ---------------------------------------------------
+
+
+def _pinned_wall(monkeypatch: pytest.MonkeyPatch, module: str, ahead: float) -> None:
+    import time
+
+    monkeypatch.setattr(f"strict_singleton.doctor.{module}.wall", lambda: time.time() + ahead)
+
+
+def test_a_blob_host_more_than_half_clock_skew_off_warns(
+    strict_singleton_azurite: Azurite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"{strict_singleton_azurite.url}/doctor-clock"
+    # Two hosts 3.5 s from Azure on opposite sides are 7 s apart: beyond clock_skew 5.
+    _pinned_wall(monkeypatch, "_blob", -3.5)
+    clock = one(check_deployment([url]), "clock")
+    assert clock.status is Status.WARNING and "clock_skew / 2" in clock.detail
+    _pinned_wall(monkeypatch, "_blob", -8.0)
+    assert one(check_deployment([url]), "clock").status is Status.FAILURE
+    # clock_skew 5 minus the Date header's 1 s: a host 1 s ahead or behind is fine.
+    _pinned_wall(monkeypatch, "_blob", 0.0)
+    assert one(check_deployment([url], clock_skew=10.0), "clock").status is Status.OK
+
+
+@pytest.mark.redis
+def test_a_redis_host_more_than_half_clock_skew_off_warns(start: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    server = start(*WELL_CONFIGURED)
+    _pinned_wall(monkeypatch, "_redis", 3.5)
+    clock = one(check_deployment([server.url]), "clock")
+    assert clock.status is Status.WARNING and "clock_skew / 2" in clock.detail
+
+
+# -- file: paths, ancestors, filesystems -------------------------------------------------
+
+
+def test_a_relative_directory_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "locks").mkdir(mode=0o700)
+    check = one(check_deployment(["file:locks"]), "directory")
+    assert check.status is Status.FAILURE and "absolute path" in check.fix
+    assert run_cli("file:locks")[0] == EXIT_VIOLATION
+
+
+def test_a_world_writable_ancestor_fails(tmp_path: Path) -> None:
+    open_parent = tmp_path / "ww"
+    open_parent.mkdir()
+    open_parent.chmod(0o777)  # no sticky bit: anyone may rename what is inside
+    (open_parent / "locks").mkdir(mode=0o700)
+    link = tmp_path / "link"
+    link.symlink_to(open_parent)
+    for url in (f"file:{open_parent}/locks", f"file:{link}/locks"):
+        check = one(check_deployment([url]), "directory")
+        assert check.status is Status.FAILURE, check
+        assert str(open_parent) in check.detail and "rename" in check.detail
+    open_parent.chmod(0o1777)
+    assert one(check_deployment([f"file:{link}/locks"]), "directory").status is Status.OK
+
+
+def test_fuse_filesystems_by_driver() -> None:
+    table = """\
+27 1 0:30 / / rw - fuse.fuse-overlayfs fuse-overlayfs rw
+60 27 0:60 / /mnt/s3 rw - fuse.s3fs s3fs rw
+61 27 0:61 / /mnt/gcs rw - fuse.gcsfuse bucket rw
+62 27 0:62 / /mnt/sshfs rw - fuse.sshfs me@box:/ rw
+63 27 0:63 / /mnt/odd rw - fuse.somethingnew dev rw
+"""
+    mounts = parse_mountinfo(table)
+    assert filesystem_problem(mounts[0]) is None  # rootless Podman's root: a local kernel lock
+    for mount in mounts[1:4]:
+        problem = filesystem_problem(mount)
+        assert problem is not None and problem[0] == "failure", mount
+    unknown = filesystem_problem(mounts[4])
+    assert unknown is not None and unknown[0] == "warning"
+
+
+# -- Redis persistence ----------------------------------------------------------------------
+
+
+@pytest.mark.redis
+def test_no_appendfsync_on_rewrite_warns(start: Any) -> None:
+    server = start(*WELL_CONFIGURED, "--no-appendfsync-on-rewrite", "yes")
+    persistence = one(check_deployment([server.url]), "persistence")
+    assert persistence.status is Status.WARNING and "no-appendfsync-on-rewrite" in persistence.fix
+
+
+def test_failed_persistence_statuses_warn() -> None:
+    from strict_singleton.doctor._redis import persistence_health_check
+
+    class Info:
+        def __init__(self, **fields: str) -> None:
+            self.fields = fields
+
+        def info(self, section: str) -> dict[str, str]:
+            return self.fields
+
+    ok = persistence_health_check("t", Info(aof_last_write_status="ok", rdb_last_bgsave_status="ok"))
+    assert ok.status is Status.OK
+    bad = persistence_health_check("t", Info(aof_last_write_status="err", aof_last_bgrewrite_status="ok"))
+    assert bad.status is Status.WARNING and "aof_last_write_status err" in bad.measured
+
+
+# -- Redis ACL: exactly what the lease needs ----------------------------------------------
+
+
+def _user_with(server: RedisServer, name: str, rules: str) -> str:
+    admin = redis.Redis(port=server.port)
+    admin.execute_command("ACL", "SETUSER", name, "on", f">{name}-pw", "resetchannels", *rules.split())
+    admin.close()
+    return f"redis://{name}:{name}-pw@127.0.0.1:{server.port}/0"
+
+
+@pytest.mark.redis
+def test_the_printed_acl_line_is_exactly_enough(start: Any) -> None:
+    from strict_singleton.doctor._redis_acl import acl_grants
+    from strict_singleton.lock_backends.base import StartRecord
+
+    server = start(*WELL_CONFIGURED)
+    url = _user_with(server, "exact", acl_grants("strict-singleton:"))
+    report = check_deployment([url])
+    assert report.status is not Status.FAILURE, format_report(report)
+    assert one(report, "round trip").status is Status.OK  # no +ping, yet reachable
+    assert one(report, "lease cycle").status is Status.OK
+    assert one(report, "wake-ups").status is Status.OK
+    client = redis.Redis.from_url(url)
+    lease = RedisLease(client)
+    try:
+        grant = lease.acquire("nightly", token("t"), 5.0)
+        assert grant is not None and lease.extend("nightly", token("t"), 5.0)
+        record = StartRecord(fencing_token=grant.fencing_token, sent_at_us=1, previous_created_us=None, expires_at_us=2)
+        assert lease.release_with_record("nightly", token("t"), record, 5.0)
+        lease.wait_for_release("nightly", 0.1)  # PTTL and PSUBSCRIBE allowed: no error
+        assert lease._live  # the release listener subscribed
+    finally:
+        lease.close()
+        client.close()
+    # Each grant is needed: without +pexpire the cycle fails at renew.
+    narrower = _user_with(server, "narrower", acl_grants("strict-singleton:").replace("+pexpire ", ""))
+    assert one(check_deployment([narrower]), "lease cycle").measured == "failed at renew"
+
+
+@pytest.mark.redis
+def test_grants_on_exactly_the_real_key_names_pass_the_cycle(start: Any) -> None:
+    server = start(*WELL_CONFIGURED)
+    rules = (
+        "+evalsha +script|load +get +set +incr +pttl +pexpire +del +publish +psubscribe "
+        "~strict-singleton:{* ~strict-singleton:#{* "
+        "&strict-singleton:{*}:released &strict-singleton:#{*}:released:*"
+    )
+    report = check_deployment([_user_with(server, "tight", rules)])
+    assert one(report, "lease cycle").status is Status.OK, format_report(report)
+    assert not by_name(report, "scratch keys")  # nothing left, nothing to report
+    assert not {k for k in keys_of(server) if "doctor" in k}
+
+
+@pytest.mark.redis
+def test_a_read_only_user_reports_no_leftovers(start: Any) -> None:
+    server = start(*WELL_CONFIGURED)
+    report = check_deployment([_user_with(server, "reader", "+get +pttl ~*")])
+    assert one(report, "lease cycle").status is Status.FAILURE
+    assert not by_name(report, "scratch keys")
+
+
+# -- Redis scratch keys: a TTL from the first write, deleted on every way out -------------
+
+
+class Interrupted(BaseException):
+    """Stands in for Ctrl-C (KeyboardInterrupt) at one step of the cycle."""
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("step", ["acquire", "extend", "record_request", "release_with_record"])
+def test_an_interrupt_at_any_step_leaves_no_scratch_key(start: Any, monkeypatch: pytest.MonkeyPatch, step: str) -> None:
+    server = start(*WELL_CONFIGURED)
+    original = getattr(RedisLease, step)
+    seen: dict[str, int] = {}
+
+    def interrupted(self: RedisLease, instance_id: str, *args: Any) -> Any:
+        original(self, instance_id, *args)
+        admin = redis.Redis(port=server.port)
+        # Every key written so far already expires on its own.
+        seen.update({k.decode(): admin.pttl(k) for k in admin.keys("*doctor*")})
+        admin.close()
+        raise Interrupted
+
+    monkeypatch.setattr(RedisLease, step, interrupted)
+    with pytest.raises(Interrupted):
+        check_deployment([server.url])
+    assert seen and all(ttl > 0 for ttl in seen.values()), seen
+    assert not {k for k in keys_of(server) if "doctor" in k}
+
+
+# -- configuration errors are usage errors, before any store ------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["redlock://127.0.0.1:1/0"],
+        ["redlock://127.0.0.1:1,127.0.0.1:2/0"],
+        ["--prefix", "a{b", "redis://127.0.0.1:1/0"],
+        ["--prefix", "", "redis://127.0.0.1:1/0"],
+        ["redis://127.0.0.1:1/0?socket_timeout=abc"],
+    ],
+)
+def test_configuration_errors_exit_2_before_any_store(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    def run(*args: str) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        try:
+            status = main(["doctor", *args], stdout=out, stderr=err)
+        except SystemExit as exc:  # argparse's own usage errors
+            status = int(exc.code or 0)
+        return status, out.getvalue(), err.getvalue()
+
+    status, out, err = run(*argv)
+    assert status == EXIT_USAGE, out + err
+    assert "error" in err + capsys.readouterr().err  # argparse writes to sys.stderr
+    status, out, err = run("--json", *argv)
+    assert status == EXIT_USAGE
+    document = json.loads(out)
+    assert document["status"] == "usage error" and document["error"] and document["exit"] == EXIT_USAGE
+
+
+# -- the wrong client kind ------------------------------------------------------------------
+
+
+def test_the_wrong_client_kind_is_refused_before_any_call() -> None:
+    from durabletask.client import AsyncTaskHubGrpcClient, TaskHubGrpcClient
+
+    address = f"127.0.0.1:{free_port()}"
+    async_client = AsyncTaskHubGrpcClient(host_address=address)
+    sync_client = TaskHubGrpcClient(host_address=address)
+    try:
+        with pytest.raises(InvalidArgumentError, match="acheck_deployment"):
+            check_deployment([], client=async_client)
+        with pytest.raises(InvalidArgumentError, match="check_deployment"):
+            asyncio.run(acheck_deployment([], client=sync_client))
+    finally:
+        sync_client.close()
+        asyncio.run(async_client.close())
+
+
+# -- output ---------------------------------------------------------------------------------
+
+
+def test_table_lines_stay_narrow_and_json_keeps_full_values() -> None:
+    long_value = "x" * 300
+    report = DoctorReport.of(
+        [
+            Check(
+                "t",
+                "persistence",
+                Status.WARNING,
+                "word " * 80,
+                fix="fix " * 40,
+                guarantee="g " * 60,
+                measured=long_value,
+            ),
+            Check("t", "round trip", Status.OK, "fine", guarantee="rows 3, 12", measured="1.00 ms"),
+        ]
+    )
+    text = format_report(report)
+    assert max(len(line) for line in text.splitlines()) <= 120, text
+    assert long_value in "".join(line.strip() for line in text.splitlines())  # the full value, wrapped
+    assert json.loads(report_json(report))["checks"][0]["measured"] == long_value
+
+
+def test_every_check_names_what_it_protects(tmp_path: Path) -> None:
+    directory = tmp_path / "locks"
+    directory.mkdir(mode=0o700)
+    report = check_deployment([f"file:{directory}"])
+    assert all(c.guarantee for c in report.checks), report.checks

@@ -13,7 +13,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 from strict_singleton._harness.race import (
     RaceConfig,
@@ -51,13 +51,16 @@ DOCTOR_EXIT_CODES = f"""exit status:
   {EXIT_OK}  every check ok (or skipped: not applicable here)
   {EXIT_VIOLATION}  at least one failure: an assumption of docs/guarantees.md does not hold, or a store
      or the Durable backend cannot serve a start (unreachable, refused, missing permissions)
-  {EXIT_USAGE}  bad flags or a malformed lock URL (shown redacted)
+  {EXIT_USAGE}  bad flags, a malformed lock URL (shown redacted) or a configuration no lease could
+     use (a Redlock of fewer than 3 nodes, a prefix the lease refuses, an option redis-py refuses),
+     found before any store is contacted; with --json, a JSON object {{"status": "usage error",
+     "error": ...}} on stdout
   {EXIT_WARNINGS}  no failure, but at least one warning: a documented window is open (no persistence,
      replicas, a private /tmp) or a setting could not be read
 
-Lock URLs are printed redacted; passwords and connection strings never are.
-Nothing disturbs a live lease: the lease cycles use scratch keys, blobs and lock files
-of their own (their names carry "doctor"), deleted afterwards.
+URLs are printed redacted; passwords and connection strings never are.
+Nothing disturbs a live lease: the lease cycles run on a scratch instance ID
+(strict-singleton-doctor-<uuid>) under the lease's real names, deleted afterwards.
 """
 
 COLUMNS = [
@@ -103,6 +106,17 @@ def _strategies(text: str) -> tuple[str, ...]:
 
 
 def _lock_url(text: str) -> str:
+    """A type for ``--lock``: every error is an ``ArgumentTypeError`` with the URL redacted,
+    since argparse echoes the raw value of any other exception a type raises."""
+    try:
+        return _parsed_lock_url(text)
+    except argparse.ArgumentTypeError:
+        raise
+    except Exception as exc:
+        raise argparse.ArgumentTypeError(scrub(f"bad lock URL {redact_url(text)}: {exc}", text)) from None
+
+
+def _parsed_lock_url(text: str) -> str:
     from strict_singleton.lock_backends import from_url
 
     extra = extra_for(text)
@@ -119,14 +133,16 @@ def _lock_url(text: str) -> str:
     return text
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, json_errors_to: TextIO | None = None) -> argparse.ArgumentParser:
+    """The ``strict-singleton`` parser; ``json_errors_to``: where ``doctor`` prints a usage
+    error as JSON (``doctor --json``), instead of the usual message on stderr."""
     parser = argparse.ArgumentParser(
         prog="strict-singleton",
         description=__doc__.splitlines()[0] if __doc__ else None,
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_SubParser)
     race = sub.add_parser(
         "race",
         help="fire concurrent starters at one instance ID per round and count what the backend did",
@@ -188,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="show the log lines of the race's Durable worker and backend (quiet by default)",
     )
-    _add_doctor_parser(sub)
+    _add_doctor_parser(sub, json_errors_to)
     explore = sub.add_parser(
         "explore",
         help="run the real start flow through bounded interleavings and faults (exit 1 if a claim fails)",
@@ -227,16 +243,40 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _doctor_url(text: str) -> str:
+    """A type for the doctor's LOCK_URLs (checked again with ``--prefix`` in
+    :func:`run_doctor`): every error is an ``ArgumentTypeError`` with the URL redacted,
+    since argparse echoes the raw value of any other exception a type raises."""
     from strict_singleton.doctor import validate_lock_url
 
     try:
         validate_lock_url(text)
     except InvalidArgumentError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        raise argparse.ArgumentTypeError(scrub(str(exc), text)) from None
+    except Exception as exc:
+        raise argparse.ArgumentTypeError(scrub(f"bad lock URL {redact_url(text)}: {exc}", text)) from None
     return text
 
 
-def _add_doctor_parser(sub: Any) -> None:
+class _SubParser(argparse.ArgumentParser):
+    """A subcommand's parser. The doctor's, given ``json_errors_to`` (``doctor --json``),
+    prints a usage error as a JSON object there (exit 2), so a pipeline that parses the
+    output gets a document for every outcome; the others print argparse's message."""
+
+    json_errors_to: TextIO | None = None
+
+    def error(self, message: str) -> NoReturn:
+        if self.json_errors_to is None:
+            super().error(message)
+        print(json.dumps(usage_error_json(message), indent=2), file=self.json_errors_to)
+        sys.exit(EXIT_USAGE)
+
+
+def usage_error_json(message: str) -> dict[str, Any]:
+    """What ``doctor --json`` prints for a usage error (no store was contacted)."""
+    return {"status": "usage error", "error": message, "exit": EXIT_USAGE, "checks": []}
+
+
+def _add_doctor_parser(sub: Any, json_errors_to: TextIO | None) -> None:
     doctor = sub.add_parser(
         "doctor",
         help="check a live deployment against every assumption of docs/guarantees.md (exit 0/1/5)",
@@ -270,9 +310,17 @@ def _add_doctor_parser(sub: Any) -> None:
         "--clock-skew",
         type=_seconds,
         default=5.0,
-        help="the starters' clock_skew: how far a store's clock may be from ours (default 5)",
+        help="the starters' clock_skew: how far their clocks may be from each other (default 5); each host "
+        "is held to half of it against the store's clock",
     )
     doctor.add_argument("--prefix", default=None, help="the lease's key or blob-name prefix, if not the default")
+    doctor.json_errors_to = json_errors_to
+
+
+def scrub_all(text: str, urls: Sequence[str]) -> str:
+    for url in urls:
+        text = scrub(text, url)
+    return text
 
 
 def run_doctor(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -280,7 +328,11 @@ def run_doctor(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from strict_singleton.doctor import Status, check_deployment, format_report, report_json
 
     if not args.lock_urls and args.client is None:
-        print("strict-singleton doctor: error: give at least one LOCK_URL or --client", file=err)
+        message = "give at least one LOCK_URL or --client"
+        if args.json:
+            print(json.dumps(usage_error_json(message), indent=2), file=out)
+        else:
+            print(f"strict-singleton doctor: error: {message}", file=err)
         return EXIT_USAGE
     try:
         report = check_deployment(
@@ -290,8 +342,12 @@ def run_doctor(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             clock_skew=args.clock_skew,
             prefix=args.prefix,
         )
-    except InvalidArgumentError as exc:  # already redacted
-        print(f"strict-singleton doctor: error: {exc}", file=err)
+    except InvalidArgumentError as exc:  # already redacted, raised before any store is contacted
+        message = scrub_all(str(exc), [*args.lock_urls, args.client or ""])
+        if args.json:
+            print(json.dumps(usage_error_json(message), indent=2), file=out)
+        else:
+            print(f"strict-singleton doctor: error: {message}", file=err)
         return EXIT_USAGE
     print(report_json(report) if args.json else format_report(report), file=out)
     return {Status.FAILURE: EXIT_VIOLATION, Status.WARNING: EXIT_WARNINGS}.get(report.status, EXIT_OK)
@@ -550,7 +606,9 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
     """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status (see ``EXIT_CODES``)."""
     out = stdout or sys.stdout
     err = stderr or sys.stderr
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    doctor_json = argv[:1] == ["doctor"] and "--json" in argv[: argv.index("--") if "--" in argv else None]
+    parser = build_parser(json_errors_to=out if doctor_json else None)
     args = parser.parse_args(argv)
     if args.command == "explore":
         return run_explore(args, out, err)

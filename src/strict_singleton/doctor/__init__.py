@@ -9,21 +9,25 @@ it protects. ``strict-singleton doctor`` prints the same report.
 Per store (see each module for what a check proves and assumes):
 
 * Redis (each ``redis://`` server, each Redlock node, each Cluster primary):
-  ``maxmemory-policy``, persistence, replication, clock (``TIME``), version, round
-  trip, the commands and ACL permissions the lease uses (``ACL DRYRUN``), one lease
-  cycle on scratch keys. Redlock also: the nodes' independence and the quorum.
+  ``maxmemory-policy``, persistence and its health, replication, clock (``TIME``),
+  version, round trip, the commands and ACL permissions the lease uses (``ACL
+  DRYRUN``), one lease cycle on a scratch ID and its release wake-up. Redlock also: the
+  nodes' independence and the quorum.
 * Azure Blob (``azblob://``, ``azurite://``): the container, one lease taken, renewed
   and released on a scratch blob, the service clock (``Date``), round trip.
-* File (``file``, ``file:/dir``): the directory's owner and mode, a local filesystem,
-  whether this process shares the directory with the host (systemd ``PrivateTmp``),
-  one lease cycle.
+* File (``file``, ``file:/dir``): an absolute path, the directory's owner and mode and
+  its ancestors', a local filesystem, whether this process shares the directory with
+  PID 1 (systemd ``PrivateTmp``), one lease cycle.
 * Durable client: a status read of a scratch ID that cannot exist, and its round trip.
 
-Nothing it does can disturb a live lease: it reads settings, and its lease cycles use
-scratch keys, blobs and lock files of their own (a ``doctor`` part in their names that
-no real lease's names have), deleted afterwards. Printed text carries lock URLs only
-redacted (:func:`~strict_singleton.lock_backends._url.redact_url`), never a password or a
-connection string.
+Nothing it does can disturb a live lease: it reads settings, and its lease cycles run
+on a scratch instance ID (``strict-singleton-doctor-<uuid4>``) under the lease's real
+names, so every permission real leases have covers them and no real ID can collide;
+their traces are deleted in a ``finally`` (Redis keys also expire on their own).
+Configuration no lease could use is refused before any store is contacted. Printed text
+carries URLs only redacted (:func:`~strict_singleton.lock_backends._redact.redact_url`),
+and every secret of every URL given (lock URLs, the client address) is scrubbed from
+every field of the report, never a password or a connection string.
 """
 
 from __future__ import annotations
@@ -35,17 +39,7 @@ from typing import Any
 from strict_singleton.doctor._model import Check, DoctorReport, Status
 from strict_singleton.doctor._render import format_report, report_json
 from strict_singleton.errors import InvalidArgumentError
-from strict_singleton.lock_backends._url import (
-    SCHEMES,
-    blob_target,
-    extra_for,
-    extra_modules,
-    host_port,
-    missing_extra,
-    redact_url,
-    redlock_node_urls,
-    scrub,
-)
+from strict_singleton.lock_backends._url import extra_for, extra_modules, missing_extra, redact_url, scrub
 
 DEFAULT_TIMEOUT = 3.0
 DEFAULT_CLOCK_SKEW = 5.0  # StarterOptions.clock_skew's default
@@ -73,31 +67,20 @@ def _checker(url: str) -> Checker:
     return check_blob
 
 
-def validate_lock_url(url: str) -> None:
-    """Raise :class:`InvalidArgumentError` (URL redacted) unless ``url`` is a lock URL
-    the doctor can check. A missing extra or ``$AZURE_STORAGE_CONNECTION_STRING`` is not
-    a usage error: it is reported as a failing check."""
-    from urllib.parse import urlsplit
+def validate_lock_url(url: str, *, prefix: str | None = None) -> None:
+    """Raise :class:`InvalidArgumentError` (URL redacted) unless ``url`` (with ``prefix``)
+    is a configuration a starter could use: the doctor contacts no store for a URL that
+    could never serve a lease. A missing extra or ``$AZURE_STORAGE_CONNECTION_STRING`` is
+    not a usage error: it is reported as a failing check."""
+    from strict_singleton.doctor._config import validate_configuration
 
-    if not isinstance(url, str) or not url:
-        raise InvalidArgumentError("lock URL must be a non-empty string")
-    if url == "file" or url.startswith("file:"):
-        return
-    parts = urlsplit(url)
-    if parts.scheme in ("redis", "rediss"):
-        host_port(parts, url)
-    elif parts.scheme == "redlock":
-        redlock_node_urls(url)
-    elif parts.scheme == "azurite":
-        blob_target(url)
-    elif parts.scheme != "azblob":
-        raise InvalidArgumentError(f"unsupported lock URL {redact_url(url)}; use {SCHEMES}")
+    validate_configuration(url, prefix)
 
 
-def _urls(lock_urls: str | Sequence[str]) -> list[str]:
+def _urls(lock_urls: str | Sequence[str], prefix: str | None) -> list[str]:
     urls = [lock_urls] if isinstance(lock_urls, str) else list(lock_urls)
     for url in urls:
-        validate_lock_url(url)
+        validate_lock_url(url, prefix=prefix)
     return urls
 
 
@@ -107,17 +90,27 @@ def _validate_numbers(timeout: float, clock_skew: float) -> None:
             raise InvalidArgumentError(f"{name} must be a number of seconds above 0 and at most a day, got {value!r}")
 
 
-def _scrubbed(check: Check, url: str) -> Check:
-    """``check`` with every secret of ``url`` masked, wherever a driver may have echoed it."""
-    return Check(
-        target=scrub(check.target, url),
-        name=check.name,
-        status=check.status,
-        detail=scrub(check.detail, url),
-        fix=scrub(check.fix, url),
-        guarantee=check.guarantee,
-        measured=scrub(check.measured, url),
-    )
+def _scrubbed(checks: list[Check], sources: Sequence[str]) -> list[Check]:
+    """``checks`` with every secret of every URL in ``sources`` masked in every field: a
+    driver may echo any URL it was given (a gRPC target, a Redis node) in any message."""
+
+    def clean(text: str) -> str:
+        for source in sources:
+            text = scrub(text, source)
+        return text
+
+    return [
+        Check(
+            target=clean(c.target),
+            name=c.name,
+            status=c.status,
+            detail=clean(c.detail),
+            fix=clean(c.fix),
+            guarantee=c.guarantee,
+            measured=clean(c.measured),
+        )
+        for c in checks
+    ]
 
 
 def check_lock_url(url: str, *, timeout: float, clock_skew: float, prefix: str | None) -> list[Check]:
@@ -126,11 +119,20 @@ def check_lock_url(url: str, *, timeout: float, clock_skew: float, prefix: str |
     extra = extra_for(url)
     problem = missing_extra(extra, extra_modules(url, asynchronous=False)) if extra else None
     if problem:
-        return [Check(target, "client library", Status.FAILURE, problem, fix=problem.rpartition(": ")[2])]
+        return [
+            Check(
+                target,
+                "client library",
+                Status.FAILURE,
+                problem,
+                fix=problem.rpartition(": ")[2],
+                guarantee="row 10: every start fails closed without it",
+            )
+        ]
     try:
         checks = _checker(url)(url, target, timeout=timeout, clock_skew=clock_skew, prefix=prefix)
     except InvalidArgumentError as exc:  # e.g. azblob:// without its connection string
-        checks = [Check(target, "configuration", Status.FAILURE, exc.message, fix=exc.message)]
+        checks = [Check(target, "configuration", Status.FAILURE, exc.message, fix=exc.message, guarantee="row 10")]
     except Exception as exc:  # a store answering what no check foresaw: report it, never crash a health check
         checks = [
             Check(
@@ -139,9 +141,10 @@ def check_lock_url(url: str, *, timeout: float, clock_skew: float, prefix: str |
                 Status.FAILURE,
                 f"the checks stopped: {type(exc).__name__}: {exc}",
                 fix="report this answer of the store; the checks before it are above",
+                guarantee="informational",
             )
         ]
-    return [_scrubbed(c, url) for c in checks]
+    return checks
 
 
 def check_deployment(
@@ -173,23 +176,27 @@ def check_deployment(
         A :class:`DoctorReport`; ``report.status`` is the worst check's status.
 
     Raises:
-        InvalidArgumentError: a malformed or unsupported lock URL (shown redacted), or a
-            bad ``timeout``/``clock_skew``. What the stores say or lack is never raised:
-            it is a check in the report.
+        InvalidArgumentError: before any store is contacted: a malformed or unsupported
+            lock URL (shown redacted), one no lease could use (a Redlock of fewer than 3
+            nodes, a Redis option redis-py refuses), a ``prefix`` the lease would refuse
+            (empty, braces on Redis), a bad ``timeout``/``clock_skew``, or an async
+            ``client`` (use :func:`acheck_deployment`). What the stores say or lack is
+            never raised: it is a check in the report.
 
     Takes a few store round trips per check: fine for a deployment pipeline or a
     periodic health check, too slow for every request.
     """
+    from strict_singleton.doctor._durable import check_client, require_client_kind
+
     _validate_numbers(timeout, clock_skew)
-    urls = _urls(lock_urls)
+    urls = _urls(lock_urls, prefix)
+    require_client_kind(client, asynchronous=False)
     checks: list[Check] = []
     for url in urls:
         checks += check_lock_url(url, timeout=timeout, clock_skew=clock_skew, prefix=prefix)
     if client is not None:
-        from strict_singleton.doctor._durable import check_client
-
         checks += check_client(client, timeout=timeout)
-    return DoctorReport.of(checks)
+    return DoctorReport.of(_scrubbed(checks, _sources(urls, client)))
 
 
 async def acheck_deployment(
@@ -205,10 +212,14 @@ async def acheck_deployment(
     The lock-store checks are the sync ones, run in a worker thread
     (``asyncio.to_thread``): they are the same calls, and the event loop stays free
     meanwhile. ``client`` may be an address or an *async* durabletask client (or async
-    transport), whose status reads are awaited on this loop.
+    transport), whose status reads are awaited on this loop; a sync one raises
+    :class:`InvalidArgumentError` (use :func:`check_deployment`).
     """
+    from strict_singleton.doctor._durable import acheck_client, require_client_kind
+
     _validate_numbers(timeout, clock_skew)
-    urls = _urls(lock_urls)
+    urls = _urls(lock_urls, prefix)
+    require_client_kind(client, asynchronous=True)
 
     def lock_checks() -> list[Check]:
         found: list[Check] = []
@@ -218,10 +229,12 @@ async def acheck_deployment(
 
     checks = await asyncio.to_thread(lock_checks)
     if client is not None:
-        from strict_singleton.doctor._durable import acheck_client
-
         checks += await acheck_client(client, timeout=timeout)
-    return DoctorReport.of(checks)
+    return DoctorReport.of(_scrubbed(checks, _sources(urls, client)))
+
+
+def _sources(urls: list[str], client: str | Any | None) -> list[str]:
+    return [*urls, client] if isinstance(client, str) else urls
 
 
 __all__ = [

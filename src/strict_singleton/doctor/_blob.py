@@ -3,9 +3,12 @@ scratch blob, the service's clock and the round trip.
 
 The container is created if missing, as the lease itself would on first use (it is
 never deleted: Azure keeps a deleted container's name blocked for a while). The scratch
-blob is ``<prefix>doctor/id/<random ID>``: real lease blobs continue the prefix with
-``id/`` or ``sha256/``, so it cannot be one; it is deleted afterwards. Errors are printed
-without keys, SAS signatures or query strings.
+lease is on a scratch instance ID (``strict-singleton-doctor-<uuid4>``) under the
+lease's real blob names and prefix, so any SAS or role that lets real leases work lets
+the cycle work, and no real ID can be a fresh UUID's. Its blob is deleted in a
+``finally`` on every way out; a blob has no TTL, so a doctor killed mid-cycle leaves
+that one blob (a lease on it expires within 15 s). Errors are printed without keys,
+SAS signatures or query strings.
 """
 
 from __future__ import annotations
@@ -13,14 +16,16 @@ from __future__ import annotations
 import email.utils
 from typing import Any
 
+from strict_singleton.doctor._clock import clock_verdict
 from strict_singleton.doctor._cycle import lease_cycle
 from strict_singleton.doctor._measure import format_ms, median_rtt, skew_of, wall
 from strict_singleton.doctor._model import Check, Status
-from strict_singleton.doctor._redis import scratch_id
+from strict_singleton.doctor._redis import ROW_ROUND_TRIP
+from strict_singleton.doctor._redis_cycle import INFORMATIONAL, scratch_id
 from strict_singleton.lock_backends._blob_common import DEFAULT_PREFIX, MIN_LEASE_SECONDS, redact
 from strict_singleton.lock_backends._url import blob_target
 
-_ROW_CLOCK = "row 22; assumption: starters' wall clocks within clock_skew"
+_ROW_CLOCK = "row 22; starters within clock_skew"
 
 
 def _describe(exc: BaseException) -> str:
@@ -94,8 +99,11 @@ def _unreachable(target: str, exc: BaseException) -> Check:
 
 def clock_check(client: Any, target: str, *, clock_skew: float) -> Check:
     """The service's ``Date`` header against our wall clock. Blob start records expire by
-    the starters' wall clocks, so a starter whose clock is off from Azure's (which is
-    synchronised) by more than ``clock_skew`` is off from the other starters too."""
+    the starters' wall clocks, which must be within ``clock_skew`` of *each other*; Azure's
+    clock (synchronised) is the reference they share, so each host is held to
+    ``clock_skew / 2`` of it at worst, counting the header's one-second resolution and
+    the round trip (see ``_clock``): a warning beyond it, a failure beyond ``clock_skew``
+    for certain."""
     hook = _DateHook()
     sent = wall()
     try:
@@ -122,26 +130,39 @@ def clock_check(client: Any, target: str, *, clock_skew: float) -> Check:
         )
     server = parsed.timestamp()
     skew = skew_of(server, server + 1.0, sent, answered)  # Date has one-second resolution
-    if skew.least > clock_skew:
-        return Check(
-            target,
-            "clock",
-            Status.FAILURE,
-            f"the service's clock is {skew.middle:+.1f} s from ours (allowed clock_skew {clock_skew:g} s): start "
-            "records on Blob expire by the starters' wall clocks, so this host's records and reads disagree "
-            "with the others'",
-            fix="synchronise this host's clock (NTP, slewed), or raise clock_skew above the real spread",
-            guarantee=_ROW_CLOCK,
-            measured=skew.describe(),
-        )
+    status, detail = clock_verdict(skew, clock_skew, fail_beyond=True)
     return Check(
         target,
         "clock",
-        Status.OK,
-        f"within {clock_skew:g} s of ours (Date header, 1 s resolution)",
+        status,
+        f"the service's clock (Date header, 1 s resolution) is {detail}",
+        fix=""
+        if status is Status.OK
+        else "synchronise every starter's clock with NTP (slewed), or raise clock_skew above twice this host's "
+        "distance from Azure's clock",
         guarantee=_ROW_CLOCK,
         measured=skew.describe(),
     )
+
+
+def _delete_scratch(client: Any, name: str, target: str) -> list[Check]:
+    """Delete the scratch blob; report it only if it exists and could not be deleted."""
+    try:
+        client.delete_blob(name)
+    except Exception as exc:
+        if getattr(exc, "status_code", None) != 404:  # a cycle that failed early made no blob
+            return [
+                Check(
+                    target,
+                    "scratch blob",
+                    Status.WARNING,
+                    f"could not delete the scratch blob {name}: {_describe(exc)}",
+                    fix="delete it by hand (it belongs to no lease), or grant delete on blobs",
+                    guarantee=INFORMATIONAL,
+                    measured="left behind",
+                )
+            ]
+    return []
 
 
 def check_blob(url: str, target: str, *, timeout: float, clock_skew: float, prefix: str | None) -> list[Check]:
@@ -161,26 +182,22 @@ def check_blob(url: str, target: str, *, timeout: float, clock_skew: float, pref
             return checks
         rtt = median_rtt(client.get_container_properties)
         checks.append(
-            Check(target, "round trip", Status.OK, "median of 5 container-properties reads", measured=format_ms(rtt))
+            Check(
+                target,
+                "round trip",
+                Status.OK,
+                "median of 5 container-properties reads",
+                guarantee=ROW_ROUND_TRIP,
+                measured=format_ms(rtt),
+            )
         )
         checks.append(clock_check(client, target, clock_skew=clock_skew))
-        lease = BlobLease(client, prefix=(prefix or DEFAULT_PREFIX) + "doctor/", create_container=False, name=target)
+        lease = BlobLease(client, prefix=prefix or DEFAULT_PREFIX, create_container=False, name=target)
         instance_id = scratch_id()
-        checks.append(lease_cycle(lease, target=target, instance_id=instance_id, ttl=float(MIN_LEASE_SECONDS)))
         try:
-            client.delete_blob(lease.blob_name(instance_id))
-        except Exception as exc:
-            if getattr(exc, "status_code", None) != 404:  # a cycle that failed early made no blob
-                checks.append(
-                    Check(
-                        target,
-                        "scratch blob",
-                        Status.WARNING,
-                        f"could not delete the scratch blob {lease.blob_name(instance_id)}: {_describe(exc)}",
-                        fix="delete it by hand; it belongs to no lease",
-                        measured="left behind",
-                    )
-                )
+            checks.append(lease_cycle(lease, target=target, instance_id=instance_id, ttl=float(MIN_LEASE_SECONDS)))
+        finally:
+            checks += _delete_scratch(client, lease.blob_name(instance_id), target)
         return checks
     finally:
         client.close()

@@ -76,7 +76,7 @@ def lease_cycle(
         target,
         "lease cycle",
         Status.OK,
-        "a real lease on a scratch ID: acquired, renewed, recorded and released (scratch traces removed)",
+        "a real lease on a scratch ID: acquired, renewed, recorded and released",
         guarantee=_ROW,
         measured=format_ms(monotonic() - started),
     )

@@ -8,16 +8,39 @@ gRPC deadline, as the starter's reads under a lease do.
 
 from __future__ import annotations
 
+import inspect
 import statistics
 from typing import Any
 
 from strict_singleton.doctor._measure import format_ms, monotonic
 from strict_singleton.doctor._model import Check, Status
-from strict_singleton.doctor._redis import scratch_id
+from strict_singleton.doctor._redis_cycle import scratch_id
+from strict_singleton.errors import InvalidArgumentError
 from strict_singleton.lock_backends._url import redact_url
 
 READS = 3
 _ROW = "rows 15, 25"
+
+
+def is_async_client(client: Any) -> bool:
+    """Whether ``client`` (a durabletask client or a transport) reads statuses with coroutines."""
+    read = getattr(client, "read", None) if hasattr(client, "prepare") else None
+    read = read or getattr(client, "get_orchestration_state", None)
+    return inspect.iscoroutinefunction(read) or bool(getattr(client, "is_async", False))
+
+
+def require_client_kind(client: str | Any | None, *, asynchronous: bool) -> None:
+    """Raise :class:`InvalidArgumentError` for a client of the other kind, before any call:
+    a sync read of an async client returns a coroutine, not a status, and the reverse
+    blocks the loop; either would be reported as a broken backend."""
+    if client is None or isinstance(client, str):
+        return
+    if is_async_client(client) and not asynchronous:
+        raise InvalidArgumentError(
+            f"{type(client).__name__} is an async client: use acheck_deployment for an async client"
+        )
+    if asynchronous and not is_async_client(client):
+        raise InvalidArgumentError(f"{type(client).__name__} is a sync client: use check_deployment for a sync client")
 
 
 def describe_client(client: str | Any) -> str:

@@ -1,9 +1,11 @@
 """File lease checks (``file``, ``file:/dir``): the directory, its filesystem, who shares it.
 
-The file lease is one host's lock: every participant must open the same directory on a
-local filesystem, owned by their user (or root), not writable by others without the
-sticky bit. The doctor never creates the directory (a doctor run as root would leave
-one only root may use); it checks that the first lease could.
+The file lease is one host's lock: every participant must open the same directory (an
+absolute path: a relative one depends on each process's working directory) on a local
+filesystem, owned by their user (or root), not writable by others without the sticky
+bit, under ancestors no other user may rename it from. The doctor never creates the
+directory (a doctor run as root would leave one only root may use); a missing one is a
+warning: who creates it first decides its owner, and no lease cycle could run.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import contextlib
 import os
 import stat
 
+from strict_singleton.doctor._ancestors import ancestor_problem
 from strict_singleton.doctor._cycle import lease_cycle
 from strict_singleton.doctor._model import Check, Status
 from strict_singleton.doctor._mounts import (
@@ -21,7 +24,7 @@ from strict_singleton.doctor._mounts import (
     read_mountinfo,
     unshared_mount,
 )
-from strict_singleton.doctor._redis import scratch_id
+from strict_singleton.doctor._redis_cycle import scratch_id
 from strict_singleton.lock_backends.file import ENV_DIRECTORY, directory_problem, lock_directory
 
 _ROW_DIRECTORY = "row 19"
@@ -40,10 +43,10 @@ def directory_check(directory: str, target: str) -> tuple[Check, bool]:
                 Check(
                     target,
                     "directory",
-                    Status.OK,
-                    f"{directory} does not exist yet; the first lease creates it (mode 0700, owned by the user "
-                    f"that runs it: every participant must be that user)",
-                    fix=f"or create it ahead: install -d -m 0700 -o SERVICE_USER {directory}",
+                    Status.WARNING,
+                    f"{directory} is not created yet; the first lease creates it as the user that runs it first, "
+                    "with mode 0700 (every other participant must be that user), and no lease cycle ran here",
+                    fix=f"create it ahead as the service's user: install -d -m 0700 -o SERVICE_USER {directory}",
                     guarantee=_ROW_DIRECTORY,
                     measured="missing",
                 ),
@@ -74,6 +77,21 @@ def directory_check(directory: str, target: str) -> tuple[Check, bool]:
     problem = directory_problem(st)
     if problem is None and not os.access(directory, os.R_OK | os.W_OK | os.X_OK):
         problem = "is not readable and writable by this user"
+    above = ancestor_problem(directory) if problem is None else None
+    if above is not None:
+        return (
+            Check(
+                target,
+                "directory",
+                Status.FAILURE,
+                f"{directory}: {above}, and new starters would lock files the holders never see",
+                fix="put the lock directory under directories only root or this user may write "
+                "(e.g. /srv/strict-singleton, or /var/tmp: sticky)",
+                guarantee=_ROW_DIRECTORY,
+                measured=measured,
+            ),
+            True,
+        )
     if problem is not None:
         return (
             Check(
@@ -92,7 +110,8 @@ def directory_check(directory: str, target: str) -> tuple[Check, bool]:
         target,
         "directory",
         Status.OK,
-        f"{directory}: owned by this user or root, not writable by others without the sticky bit",
+        f"{directory}: owned by this user or root, not writable by others without the sticky bit, and no "
+        "directory above it lets another user rename it",
         guarantee=_ROW_DIRECTORY,
         measured=measured,
     ), True
@@ -182,6 +201,19 @@ def check_file(url: str, target: str, *, timeout: float, clock_skew: float, pref
 
     directory = str(lock_directory(url[len("file:") :] or None))
     shown = f"{target} ({directory})" if url == "file" else target
+    if not os.path.isabs(directory):
+        return [
+            Check(
+                shown,
+                "directory",
+                Status.FAILURE,
+                f"{directory} is a relative path: each process resolves it against its own working directory, so "
+                "processes started from different directories lock different files",
+                fix=f"use an absolute path: file:{os.path.abspath(directory)} (or wherever every participant meets)",
+                guarantee=_ROW_SHARED,
+                measured="relative path",
+            )
+        ]
     check, exists = directory_check(directory, shown)
     checks = [check, filesystem_check(directory, shown), sharing_check(directory, shown)]
     if not exists or check.status is Status.FAILURE:
@@ -191,7 +223,7 @@ def check_file(url: str, target: str, *, timeout: float, clock_skew: float, pref
     try:
         checks.append(lease_cycle(lease, target=shown, instance_id=instance_id, ttl=15.0))
     finally:
-        lease.close()
+        lease.close()  # before the unlink: a lock file is never deleted while held
         # A lock file is never deleted while others may open it; nobody else knows this ID.
         with contextlib.suppress(OSError):
             os.unlink(lease.lock_path(instance_id))

@@ -2,6 +2,11 @@
 
 Reads ``/proc/<pid>/mountinfo`` (Linux). Parsing and judging are pure functions of that
 text, so they are tested on any table without mounting anything.
+
+PID 1 is the reference for "the host's view". In a container, PID 1 is the container's
+own init, in the container's mount namespace: the check then compares this process with
+its container, and cannot see another container's private ``/var/tmp`` (give every
+container one shared volume, and name it in ``file:/dir``).
 """
 
 from __future__ import annotations
@@ -32,6 +37,16 @@ NETWORK_FILESYSTEMS = frozenset(
         "sshfs",
     }
 )
+# FUSE drivers that reach another machine: their flock is at best per client.
+NETWORK_FUSE = frozenset(
+    {
+        "sshfs", "s3fs", "gcsfuse", "rclone", "goofys", "blobfuse", "blobfuse2", "glusterfs", "cephfs",
+        "ceph-fuse", "davfs", "juicefs", "mountpoint-s3", "seaweedfs", "moosefs", "lizardfs", "curlftpfs",
+    }
+)  # fmt: skip
+# FUSE drivers over local storage: flock there is this host's kernel lock (fuse-overlayfs
+# is the root filesystem of rootless Podman containers).
+LOCAL_FUSE = frozenset({"fuse-overlayfs", "squashfuse", "lxcfs"})
 _ESCAPE = re.compile(r"\\([0-7]{3})")
 
 
@@ -100,8 +115,17 @@ def filesystem_problem(mount: Mount) -> tuple[str, str] | None:
     fstype = mount.fstype
     if fstype in NETWORK_FILESYSTEMS or fstype.split(".")[0] in NETWORK_FILESYSTEMS:
         return "failure", f"{fstype} is a network filesystem: flock there is not reliable across hosts"
-    if fstype.startswith("fuse."):
-        return "failure", f"{fstype} is a FUSE filesystem: flock depends on the driver and rarely spans hosts"
+    if fstype.startswith("fuse.") or fstype == "fuse":
+        driver = fstype.partition(".")[2] or mount.source.partition("#")[0]
+        if driver in LOCAL_FUSE:
+            return None
+        if driver in NETWORK_FUSE:
+            return "failure", f"{fstype} is a network filesystem over FUSE: flock there is not shared between hosts"
+        return (
+            "warning",
+            f"{fstype} is a FUSE filesystem the doctor does not know: flock there is a local kernel lock only "
+            "if the driver stores locally",
+        )
     if fstype == "virtiofs":
         return "warning", "virtiofs is shared with the VM host: flock does not reach processes in other guests"
     return None

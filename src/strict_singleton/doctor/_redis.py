@@ -1,58 +1,39 @@
 """Redis checks: what one server (or each Cluster primary) must be for a lease to hold.
 
-Per server: reachable (median of a few ``PING``\\s), version, ``maxmemory-policy``,
-persistence (``appendonly``, ``appendfsync``, ``save``), replication (``INFO
-replication``), and its clock (``TIME``) against ours. Per lock URL: the commands and
-key/channel permissions the lease uses (``ACL DRYRUN`` where this user may run it) and
-one real lease cycle on scratch keys.
+Per server: reachable and its round trip (median of a few ``PTTL``\\s of a lock key:
+a command the lease itself sends, so a least-privilege user that may not ``PING`` is
+still judged by what it may do), version, ``maxmemory-policy``, persistence
+(``appendonly``, ``appendfsync``, ``save``, ``no-appendfsync-on-rewrite``, and ``INFO
+persistence``'s last write, rewrite and save), replication (``INFO replication``), and
+its clock (``TIME``) against ours. Per lock URL: the commands and key/channel
+permissions the lease uses (``ACL DRYRUN`` where this user may run it, see
+``_redis_acl``), one real lease cycle on a scratch instance ID and the release wake-up
+it sends (see ``_redis_cycle``).
 
-Reads only, except the lease cycle, which touches nothing but its own scratch keys:
-``<prefix>doctor:{<random ID>}:...``. Every real key of the lease continues its prefix
-with ``{`` or ``#``, so no scratch key can be a real lease's key; they are deleted
-afterwards. A server that refuses ``CONFIG`` or ``INFO`` (managed Redis often does)
-gives a warning "could not read", never a crash.
+Reads only, except the lease cycle, which touches nothing but its scratch ID's keys. A
+server that refuses ``CONFIG`` or ``INFO`` (managed Redis often does) gives a warning
+"could not read", never a crash.
 """
 
 from __future__ import annotations
 
-import hashlib
-import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
-from strict_singleton.doctor._cycle import lease_cycle
+from strict_singleton.doctor._clock import clock_verdict
 from strict_singleton.doctor._measure import format_ms, median_rtt, skew_of, wall
 from strict_singleton.doctor._model import Check, Status
-from strict_singleton.lock_backends._redis_common import (
-    ACQUIRE_SCRIPT,
-    DEFAULT_PREFIX,
-    RedisKeys,
-    evicting_policy,
-)
-
-SCRATCH_SUFFIX = "doctor:"
-SCRATCH_TTL = 15.0  # a scratch lease left behind by a crash of the doctor itself expires on its own
-_PROBE_ID = "strict-singleton-doctor"  # the ID ACL DRYRUN is asked about: it runs nothing
-# What each step of the lease cycle sends, for a failure's message.
-CYCLE_USES = {
-    "acquire": "EVALSHA or SCRIPT LOAD; in Lua SET NX PX, INCR, GET, PTTL",
-    "renew": "EVALSHA; in Lua GET, PEXPIRE",
-    "record": "EVALSHA; in Lua GET, SET PX",
-    "release": "EVALSHA; in Lua GET, DEL, SET PX, PUBLISH",
-}
+from strict_singleton.doctor._redis_acl import PROBE_ID, permissions_check
+from strict_singleton.doctor._redis_cycle import new_scratch, scratch_cycle
+from strict_singleton.doctor._redis_read import describe, read, text
+from strict_singleton.lock_backends._redis_common import DEFAULT_PREFIX, RedisKeys, evicting_policy
 
 _ROW_EVICTION = "row 21; residual: store forgets a held lease"
 _ROW_PERSISTENCE = "row 7"
-_ROW_CLOCK = "row 15; assumption: clocks slewed, not stepped"
+_ROW_CLOCK = "row 15; clocks slewed; starters within clock_skew"
 _ROW_REACH = "row 10"
-
-
-def describe(exc: BaseException) -> str:
-    """An error in one line (redis-py messages name host and port, never the password)."""
-    text = " ".join(str(exc).split()).rstrip(".")
-    return f"{type(exc).__name__}: {text}"[:300] if text else type(exc).__name__
+ROW_ROUND_TRIP = "rows 3, 12 (confirm_after, send reserve)"
+_ROW_VERSION = "row 10 (the lease's commands)"
 
 
 def connect(url: str, timeout: float) -> Any:
@@ -67,25 +48,13 @@ def connect(url: str, timeout: float) -> Any:
     )
 
 
-def _read(call: Callable[[], Any]) -> tuple[Any, str | None]:
-    """(answer, None) or (None, why it could not be read)."""
-    try:
-        return call(), None
-    except Exception as exc:
-        return None, describe(exc)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _config(client: Any, name: str) -> tuple[str | None, str | None]:
-    reply, error = _read(lambda: client.config_get(name))
+    reply, error = read(lambda: client.config_get(name))
     if error is not None:
         return None, error
     for key, value in (reply or {}).items():
-        if _text(key) == name:
-            return _text(value), None
+        if text(key) == name:
+            return text(value), None
     return None, f"CONFIG GET {name} gave no value"
 
 
@@ -104,36 +73,68 @@ class NodeFacts:
     cluster: bool
 
 
+def db_of(client: Any) -> int:
+    """The db a client selects (redis-py sends ``SELECT`` for any but 0)."""
+    return int(client.connection_pool.connection_kwargs.get("db", 0) or 0)
+
+
 def address_of(client: Any) -> tuple[str, int]:
     kwargs = client.connection_pool.connection_kwargs
     return str(kwargs.get("host", "?")), int(kwargs.get("port", 0) or 0)
 
 
-def reach(client: Any, target: str) -> tuple[list[Check], bool]:
-    """The round-trip check, and whether the server answered at all."""
+def reach(client: Any, target: str, *, prefix: str = DEFAULT_PREFIX) -> tuple[list[Check], bool]:
+    """The round-trip check, and whether the server answered at all.
+
+    Timed with ``PTTL`` of a lock key (what a waiter sends): an error reply (a refusal,
+    ``NoPermissionError``; a Cluster node's ``MOVED``) is an answer too, so a user
+    without ``PING`` or even without ``PTTL`` still counts as reachable; its permissions
+    are the permissions check's business. A wrong password, a closed port or a TLS
+    mismatch is unreachable (redis-py raises those as connection errors)."""
+    from redis.exceptions import AuthenticationWrongNumberOfArgsError, ResponseError
+
+    key = RedisKeys(prefix, target).lock(PROBE_ID)
+
+    def probe() -> None:
+        try:
+            client.pttl(key)
+        except AuthenticationWrongNumberOfArgsError:
+            raise
+        except ResponseError:
+            return
+
     try:
-        rtt = median_rtt(client.ping)
+        rtt = median_rtt(probe)
     except Exception as exc:
         return [
             Check(
                 target,
                 "reachable",
                 Status.FAILURE,
-                f"no answer to PING: {describe(exc)}; every start fails closed (LockUnavailableError) meanwhile",
+                f"no answer: {describe(exc)}; every start fails closed (LockUnavailableError) meanwhile",
                 fix="check host, port, password, TLS (rediss://) and firewalls",
                 guarantee=_ROW_REACH,
                 measured="unreachable",
             )
         ], False
-    return [Check(target, "round trip", Status.OK, "median of 5 PINGs", measured=format_ms(rtt))], True
+    return [
+        Check(
+            target,
+            "round trip",
+            Status.OK,
+            "median of 5 PTTLs of a lock key (a command the lease sends)",
+            guarantee=ROW_ROUND_TRIP,
+            measured=format_ms(rtt),
+        )
+    ], True
 
 
 def node_checks(client: Any, target: str, *, clock_skew: float) -> tuple[list[Check], NodeFacts]:
     """Version, eviction, persistence, replication and clock of one reachable server."""
     checks: list[Check] = []
-    server, server_error = _read(lambda: client.info("server"))
-    replication, replication_error = _read(lambda: client.info("replication"))
-    cluster_info, _ = _read(lambda: client.info("cluster"))
+    server, server_error = read(lambda: client.info("server"))
+    replication, replication_error = read(lambda: client.info("replication"))
+    cluster_info, _ = read(lambda: client.info("cluster"))
     if server_error is None:
         checks.append(
             Check(
@@ -141,13 +142,15 @@ def node_checks(client: Any, target: str, *, clock_skew: float) -> tuple[list[Ch
                 "version",
                 Status.OK,
                 f"redis_version {server.get('redis_version', '?')}",
+                guarantee=_ROW_VERSION,
                 measured=str(server.get("redis_version", "?")),
             )
         )
     else:
-        checks.append(_could_not_read(target, "version", "INFO server", server_error, ""))
+        checks.append(_could_not_read(target, "version", "INFO server", server_error, _ROW_VERSION))
     checks.append(eviction_check(target, *_config(client, "maxmemory-policy")))
     checks.append(persistence_check(target, client))
+    checks.append(persistence_health_check(target, client))
     if replication_error is None:
         checks.append(replication_check(target, replication))
     else:
@@ -170,7 +173,7 @@ def node_checks(client: Any, target: str, *, clock_skew: float) -> tuple[list[Ch
 
 
 def _opt(value: Any) -> str | None:
-    return None if value is None else _text(value)
+    return None if value is None else text(value)
 
 
 def _could_not_read(target: str, name: str, what: str, error: str, guarantee: str, fix: str = "") -> Check:
@@ -212,9 +215,18 @@ def eviction_check(target: str, policy: str | None, error: str | None) -> Check:
     )
 
 
-def persistence_verdict(appendonly: str, appendfsync: str, save: str) -> tuple[Status, str, str]:
+def persistence_verdict(
+    appendonly: str, appendfsync: str, save: str, no_fsync_on_rewrite: str = "no"
+) -> tuple[Status, str, str]:
     """(status, detail, fix) for a server's persistence settings."""
     if appendonly == "yes":
+        if appendfsync in ("always", "everysec") and no_fsync_on_rewrite == "yes":
+            return (
+                Status.WARNING,
+                f"AOF with appendfsync {appendfsync}, but no-appendfsync-on-rewrite yes: while an AOF rewrite or "
+                "an RDB save runs, writes are not fsynced, so a host crash then can lose held leases",
+                "CONFIG SET no-appendfsync-on-rewrite no (and in redis.conf)",
+            )
         if appendfsync == "always":
             return Status.OK, "AOF, fsync on every write: a restart keeps every held lease", ""
         if appendfsync == "everysec":
@@ -240,9 +252,14 @@ def persistence_verdict(appendonly: str, appendfsync: str, save: str) -> tuple[S
     return Status.WARNING, "no persistence: a restart forgets every held lease", fix
 
 
+_PERSISTENCE_SETTINGS = ("appendonly", "appendfsync", "save", "no-appendfsync-on-rewrite")
+# INFO persistence fields that say whether the last write, rewrite and snapshot worked.
+_PERSISTENCE_STATUSES = ("aof_last_write_status", "aof_last_bgrewrite_status", "rdb_last_bgsave_status")
+
+
 def persistence_check(target: str, client: Any) -> Check:
     values: dict[str, str] = {}
-    for name in ("appendonly", "appendfsync", "save"):
+    for name in _PERSISTENCE_SETTINGS:
         value, error = _config(client, name)
         if value is None:
             return _could_not_read(
@@ -251,18 +268,50 @@ def persistence_check(target: str, client: Any) -> Check:
                 "CONFIG GET",
                 error or "?",
                 _ROW_PERSISTENCE,
-                "make sure AOF is on with appendfsync everysec or always",
+                "make sure AOF is on with appendfsync everysec or always, and no-appendfsync-on-rewrite no",
             )
         values[name] = value
-    status, detail, fix = persistence_verdict(values["appendonly"], values["appendfsync"], values["save"])
+    status, detail, fix = persistence_verdict(
+        values["appendonly"], values["appendfsync"], values["save"], values["no-appendfsync-on-rewrite"]
+    )
     measured = f"appendonly {values['appendonly']}, appendfsync {values['appendfsync']}, save '{values['save']}'"
+    if values["no-appendfsync-on-rewrite"] == "yes":
+        measured += ", no-appendfsync-on-rewrite yes"
     return Check(target, "persistence", status, detail, fix=fix, guarantee=_ROW_PERSISTENCE, measured=measured)
 
 
+def persistence_health_check(target: str, client: Any) -> Check:
+    """Whether the server's last AOF write, AOF rewrite and RDB save succeeded: a failing
+    disk keeps the settings right and the leases unpersisted."""
+    info, error = read(lambda: client.info("persistence"))
+    if error is not None:
+        return _could_not_read(target, "persistence health", "INFO persistence", error, _ROW_PERSISTENCE)
+    failing = [f"{name} {text(info[name])}" for name in _PERSISTENCE_STATUSES if text(info.get(name, "ok")) != "ok"]
+    if failing:
+        return Check(
+            target,
+            "persistence health",
+            Status.WARNING,
+            f"{', '.join(failing)}: the server could not persist its last writes, so a restart may forget held "
+            "leases (with AOF, Redis may also refuse writes until the disk recovers)",
+            fix="check the Redis log and the disk (space, permissions) of its dir",
+            guarantee=_ROW_PERSISTENCE,
+            measured=", ".join(failing),
+        )
+    return Check(
+        target,
+        "persistence health",
+        Status.OK,
+        "last AOF write, AOF rewrite and RDB save succeeded (or never ran)",
+        guarantee=_ROW_PERSISTENCE,
+        measured="ok",
+    )
+
+
 def replication_check(target: str, info: dict[str, Any]) -> Check:
-    role = _text(info.get("role", "?"))
+    role = text(info.get("role", "?"))
     if role == "slave":
-        master = f"{_text(info.get('master_host', '?'))}:{info.get('master_port', '?')}"
+        master = f"{text(info.get('master_host', '?'))}:{info.get('master_port', '?')}"
         return Check(
             target,
             "replication",
@@ -296,163 +345,30 @@ def replication_check(target: str, info: dict[str, Any]) -> Check:
 
 
 def clock_check(target: str, client: Any, *, clock_skew: float) -> Check:
-    """``TIME`` against our wall clock. Redis expires keys by its own clock, so skew alone
-    breaks nothing; a large one shows a host whose clock is not synchronised, and the
-    correction, if stepped, expires every held lease at once."""
+    """``TIME`` against our wall clock.
+
+    What depends on which clock: the lease key and the start record expire by Redis's own
+    clock, and a starter reads the start record's remaining life as its ``PTTL`` (also
+    Redis's clock), so skew between a starter and Redis breaks neither. The request
+    record's expiry is compared with the *reading starter's* wall clock
+    (``expires_at + clock_skew < now``): that needs the starters within ``clock_skew`` of
+    each other, and two hosts each within ``clock_skew`` of Redis may be twice that
+    apart. So each host is held to ``clock_skew / 2`` of Redis, the common reference,
+    minus the round trip's uncertainty; beyond it is a warning (an unsynchronised host,
+    and a correction that, if stepped on the Redis host, expires held leases at once)."""
     sent = wall()
-    reply, error = _read(lambda: client.time())
+    reply, error = read(lambda: client.time())
     answered = wall()
     if error is not None:
         return _could_not_read(target, "clock", "TIME", error, _ROW_CLOCK)
     server = float(reply[0]) + float(reply[1]) / 1e6
-    skew = skew_of(server, server, sent, answered)
-    if skew.least > clock_skew:
-        return Check(
-            target,
-            "clock",
-            Status.WARNING,
-            f"the server's clock is {skew.middle:+.1f} s from ours (allowed {clock_skew:g} s): one of the two is "
-            "not synchronised, and stepping it later expires held leases at once",
-            fix="run NTP in slew mode on both hosts (chronyd without makestep after boot)",
-            guarantee=_ROW_CLOCK,
-            measured=skew.describe(),
-        )
-    return Check(
-        target, "clock", Status.OK, f"within {clock_skew:g} s of ours", guarantee=_ROW_CLOCK, measured=skew.describe()
-    )
+    status, detail = clock_verdict(skew_of(server, server, sent, answered), clock_skew, fail_beyond=False)
+    fix = "" if status is Status.OK else "run NTP in slew mode on every host (chronyd without makestep after boot)"
+    measured = skew_of(server, server, sent, answered).describe()
+    return Check(target, "clock", status, detail, fix=fix, guarantee=_ROW_CLOCK, measured=measured)
 
 
-# -- the commands the lease uses ------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Need:
-    """One command the lease sends (or its scripts run), with arguments shaped as it sends them."""
-
-    label: str
-    args: tuple[str, ...]
-    required: bool = True  # False: the lease works without it, degraded
-    without: str = ""  # what goes wrong without it
-
-
-def lease_needs(prefix: str, *, redlock: bool = False) -> list[Need]:
-    """What :class:`RedisLease` (and each Redlock node) sends, on the lease's real key names.
-
-    Top level: ``EVALSHA`` (redis-py's ``Script``), ``SCRIPT LOAD`` (after a restart
-    forgot the script), ``PTTL`` (a waiter's bound), ``PSUBSCRIBE`` (release wake-ups)
-    and ``CONFIG GET maxmemory-policy`` (the start-up eviction warning). Inside the Lua
-    scripts, which Redis 7 checks against the user's ACL too: ``SET NX PX``, ``INCR``,
-    ``GET``, ``PTTL``, ``PEXPIRE``, ``DEL``, ``SET PX`` (records), ``PUBLISH``.
-    """
-    keys = RedisKeys(prefix, "doctor")
-    lock, fence, start, request = keys.acquire_keys(_PROBE_ID)
-    channel = keys.channel(_PROBE_ID)
-    sha = hashlib.sha1(ACQUIRE_SCRIPT.encode()).hexdigest()
-    needs = [
-        Need("EVALSHA", ("EVALSHA", sha, "4", lock, fence, start, request, "token", "1000")),
-        Need("SCRIPT LOAD", ("SCRIPT", "LOAD", "return 1")),
-        Need("SET lock NX PX", ("SET", lock, "token", "NX", "PX", "1000")),
-        Need("INCR fence", ("INCR", fence)),
-        Need("GET lock", ("GET", lock)),
-        Need("GET start record", ("GET", start)),
-        Need("GET request record", ("GET", request)),
-        Need("PTTL lock", ("PTTL", lock)),
-        Need("PTTL start record", ("PTTL", start)),
-        Need("PEXPIRE lock", ("PEXPIRE", lock, "1000")),
-        Need("DEL lock", ("DEL", lock)),
-        Need("SET start record PX", ("SET", start, "record", "PX", "1000")),
-        Need("SET request record PX", ("SET", request, "record", "PX", "1000")),
-        Need("PUBLISH release", ("PUBLISH", channel, "1")),
-        Need(
-            "PSUBSCRIBE releases",
-            ("PSUBSCRIBE", *keys.channel_patterns()),
-            required=False,
-            without="waiters are not woken by a release and poll instead",
-        ),
-        Need(
-            "CONFIG GET maxmemory-policy",
-            ("CONFIG", "GET", "maxmemory-policy"),
-            required=False,
-            without="the lease's start-up warning about an evicting policy is skipped",
-        ),
-    ]
-    if redlock:
-        needs.insert(4, Need("SET fence", ("SET", fence, "1")))
-    return needs
-
-
-def permissions_check(client: Any, target: str, *, prefix: str, redlock: bool = False) -> Check:
-    """Ask ``ACL DRYRUN`` (Redis 7) whether this user may run every command the lease
-    sends, on the lease's own key and channel names. Runs nothing. Skipped where this
-    user may not run ``ACL DRYRUN`` itself: the lease cycle then tells."""
-    user, error = _read(lambda: client.execute_command("ACL", "WHOAMI"))
-    denied: list[tuple[Need, str]] = []
-    if error is None:
-        for need in lease_needs(prefix, redlock=redlock):
-            answer, error = _read(partial(client.execute_command, "ACL", "DRYRUN", _text(user), *need.args))
-            if error is not None:
-                break
-            if _text(answer) != "OK":
-                denied.append((need, _text(answer)))
-    if error is not None:
-        return Check(
-            target,
-            "permissions",
-            Status.SKIPPED,
-            f"ACL DRYRUN not available to this user ({error}); the lease cycle exercises the same commands",
-            guarantee=_ROW_REACH,
-            measured="not asked",
-        )
-    name = _text(user)
-    # Redis compares a PSUBSCRIBE pattern literally with the user's channel patterns, so
-    # the lease's own patterns are granted as they are, beside the prefix glob.
-    channels = " ".join(f"&{p}" for p in [f"{prefix}*", *RedisKeys(prefix, "doctor").channel_patterns()])
-    missing = [need for need, _ in denied if need.required]
-    if missing:
-        first = next(answer for need, answer in denied if need.required)
-        grants = " ".join(sorted({_acl_name(n) for n, _ in denied}))
-        return Check(
-            target,
-            "permissions",
-            Status.FAILURE,
-            f"user '{name}' may not run {', '.join(n.label for n in missing)} ({first}): every start fails closed",
-            fix=f"ACL SETUSER {name} {grants} ~{prefix}* {channels}",
-            guarantee=_ROW_REACH,
-            measured=f"{len(missing)} denied",
-        )
-    if denied:
-        return Check(
-            target,
-            "permissions",
-            Status.WARNING,
-            "; ".join(f"user '{name}' may not run {n.label}: {n.without}" for n, _ in denied),
-            fix=f"ACL SETUSER {name} " + " ".join(sorted({_acl_name(n) for n, _ in denied})) + f" {channels}",
-            guarantee=_ROW_REACH,
-            measured=f"{len(denied)} optional denied",
-        )
-    count = len(lease_needs(prefix, redlock=redlock))
-    return Check(
-        target,
-        "permissions",
-        Status.OK,
-        f"user '{name}' may run all {count} commands the lease sends",
-        guarantee=_ROW_REACH,
-        measured=f"{count} allowed",
-    )
-
-
-def _acl_name(need: Need) -> str:
-    command = need.args[0].lower()
-    if command in ("script", "config"):
-        return f"+{command}|{need.args[1].lower()}"
-    return f"+{command}"
-
-
-# -- the lease cycle on scratch keys ----------------------------------------------------
-
-
-def scratch_id() -> str:
-    return f"strict-singleton-doctor-{uuid.uuid4().hex}"
+# -- the lease cycle on a scratch ID ---------------------------------------------------
 
 
 def quiet_policy_warning(lease: Any) -> None:
@@ -463,42 +379,18 @@ def quiet_policy_warning(lease: Any) -> None:
         check.take()
 
 
-def cycle_check(lease_client: Any, target: str, *, prefix: str) -> list[Check]:
-    """One real :class:`RedisLease` cycle on scratch keys, then the scratch keys deleted."""
+def cycle_check(lease_client: Any, target: str, *, prefix: str, timeout: float) -> list[Check]:
+    """One real :class:`RedisLease` cycle on a scratch ID, with its wake-up; the scratch
+    keys deleted on every way out."""
     from strict_singleton.lock_backends.redis import RedisLease
 
-    scratch = prefix + SCRATCH_SUFFIX
-    instance_id = scratch_id()
-    lease = RedisLease(lease_client, prefix=scratch, name=target)
+    scratch = new_scratch(prefix, target)
+    lease = RedisLease(lease_client, prefix=prefix, name=target)
     quiet_policy_warning(lease)
     try:
-        checks = [lease_cycle(lease, target=target, instance_id=instance_id, ttl=SCRATCH_TTL, uses=CYCLE_USES)]
+        return scratch_cycle(lease, [lease_client], lease_client, scratch, target=target, timeout=timeout)
     finally:
         lease.close()
-    checks += cleanup([lease_client], target, RedisKeys(scratch, target).acquire_keys(instance_id))
-    return checks
-
-
-def cleanup(clients: list[Any], target: str, keys: list[str]) -> list[Check]:
-    """Delete the scratch keys on every client; a warning naming them if any stay."""
-    left: list[str] = []
-    for client in clients:
-        try:
-            client.delete(*keys)
-        except Exception as exc:
-            left.append(f"{describe(exc)}")
-    if not left:
-        return []
-    return [
-        Check(
-            target,
-            "scratch keys",
-            Status.WARNING,
-            f"could not delete the scratch keys {', '.join(keys)} ({'; '.join(left)}); the fence key has no TTL",
-            fix="DEL them by hand; they belong to no lease",
-            measured="left behind",
-        )
-    ]
 
 
 # -- Redis Cluster ----------------------------------------------------------------------
@@ -506,9 +398,9 @@ def cleanup(clients: list[Any], target: str, keys: list[str]) -> list[Check]:
 
 def cluster_primaries(client: Any) -> list[tuple[str, int]]:
     """(host, port) of every primary ``CLUSTER NODES`` lists as healthy."""
-    text = _text(client.execute_command("CLUSTER", "NODES"))
+    nodes = text(client.execute_command("CLUSTER", "NODES"))
     primaries = []
-    for line in text.splitlines():
+    for line in nodes.splitlines():
         fields = line.split()
         if len(fields) < 3:
             continue
@@ -540,15 +432,15 @@ def check_redis(url: str, target: str, *, timeout: float, clock_skew: float, pre
     prefix = prefix or DEFAULT_PREFIX
     client = connect(url, timeout)
     try:
-        checks, reachable = reach(client, target)
+        checks, reachable = reach(client, target, prefix=prefix)
         if not reachable:
             return checks
-        cluster_info, _ = _read(lambda: client.info("cluster"))
+        cluster_info, _ = read(lambda: client.info("cluster"))
         if not (cluster_info or {}).get("cluster_enabled"):
             node, _ = node_checks(client, target, clock_skew=clock_skew)
             checks += node
-            checks.append(permissions_check(client, target, prefix=prefix))
-            checks += cycle_check(client, target, prefix=prefix)
+            checks.append(permissions_check(client, target, prefix=prefix, db=db_of(client)))
+            checks += cycle_check(client, target, prefix=prefix, timeout=timeout)
             return checks
         return checks + _check_cluster(url, client, target, timeout=timeout, clock_skew=clock_skew, prefix=prefix)
     finally:
@@ -558,7 +450,7 @@ def check_redis(url: str, target: str, *, timeout: float, clock_skew: float, pre
 def _check_cluster(
     url: str, client: Any, target: str, *, timeout: float, clock_skew: float, prefix: str
 ) -> list[Check]:
-    primaries, error = _read(lambda: cluster_primaries(client))
+    primaries, error = read(lambda: cluster_primaries(client))
     if error is not None or not primaries:
         return [_could_not_read(target, "cluster", "CLUSTER NODES", error or "no primaries", "row 20")]
     checks = [
@@ -576,7 +468,7 @@ def _check_cluster(
         node = node_client(client, host, port)
         node_target = f"{target} primary {host}:{port}"
         try:
-            reached, ok = reach(node, node_target)
+            reached, ok = reach(node, node_target, prefix=prefix)
             checks += reached
             if ok:
                 checks += node_checks(node, node_target, clock_skew=clock_skew)[0]
@@ -585,7 +477,7 @@ def _check_cluster(
             node.close()
     cluster_client = connect_cluster(url, timeout)
     try:
-        checks += cycle_check(cluster_client, target, prefix=prefix)
+        checks += cycle_check(cluster_client, target, prefix=prefix, timeout=timeout)
     finally:
         cluster_client.close()
     return checks

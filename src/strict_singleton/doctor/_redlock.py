@@ -10,22 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from strict_singleton.doctor._cycle import lease_cycle
 from strict_singleton.doctor._model import Check, Status
-from strict_singleton.doctor._redis import (
-    CYCLE_USES,
-    SCRATCH_SUFFIX,
-    SCRATCH_TTL,
-    NodeFacts,
-    cleanup,
-    connect,
-    node_checks,
-    permissions_check,
-    quiet_policy_warning,
-    reach,
-    scratch_id,
-)
-from strict_singleton.lock_backends._redis_common import DEFAULT_PREFIX, RedisKeys
+from strict_singleton.doctor._redis import NodeFacts, connect, db_of, node_checks, quiet_policy_warning, reach
+from strict_singleton.doctor._redis_acl import permissions_check
+from strict_singleton.doctor._redis_cycle import new_scratch, scratch_cycle
+from strict_singleton.lock_backends._redis_common import DEFAULT_PREFIX
 from strict_singleton.lock_backends._redlock_common import quorum
 from strict_singleton.lock_backends._url import redact_url, redlock_node_urls
 
@@ -131,29 +120,26 @@ def check_redlock(url: str, target: str, *, timeout: float, clock_skew: float, p
         up: list[Any] = []
         for i, (node_url, client) in enumerate(zip(urls, clients, strict=True)):
             node_target = f"{target} node {i + 1} {redact_url(node_url)}"
-            reached, ok = reach(client, node_target)
+            reached, ok = reach(client, node_target, prefix=prefix)
             checks += reached
             if ok:
                 node, fact = node_checks(client, node_target, clock_skew=clock_skew)
                 checks += node
-                checks.append(permissions_check(client, node_target, prefix=prefix, redlock=True))
+                checks.append(permissions_check(client, node_target, prefix=prefix, db=db_of(client)))
                 facts.append(fact)
                 up.append(client)
         checks.append(quorum_check(target, len(urls), len(urls) - len(up)))
         if len(facts) > 1:
             checks.append(independence_check(target, facts))
         if len(up) >= quorum(len(urls)):
-            scratch = prefix + SCRATCH_SUFFIX
-            instance_id = scratch_id()
-            lease = RedlockLease(clients, prefix=scratch, node_timeout=min(timeout, _MAX_NODE_TIMEOUT), name=target)
+            scratch = new_scratch(prefix, target)
+            lease = RedlockLease(clients, prefix=prefix, node_timeout=min(timeout, _MAX_NODE_TIMEOUT), name=target)
             quiet_policy_warning(lease)
             try:
-                checks.append(
-                    lease_cycle(lease, target=target, instance_id=instance_id, ttl=SCRATCH_TTL, uses=CYCLE_USES)
-                )
+                # Wake-ups: a waiter hears a release from any node; the first reachable one stands in.
+                checks += scratch_cycle(lease, up, up[0], scratch, target=target, timeout=timeout)
             finally:
                 lease.close()
-            checks += cleanup(up, target, RedisKeys(scratch, target).acquire_keys(instance_id))
         return checks
     finally:
         for client in clients:

@@ -1,20 +1,60 @@
-"""The report as text (a table per target) and as JSON."""
+"""The report as text (a table per target) and as JSON.
+
+The table stays readable in a terminal or a CI log: a measured value longer than
+:data:`MEASURED_WIDTH` is cut (the full value follows on a ``measured:`` line, and JSON
+always has it), the guarantee column wraps under itself past :data:`TABLE_WIDTH`
+columns, and details and fixes wrap at :data:`WIDTH` columns.
+"""
 
 from __future__ import annotations
 
 import json
+import textwrap
 
-from strict_singleton.doctor._model import DoctorReport, Status
+from strict_singleton.doctor._model import Check, DoctorReport, Status
 
+WIDTH = 100  # details and fixes
+TABLE_WIDTH = 120  # table rows: a guarantee wraps under itself past this
+MEASURED_WIDTH = 40
+_MIN_GUARANTEE_WIDTH = 30
 _MARK = {Status.OK: "ok", Status.SKIPPED: "skipped", Status.WARNING: "WARNING", Status.FAILURE: "FAILURE"}
 _HEAD = ("status", "check", "measured", "guarantee")
+_DETAIL_INDENT = " " * 6
+
+
+def _cut(value: str) -> str:
+    return value if len(value) <= MEASURED_WIDTH else value[: MEASURED_WIDTH - 3] + "..."
+
+
+def _wrapped(label: str, text: str) -> list[str]:
+    return textwrap.wrap(
+        f"{label}{text}",
+        width=WIDTH,
+        initial_indent=_DETAIL_INDENT,
+        subsequent_indent=_DETAIL_INDENT + "  ",
+        break_long_words=True,
+        break_on_hyphens=False,
+    ) or [_DETAIL_INDENT + label.rstrip()]
+
+
+def _explanation(check: Check) -> list[str]:
+    lines: list[str] = []
+    if len(check.measured) > MEASURED_WIDTH:
+        lines += _wrapped("measured: ", check.measured)
+    if check.status.rank > 0:
+        lines += _wrapped("", check.detail)
+        if check.fix:
+            lines += _wrapped("fix: ", check.fix)
+    return lines
 
 
 def format_report(report: DoctorReport) -> str:
     """Checks grouped by target: status, check, measured value and the guarantees row,
     then, under every warning or failure, what was found and what to change."""
-    rows = [(_MARK[c.status], c.name, c.measured, c.guarantee) for c in report.checks]
+    rows = [(_MARK[c.status], c.name, _cut(c.measured), c.guarantee) for c in report.checks]
     widths = [max(len(r[i]) for r in [_HEAD, *rows]) for i in range(3)]
+    column = 2 + sum(w + 2 for w in widths)
+    guarantee_width = max(_MIN_GUARANTEE_WIDTH, TABLE_WIDTH - column)
     lines: list[str] = []
     target = None
     for check, row in zip(report.checks, rows, strict=True):
@@ -22,11 +62,11 @@ def format_report(report: DoctorReport) -> str:
             target = check.target
             lines += ["", target] if lines else [target]
             lines.append("  " + "  ".join(h.ljust(widths[i]) if i < 3 else h for i, h in enumerate(_HEAD)))
-        lines.append("  " + "  ".join(cell.ljust(widths[i]) if i < 3 else cell for i, cell in enumerate(row)).rstrip())
-        if check.status.rank > 0:
-            lines.append(f"      {check.detail}")
-            if check.fix:
-                lines.append(f"      fix: {check.fix}")
+        guarantee = textwrap.wrap(row[3], width=guarantee_width, break_on_hyphens=False) or [""]
+        cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:3])]
+        lines.append(("  " + "  ".join([*cells, guarantee[0]])).rstrip())
+        lines += [" " * column + more for more in guarantee[1:]]
+        lines += _explanation(check)
     counts = ", ".join(f"{report.count(s)} {s.value}" for s in Status if report.count(s))
     lines += ["", f"doctor: {report.status.value.upper()} ({counts or 'nothing checked'})"]
     return "\n".join(lines)

@@ -10,8 +10,8 @@
   development account.
 
 Redis query options (``?socket_timeout=2``, ``?password=...``) go to redis-py's
-``from_url`` unchanged. :func:`redact_url` is the only form of a lock URL that may be
-printed: it hides every password and every query value that is not a known option.
+``from_url`` unchanged. :func:`redact_url` (from ``_redact``) is the only form of a lock
+URL that may be printed: it shows only what is provably public.
 """
 
 from __future__ import annotations
@@ -19,27 +19,17 @@ from __future__ import annotations
 import importlib
 import os
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from strict_singleton._extras import install_hint
 from strict_singleton.errors import InvalidArgumentError
 from strict_singleton.lock_backends._azurite_dev import dev_connection_string
+from strict_singleton.lock_backends._redact import redact_url, scrub
 
 SCHEMES = (
     "file, file:/dir, redis://host:port/db, redlock://host:port,host:port,host:port/db, "
     "azblob://container or azurite://host:port/container"
 )
-
-# redis-py URL options that carry no secret; any other query value is redacted.
-_PUBLIC_QUERY_KEYS = frozenset(
-    {
-        "db", "protocol", "socket_timeout", "socket_connect_timeout", "socket_keepalive",
-        "retry_on_timeout", "health_check_interval", "max_connections", "single_connection_client",
-        "decode_responses", "encoding", "ssl_cert_reqs", "ssl_check_hostname", "client_name", "timeout",
-    }
-)  # fmt: skip
-_MASK = "***"
-_MIN_SCRUB = 3  # shorter "secrets" would mangle every message they are scrubbed from
 
 
 # The modules each optional extra brings, as imported by the backends it enables.
@@ -104,9 +94,9 @@ def from_url(url: str, *, asynchronous: bool = False, prefix: str | None = None)
 
         directory = url[5:] or None
         return AsyncFileLease(directory) if asynchronous else FileLease(directory)
-    parts = urlsplit(url)
-    if parts.scheme in ("redis", "rediss"):
-        host_port(parts, url)
+    scheme = url.partition("://")[0]
+    if scheme in ("redis", "rediss"):
+        host_port(split_url(url), url)
         if asynchronous:
             import redis.asyncio as aioredis
 
@@ -118,7 +108,7 @@ def from_url(url: str, *, asynchronous: bool = False, prefix: str | None = None)
         from strict_singleton.lock_backends.redis import RedisLease
 
         return RedisLease(redis.Redis.from_url(url), **kwargs)
-    if parts.scheme == "redlock":
+    if scheme == "redlock":
         urls = redlock_node_urls(url)
         if asynchronous:
             import redis.asyncio as aioredis
@@ -131,7 +121,7 @@ def from_url(url: str, *, asynchronous: bool = False, prefix: str | None = None)
         from strict_singleton.lock_backends.redlock import RedlockLease
 
         return RedlockLease([redis.Redis.from_url(u, socket_timeout=2) for u in urls], **kwargs)
-    if parts.scheme in ("azblob", "azurite"):
+    if scheme in ("azblob", "azurite"):
         from strict_singleton.lock_backends.blob import AsyncBlobLease, BlobLease
 
         conn, container = blob_target(url)
@@ -146,7 +136,7 @@ def redlock_node_urls(url: str) -> list[str]:
     hosts, _, db = rest.partition("/")
     urls = []
     for node in (h for h in hosts.split(",") if h):
-        parts = urlsplit(f"redis://{node}/{db or 0}")
+        parts = split_url(f"redis://{node}/{db or 0}", shown=url)
         host_port(parts, url)
         urls.append(parts.geturl())
     if not urls:
@@ -156,7 +146,7 @@ def redlock_node_urls(url: str) -> list[str]:
 
 def blob_target(url: str) -> tuple[str, str]:
     """(connection string, container) of an ``azblob://`` or ``azurite://`` URL."""
-    parts = urlsplit(url)
+    parts = split_url(url)
     if parts.scheme == "azblob":
         container = (parts.netloc + parts.path).strip("/")
         conn = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
@@ -176,85 +166,33 @@ def host_port(parts: Any, url: str) -> tuple[str, int]:
     try:
         port = parts.port
     except ValueError as exc:
-        raise InvalidArgumentError(f"bad port in lock URL {redact_url(url)}: {exc}") from None
+        raise InvalidArgumentError(f"bad port in lock URL {redact_url(url)}: {scrub(str(exc), url)}") from None
     if not parts.hostname or port is None:
         raise InvalidArgumentError(f"lock URL needs a host and port for every server: {redact_url(url)}")
     return str(parts.hostname), int(port)
 
 
-def redact_url(url: str) -> str:
-    """``url`` safe to print: passwords and secret query values replaced by ``***``.
-
-    ``redis://:pw@h:1/0`` -> ``redis://:***@h:1/0``; ``redis://user:pw@...`` keeps
-    ``user``; a userinfo without a colon is hidden whole (it may be a password typed
-    without one); every ``redlock://`` node is treated alike; ``?password=pw`` ->
-    ``?password=***`` (only known harmless options such as ``socket_timeout`` keep their
-    values); a fragment is hidden. ``file`` URLs and anything without ``://`` are returned
-    as they are.
-    """
-    if not isinstance(url, str):
-        return repr(type(url))
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    rest, fragment_sep, _ = rest.partition("#")
-    rest, query_sep, query = rest.partition("?")
-    at = rest.rfind("@")
-    slash = rest.find("/", at + 1)
-    authority, path = (rest, "") if slash < 0 else (rest[:slash], rest[slash:])
-    nodes = authority.split(",") if scheme == "redlock" else [authority]
-    redacted = f"{scheme}://" + ",".join(_redact_node(n) for n in nodes) + path
-    if query_sep:
-        redacted += "?" + "&".join(_redact_param(p) for p in query.split("&"))
-    if fragment_sep:
-        redacted += "#" + _MASK
-    return scrub(redacted, url)
+def split_url(url: str, *, shown: str | None = None) -> SplitResult:
+    """``urlsplit(url)``, or :class:`InvalidArgumentError` naming ``shown`` (default ``url``)
+    redacted: ``urlsplit`` refuses e.g. an unclosed IPv6 bracket with a ``ValueError``
+    that callers must never let reach a message quoting the raw URL."""
+    try:
+        return urlsplit(url)
+    except ValueError as exc:
+        why = scrub(scrub(str(exc), url), shown or url)
+        raise InvalidArgumentError(f"malformed lock URL {redact_url(shown or url)}: {why}") from None
 
 
-def scrub(text: str, url: str) -> str:
-    """``text`` with every secret of ``url`` (as written, and percent-decoded) replaced by ``***``.
-
-    For messages that might echo part of a lock URL (driver errors); secrets shorter than
-    three characters are left alone.
-    """
-    for secret in sorted(_secrets(url), key=len, reverse=True):
-        if len(secret) >= _MIN_SCRUB:
-            text = text.replace(secret, _MASK)
-    return text
-
-
-def _redact_node(node: str) -> str:
-    userinfo, at, host = node.rpartition("@")
-    if not at:
-        return node
-    user, colon, _ = userinfo.partition(":")
-    return f"{user}:{_MASK}@{host}" if colon else f"{_MASK}@{host}"
-
-
-def _redact_param(param: str) -> str:
-    key, eq, _ = param.partition("=")
-    if not eq or key.lower() in _PUBLIC_QUERY_KEYS:
-        return param
-    return f"{key}={_MASK}"
-
-
-def _secrets(url: str) -> set[str]:
-    if not isinstance(url, str) or "://" not in url:
-        return set()
-    scheme, _, rest = url.partition("://")
-    rest, _, fragment = rest.partition("#")
-    rest, _, query = rest.partition("?")
-    found = {fragment} if fragment else set()
-    at = rest.rfind("@")
-    slash = rest.find("/", at + 1)
-    authority = rest if slash < 0 else rest[:slash]
-    for node in authority.split(",") if scheme == "redlock" else [authority]:
-        userinfo, sep, _ = node.rpartition("@")
-        if sep:
-            user, colon, password = userinfo.partition(":")
-            found.add(password if colon else user)
-    for param in query.split("&"):
-        key, eq, value = param.partition("=")
-        if eq and value and key.lower() not in _PUBLIC_QUERY_KEYS:
-            found.add(value)
-    return {s for s in found | {unquote(s) for s in found} if s}
+__all__ = [
+    "SCHEMES",
+    "blob_target",
+    "extra_for",
+    "extra_modules",
+    "from_url",
+    "host_port",
+    "missing_extra",
+    "redact_url",
+    "redlock_node_urls",
+    "scrub",
+    "split_url",
+]
