@@ -324,3 +324,31 @@ def test_progress_bar_on_a_terminal(tmp_path: Path) -> None:
 def test_redact_url(url: str, shown: str) -> None:
     assert redact_url(url) == shown
     assert scrub(f"driver said: could not auth with {url}", url).count("s3cret") == 0
+
+
+# -- argparse's own messages never echo a secret ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["race", "--lock", "redis://:S3cretPW@127.0.0.1:1/0", "redis://:0therPW@127.0.0.1:1/1"],
+        ["redis://:S3cretPW@127.0.0.1:1/0"],
+        ["race", "--bogus", "redis://:S3cretPW@127.0.0.1:1/0"],
+        ["doctor", "--bogus", "redis://:S3cretPW@127.0.0.1:1/0", "--", "redis://:0therPW@h:1/0"],
+        ["doctor", "--client", "user:S3cretPW@127.0.0.1:1"],
+        ["doctor", "--timeout", "S3cretPW@127.0.0.1:1"],
+        ["explore", "--seed", "redis://:S3cretPW@127.0.0.1:1/0"],
+        ["doctor", "redis://127.0.0.1:1/0", "--clock-skew", "x", "127.0.0.1:S3cret%2BPW"],
+    ],
+)
+def test_argparse_usage_errors_never_print_a_secret(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.raises(SystemExit) as exc:
+        main(argv, stdout=out, stderr=err)
+    assert exc.value.code == EXIT_USAGE
+    captured = capsys.readouterr()
+    text = out.getvalue() + err.getvalue() + captured.out + captured.err
+    assert "error" in text
+    for secret in ("S3cret", "0therPW"):
+        assert secret not in text, text

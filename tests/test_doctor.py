@@ -541,7 +541,7 @@ def test_json_shape(tmp_path: Path) -> None:
     status, out, _ = run_cli("--json", f"file:{directory}")
     assert status == EXIT_VIOLATION
     document = json.loads(out)
-    assert set(document) == {"status", "counts", "checks"}
+    assert set(document) == {"status", "exit", "counts", "checks"}
     assert document["status"] == "failure"
     assert set(document["counts"]) == {"ok", "skipped", "warning", "failure"}
     assert document["counts"]["failure"] == 1
@@ -575,12 +575,14 @@ def test_help_text_lists_every_exit_code(capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_client_address_credentials_never_appear(capsys: pytest.CaptureFixture[str]) -> None:
+    # gRPC addresses carry no credentials: one that does is refused before any channel.
     address = f"grpc://user:topsecret-client@127.0.0.1:{free_port()}"
-    report = check_deployment([], client=address, timeout=0.5)
-    assert "topsecret-client" not in report_json(report) + format_report(report)
+    with pytest.raises(InvalidArgumentError) as exc:
+        check_deployment([], client=address, timeout=0.5)
+    assert "topsecret-client" not in str(exc.value)
     for argv in (["--client", address, "--timeout", "0.5"], ["--json", "--client", address, "--timeout", "0.5"]):
-        status, out, err = run_cli(*argv)
-        assert status == EXIT_VIOLATION
+        status, out, err = _run_argparse(*argv)
+        assert status == EXIT_USAGE
         assert "topsecret-client" not in out + err + capsys.readouterr().err
 
 
@@ -855,3 +857,180 @@ def test_every_check_names_what_it_protects(tmp_path: Path) -> None:
     directory.mkdir(mode=0o700)
     report = check_deployment([f"file:{directory}"])
     assert all(c.guarantee for c in report.checks), report.checks
+
+
+# -- argparse: URLs among options, and JSON for every usage error -------------------------
+
+
+def _run_argparse(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        status = main(["doctor", *argv], stdout=out, stderr=err)
+    except SystemExit as exc:  # argparse's own usage errors
+        status = int(exc.code or 0)
+    return status, out.getvalue(), err.getvalue()
+
+
+def test_lock_urls_may_follow_options(tmp_path: Path) -> None:
+    first, second = tmp_path / "a", tmp_path / "b"
+    for directory in (first, second):
+        directory.mkdir(mode=0o700)
+    status, out, err = _run_argparse(f"file:{first}", "--timeout", "2", f"file:{second}", "--json")
+    assert status == EXIT_OK, out + err
+    targets = {c["target"] for c in json.loads(out)["checks"]}
+    assert targets == {f"file:{first}", f"file:{second}"}
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--json", "redis://127.0.0.1:1/0", "--bogus"],
+        ["--json", "redis://:S3cretPW@127.0.0.1:1/0", "--", "redis://:0therPW@127.0.0.1:1/0", "extra"],
+        ["--json", "--timeout", "abc", "redis://:S3cretPW@127.0.0.1:1/0"],
+        ["--json", "--client", "user:S3cretPW@127.0.0.1:1"],
+        ["--json", "--client"],
+    ],
+)
+def test_every_json_usage_error_is_one_json_document(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, err = _run_argparse(*argv)
+    captured = capsys.readouterr()
+    assert status == EXIT_USAGE
+    document = json.loads(out)
+    assert document["status"] == "usage error" and document["exit"] == EXIT_USAGE and document["checks"] == []
+    assert not (err + captured.err).strip()
+    assert "S3cret" not in out + err + captured.out + captured.err
+    assert "0therPW" not in out
+
+
+def test_json_is_not_abbreviated(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    # main() decides on JSON errors by the literal flag: an abbreviation must not slip by.
+    status, _, _ = _run_argparse("--jso", f"file:{tmp_path}")
+    assert status == EXIT_USAGE
+    assert "--jso" in capsys.readouterr().err
+
+
+def test_every_json_report_carries_its_exit_status(tmp_path: Path) -> None:
+    tmp_path.chmod(0o700)
+    status, out, _ = run_cli("--json", f"file:{tmp_path}")
+    assert json.loads(out)["exit"] == status == EXIT_OK
+    tmp_path.chmod(0o777)
+    status, out, _ = run_cli("--json", f"file:{tmp_path}")
+    assert json.loads(out)["exit"] == status == EXIT_VIOLATION
+
+
+# -- the --client address: host:port only, checked before any channel ---------------------
+
+CLIENT_LEAKS = [
+    "Secr3tPW@127.0.0.1:1",
+    "user:Secr3tPW@127.0.0.1:1",
+    "127.0.0.1:Secr3t+PW",
+    "127.0.0.1:1?token=Secr3t[x]",
+    "grpc://user:Secr3tPW@127.0.0.1:1",
+    "grpcs://Secr3tPW@127.0.0.1:1",
+    "grpc://127.0.0.1:1?token=Secr3tPW",
+    "grpc://127.0.0.1:1/Secr3tPW",
+    "grpc://127.0.0.1:1#Secr3tPW",
+    "Secr3t%40PW@127.0.0.1:1",
+    "127.0.0.1:%53ecr3t",
+    "unix:/tmp/Secr3t.sock",
+    "dns:///Secr3t:1",
+]
+
+
+@pytest.mark.parametrize("address", CLIENT_LEAKS)
+def test_a_client_address_that_is_not_host_port_is_a_usage_error(
+    address: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(InvalidArgumentError) as exc:
+        check_deployment([], client=address)
+    assert "Secr3t" not in str(exc.value) and "ecr3t" not in str(exc.value)
+    for argv in (["--client", address], ["--json", "--client", address]):
+        status, out, err = _run_argparse(*argv)
+        captured = capsys.readouterr()
+        assert status == EXIT_USAGE
+        assert "ecr3t" not in out + err + captured.out + captured.err
+    assert json.loads(_run_argparse("--json", "--client", address)[1])["status"] == "usage error"
+
+
+def test_no_client_secret_reaches_grpcs_own_log() -> None:
+    import subprocess
+    import sys
+
+    for address in CLIENT_LEAKS[:4]:
+        done = subprocess.run(
+            [sys.executable, "-m", "strict_singleton.cli", "doctor", "--timeout", "1", "--client", address],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == EXIT_USAGE
+        assert "ecr3t" not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:1", "grpc://localhost:1", "grpcs://[::1]:1", "host-1.example:80"])
+def test_plain_client_addresses_are_accepted(address: str) -> None:
+    from strict_singleton.doctor._address import validate_client_address
+
+    validate_client_address(address)
+    with pytest.raises(InvalidArgumentError):
+        check_deployment([], client=address.replace(":1", ":99999").replace(":80", ":0"))
+
+
+# -- one surprise keeps the checks already done --------------------------------------------
+
+
+def test_an_unexpected_exception_keeps_the_checks_before_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(*args: Any, **kwargs: Any) -> Check:
+        raise RuntimeError("surprise")
+
+    monkeypatch.setattr("strict_singleton.doctor._file.lease_cycle", boom)
+    tmp_path.chmod(0o700)
+    report = check_deployment(f"file:{tmp_path}")
+    assert [c.name for c in report.checks] == ["directory", "local filesystem", "shared directory", "doctor"]
+    assert "surprise" in one(report, "doctor").detail
+
+
+def test_a_malformed_blob_date_is_a_clock_warning(
+    strict_singleton_azurite: Azurite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from strict_singleton.doctor import _blob
+
+    monkeypatch.setattr(_blob._DateHook, "__call__", lambda self, response: setattr(self, "date", "Mon, 99 Foo"))
+    report = check_deployment(f"{strict_singleton_azurite.url}/doctor-bad-date")
+    clock = one(report, "clock")
+    assert clock.status is Status.WARNING and clock.measured == "unknown"
+    assert not by_name(report, "doctor")
+    assert one(report, "lease cycle").status is Status.OK
+
+
+# -- connect-time commands and memory ------------------------------------------------------
+
+
+@pytest.mark.redis
+def test_client_name_needs_client_setname_and_says_so(start: Any) -> None:
+    from strict_singleton.doctor._redis_acl import acl_grants
+
+    server = start(*WELL_CONFIGURED)
+    plain = _user_with(server, "plain", acl_grants("strict-singleton:"))
+    report = check_deployment([f"{plain}?client_name=myapp"])
+    assert report.status is Status.FAILURE
+    failures = [c for c in report.checks if c.status is Status.FAILURE]
+    assert len(failures) == 1, format_report(report)
+    assert "CLIENT SETNAME" in failures[0].detail and "+client|setname" in failures[0].fix
+    assert not [c for c in report.checks if "client|setname" in c.detail and c is not failures[0]]
+    grants = acl_grants("strict-singleton:", client_name=True)
+    assert "+client|setname" in grants
+    named = _user_with(server, "named", grants)
+    for protocol in ("2", "3"):
+        report = check_deployment([f"{named}?client_name=myapp&protocol={protocol}"])
+        assert report.status is not Status.FAILURE, format_report(report)
+        assert one(report, "lease cycle").status is Status.OK, format_report(report)
+        assert "+client|setname" in one(report, "permissions").fix  # the printed line includes it
+
+
+@pytest.mark.redis
+def test_maxmemory_reached_is_a_memory_fix(start: Any) -> None:
+    server = start(*WELL_CONFIGURED, "--maxmemory", "1")
+    cycle = one(check_deployment([f"redis://127.0.0.1:{server.port}/0"]), "lease cycle")
+    assert cycle.status is Status.FAILURE
+    assert "maxmemory" in cycle.fix and "grant" not in cycle.fix

@@ -25,6 +25,7 @@ from strict_singleton._harness.race import (
 )
 from strict_singleton._harness.strategies import STRATEGIES, WORKER_LOGGER
 from strict_singleton.errors import InvalidArgumentError, LockUnavailableError
+from strict_singleton.lock_backends._redact import MASK
 from strict_singleton.lock_backends._url import extra_for, extra_modules, missing_extra, redact_url, scrub
 from strict_singleton.testing.backend import PROFILES
 
@@ -54,7 +55,7 @@ DOCTOR_EXIT_CODES = f"""exit status:
   {EXIT_USAGE}  bad flags, a malformed lock URL (shown redacted) or a configuration no lease could
      use (a Redlock of fewer than 3 nodes, a prefix the lease refuses, an option redis-py refuses),
      found before any store is contacted; with --json, a JSON object {{"status": "usage error",
-     "error": ...}} on stdout
+     "exit": 2, "error": ...}} on stdout, whichever argument was wrong
   {EXIT_WARNINGS}  no failure, but at least one warning: a documented window is open (no persistence,
      replicas, a private /tmp) or a setting could not be read
 
@@ -133,16 +134,19 @@ def _parsed_lock_url(text: str) -> str:
     return text
 
 
-def build_parser(*, json_errors_to: TextIO | None = None) -> argparse.ArgumentParser:
-    """The ``strict-singleton`` parser; ``json_errors_to``: where ``doctor`` prints a usage
-    error as JSON (``doctor --json``), instead of the usual message on stderr."""
-    parser = argparse.ArgumentParser(
+def build_parser(*, json_errors_to: TextIO | None = None, argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The ``strict-singleton`` parser; ``json_errors_to``: where a usage error is printed
+    as JSON (``doctor --json``), instead of the usual message on stderr; ``argv``: the
+    arguments every usage message is scrubbed against."""
+    parser = _Parser(
         prog="strict-singleton",
         description=__doc__.splitlines()[0] if __doc__ else None,
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_SubParser)
+    parser.json_errors_to = json_errors_to
+    parser.argv = argv
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     race = sub.add_parser(
         "race",
         help="fire concurrent starters at one instance ID per round and count what the backend did",
@@ -239,6 +243,8 @@ def build_parser(*, json_errors_to: TextIO | None = None) -> argparse.ArgumentPa
         "--replay", help="replay one schedule string (with --config, and --mutants and --mutant if any)"
     )
     explore.add_argument("--list", action="store_true", help="list the configurations and the loaded mutants")
+    for subparser in sub.choices.values():
+        subparser.argv = argv
     return parser
 
 
@@ -257,18 +263,76 @@ def _doctor_url(text: str) -> str:
     return text
 
 
-class _SubParser(argparse.ArgumentParser):
-    """A subcommand's parser. The doctor's, given ``json_errors_to`` (``doctor --json``),
-    prints a usage error as a JSON object there (exit 2), so a pipeline that parses the
-    output gets a document for every outcome; the others print argparse's message."""
+def _client_address(text: str) -> str:
+    """A type for ``doctor --client``: a malformed address is a usage error showing
+    nothing of it (it may be a password typed where a user or a port goes)."""
+    from strict_singleton.doctor._address import validate_client_address
+
+    try:
+        validate_client_address(text)
+    except InvalidArgumentError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
+    return text
+
+
+class _Parser(argparse.ArgumentParser):
+    """Every parser of the command line (the top level and each subcommand's).
+
+    argparse quotes raw arguments in its own messages (an unrecognised argument, an
+    invalid choice), and any of them may be a lock URL or an address with a password: so
+    :meth:`error` scrubs the message against every argument of the command line that
+    looks like one before printing it. Given ``json_errors_to`` (``doctor --json``), the
+    message is printed there as the JSON usage-error document instead, whichever parser
+    failed, so a pipeline that parses the output gets a document for every outcome.
+    ``intermixed``: positionals may follow options (the doctor's LOCK_URLs)."""
 
     json_errors_to: TextIO | None = None
+    argv: Sequence[str] = ()
+    intermixed = False
+    _intermixing = False
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        # parse_known_intermixed_args calls parse_known_args itself: intermix once.
+        if self.intermixed and not self._intermixing:
+            self._intermixing = True
+            try:
+                return self.parse_known_intermixed_args(args, namespace)
+            finally:
+                self._intermixing = False
+        return super().parse_known_args(args, namespace)
 
     def error(self, message: str) -> NoReturn:
+        message = scrub_arguments(message, self.argv)
         if self.json_errors_to is None:
             super().error(message)
         print(json.dumps(usage_error_json(message), indent=2), file=self.json_errors_to)
         sys.exit(EXIT_USAGE)
+
+
+def _shown_argument(item: str) -> str:
+    """How an argument may appear in a message: a URL redacted, a ``file`` URL as it is,
+    anything else with a colon or an ``@`` (an address, which may carry a password
+    where a port or a user should be) masked whole."""
+    if item == "file" or item.startswith("file:"):
+        return item
+    if "://" in item:
+        return redact_url(item)
+    if ":" in item or "@" in item or "%" in item:
+        return MASK
+    return item
+
+
+def scrub_arguments(message: str, argv: Sequence[str]) -> str:
+    """``message`` with every argument of ``argv`` that looks like a URL or an address
+    shown only as :func:`_shown_argument` shows it, and every secret of it scrubbed."""
+    risky = sorted((a for a in argv if isinstance(a, str) and _shown_argument(a) != a), key=len, reverse=True)
+    for item in risky:
+        message = message.replace(item, _shown_argument(item))
+    for item in risky:
+        message = scrub(message, item)
+    return message
 
 
 def usage_error_json(message: str) -> dict[str, Any]:
@@ -287,7 +351,10 @@ def _add_doctor_parser(sub: Any, json_errors_to: TextIO | None) -> None:
         "(or --json) with what to change and the guarantees row each check protects.",
         epilog=DOCTOR_EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        # main() recognises --json by its full spelling, before parsing.
+        allow_abbrev=False,
     )
+    doctor.intermixed = True  # LOCK_URLs before, between and after options
     doctor.add_argument(
         "lock_urls",
         nargs="*",
@@ -301,8 +368,10 @@ def _add_doctor_parser(sub: Any, json_errors_to: TextIO | None) -> None:
         "--client",
         metavar="ADDRESS",
         default=None,
-        help="the Durable backend's gRPC address (grpc://host:port, grpcs://host:port for TLS, or host:port): "
-        "checked with a status read of a scratch ID that cannot exist",
+        type=_client_address,
+        help="the Durable backend's gRPC address (grpc://host:port, grpcs://host:port for TLS, or host:port; "
+        "nothing else: no user, password, path or query): checked with a status read of a scratch ID that "
+        "cannot exist",
     )
     doctor.add_argument("--json", action="store_true", help="print the report as JSON instead of the table")
     doctor.add_argument("--timeout", type=_seconds, default=3.0, help="seconds each store call may take (default 3)")
@@ -325,7 +394,8 @@ def scrub_all(text: str, urls: Sequence[str]) -> str:
 
 def run_doctor(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """``strict-singleton doctor``: the report, and an exit status a pipeline can act on."""
-    from strict_singleton.doctor import Status, check_deployment, format_report, report_json
+    from strict_singleton.doctor import check_deployment, format_report, report_json
+    from strict_singleton.doctor._render import exit_status_of
 
     if not args.lock_urls and args.client is None:
         message = "give at least one LOCK_URL or --client"
@@ -350,7 +420,7 @@ def run_doctor(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             print(f"strict-singleton doctor: error: {message}", file=err)
         return EXIT_USAGE
     print(report_json(report) if args.json else format_report(report), file=out)
-    return {Status.FAILURE: EXIT_VIOLATION, Status.WARNING: EXIT_WARNINGS}.get(report.status, EXIT_OK)
+    return exit_status_of(report)
 
 
 def run_explore(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -608,7 +678,7 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
     err = stderr or sys.stderr
     argv = list(sys.argv[1:] if argv is None else argv)
     doctor_json = argv[:1] == ["doctor"] and "--json" in argv[: argv.index("--") if "--" in argv else None]
-    parser = build_parser(json_errors_to=out if doctor_json else None)
+    parser = build_parser(json_errors_to=out if doctor_json else None, argv=argv)
     args = parser.parse_args(argv)
     if args.command == "explore":
         return run_explore(args, out, err)

@@ -129,12 +129,14 @@ def check_lock_url(url: str, *, timeout: float, clock_skew: float, prefix: str |
                 guarantee="row 10: every start fails closed without it",
             )
         ]
+    # The checker appends each check as it is done, so a surprise keeps those before it.
+    checks: list[Check] = []
     try:
-        checks = _checker(url)(url, target, timeout=timeout, clock_skew=clock_skew, prefix=prefix)
+        _checker(url)(url, target, timeout=timeout, clock_skew=clock_skew, prefix=prefix, checks=checks)
     except InvalidArgumentError as exc:  # e.g. azblob:// without its connection string
-        checks = [Check(target, "configuration", Status.FAILURE, exc.message, fix=exc.message, guarantee="row 10")]
+        checks.append(Check(target, "configuration", Status.FAILURE, exc.message, fix=exc.message, guarantee="row 10"))
     except Exception as exc:  # a store answering what no check foresaw: report it, never crash a health check
-        checks = [
+        checks.append(
             Check(
                 target,
                 "doctor",
@@ -143,7 +145,7 @@ def check_lock_url(url: str, *, timeout: float, clock_skew: float, prefix: str |
                 fix="report this answer of the store; the checks before it are above",
                 guarantee="informational",
             )
-        ]
+        )
     return checks
 
 
@@ -162,7 +164,7 @@ def check_deployment(
             ``rediss://``, ``redlock://``, ``azblob://``, ``azurite://``), as the
             starters use them.
         client: the Durable backend's address (``grpc://host:port``, ``grpcs://`` for
-            TLS, or ``host:port``), or a sync durabletask client (or
+            TLS, or ``host:port``; nothing else: no user, password, path or query), or a sync durabletask client (or
             :class:`~strict_singleton.transport.Transport`) to read a status with.
             ``None``: the backend is not checked.
         timeout: seconds each store call may take (connect and answer), and the gRPC
@@ -179,7 +181,8 @@ def check_deployment(
         InvalidArgumentError: before any store is contacted: a malformed or unsupported
             lock URL (shown redacted), one no lease could use (a Redlock of fewer than 3
             nodes, a Redis option redis-py refuses), a ``prefix`` the lease would refuse
-            (empty, braces on Redis), a bad ``timeout``/``clock_skew``, or an async
+            (empty, braces on Redis), a bad ``timeout``/``clock_skew``, a ``client``
+            address that is not ``[grpc://|grpcs://]host:port`` (shown masked), or an async
             ``client`` (use :func:`acheck_deployment`). What the stores say or lack is
             never raised: it is a check in the report.
 

@@ -118,13 +118,16 @@ def clock_check(client: Any, target: str, *, clock_skew: float) -> Check:
             measured="unknown",
         )
     answered = wall()
-    parsed = email.utils.parsedate_to_datetime(hook.date) if hook.date else None
+    try:
+        parsed = email.utils.parsedate_to_datetime(hook.date) if hook.date else None
+    except (TypeError, ValueError):  # a header that is not a date tells no more than none
+        parsed = None
     if parsed is None:
         return Check(
             target,
             "clock",
             Status.WARNING,
-            "the answer carried no Date header",
+            "the answer carried no Date header" if not hook.date else "the answer's Date header is not a date",
             guarantee=_ROW_CLOCK,
             measured="unknown",
         )
@@ -165,8 +168,11 @@ def _delete_scratch(client: Any, name: str, target: str) -> list[Check]:
     return []
 
 
-def check_blob(url: str, target: str, *, timeout: float, clock_skew: float, prefix: str | None) -> list[Check]:
-    """Every check of one ``azblob://`` or ``azurite://`` lock URL."""
+def check_blob(
+    url: str, target: str, *, timeout: float, clock_skew: float, prefix: str | None, checks: list[Check]
+) -> list[Check]:
+    """Every check of one ``azblob://`` or ``azurite://`` lock URL, each appended to
+    ``checks`` as it is done (``checks`` is returned)."""
     from azure.storage.blob import ContainerClient
 
     from strict_singleton.lock_backends.blob import BlobLease
@@ -177,7 +183,7 @@ def check_blob(url: str, target: str, *, timeout: float, clock_skew: float, pref
     )
     try:
         check, go_on = container_check(client, target)
-        checks = [check]
+        checks.append(check)
         if not go_on:
             return checks
         rtt = median_rtt(client.get_container_properties)

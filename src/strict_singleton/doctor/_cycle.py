@@ -82,6 +82,15 @@ def lease_cycle(
     )
 
 
+def _fix_for(why: str) -> str:
+    if "OutOfMemoryError" in why or "maxmemory" in why:  # Redis full under noeviction: no grant helps
+        return (
+            "the store is out of memory (maxmemory reached under noeviction): raise maxmemory or free memory; "
+            "keep the noeviction policy, which keeps held leases"
+        )
+    return "grant the commands or lease operations named, or point the URL at a writable master"
+
+
 def _failed(target: str, step: str, why: str, uses: Mapping[str, str]) -> Check:
     sends = f" (it sends {uses[step]})" if step in uses else ""
     return Check(
@@ -89,7 +98,7 @@ def _failed(target: str, step: str, why: str, uses: Mapping[str, str]) -> Check:
         "lease cycle",
         Status.FAILURE,
         f"{step}{sends} of a scratch lease failed: {why}; starts would fail closed (LockUnavailableError)",
-        fix="grant the commands or lease operations named, or point the URL at a writable master",
+        fix=_fix_for(why),
         guarantee=_ROW,
         measured=f"failed at {step}",
     )

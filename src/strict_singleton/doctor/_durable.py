@@ -12,6 +12,7 @@ import inspect
 import statistics
 from typing import Any
 
+from strict_singleton.doctor._address import validate_client_address
 from strict_singleton.doctor._measure import format_ms, monotonic
 from strict_singleton.doctor._model import Check, Status
 from strict_singleton.doctor._redis_cycle import scratch_id
@@ -33,6 +34,8 @@ def require_client_kind(client: str | Any | None, *, asynchronous: bool) -> None
     """Raise :class:`InvalidArgumentError` for a client of the other kind, before any call:
     a sync read of an async client returns a coroutine, not a status, and the reverse
     blocks the loop; either would be reported as a broken backend."""
+    if isinstance(client, str):
+        validate_client_address(client)
     if client is None or isinstance(client, str):
         return
     if is_async_client(client) and not asynchronous:

@@ -194,15 +194,18 @@ def sharing_check(directory: str, target: str) -> Check:
     )
 
 
-def check_file(url: str, target: str, *, timeout: float, clock_skew: float, prefix: str | None) -> list[Check]:
+def check_file(
+    url: str, target: str, *, timeout: float, clock_skew: float, prefix: str | None, checks: list[Check]
+) -> list[Check]:
     """Every check of one ``file`` or ``file:/dir`` lock URL (``timeout``, ``clock_skew``
-    and ``prefix`` do not apply: one host's kernel, one clock, no key names)."""
+    and ``prefix`` do not apply: one host's kernel, one clock, no key names); each check
+    is appended to ``checks`` as it is done, which is returned."""
     from strict_singleton.lock_backends.file import FileLease
 
     directory = str(lock_directory(url[len("file:") :] or None))
     shown = f"{target} ({directory})" if url == "file" else target
     if not os.path.isabs(directory):
-        return [
+        checks.append(
             Check(
                 shown,
                 "directory",
@@ -213,9 +216,12 @@ def check_file(url: str, target: str, *, timeout: float, clock_skew: float, pref
                 guarantee=_ROW_SHARED,
                 measured="relative path",
             )
-        ]
+        )
+        return checks
     check, exists = directory_check(directory, shown)
-    checks = [check, filesystem_check(directory, shown), sharing_check(directory, shown)]
+    checks.append(check)
+    checks.append(filesystem_check(directory, shown))
+    checks.append(sharing_check(directory, shown))
     if not exists or check.status is Status.FAILURE:
         return checks
     lease = FileLease(directory)

@@ -23,7 +23,7 @@ from typing import Any
 from strict_singleton.doctor._clock import clock_verdict
 from strict_singleton.doctor._measure import format_ms, median_rtt, skew_of, wall
 from strict_singleton.doctor._model import Check, Status
-from strict_singleton.doctor._redis_acl import PROBE_ID, permissions_check
+from strict_singleton.doctor._redis_acl import PROBE_ID, acl_line, client_name_of, permissions_check
 from strict_singleton.doctor._redis_cycle import new_scratch, scratch_cycle
 from strict_singleton.doctor._redis_read import describe, read, text
 from strict_singleton.lock_backends._redis_common import DEFAULT_PREFIX, RedisKeys, evicting_policy
@@ -94,6 +94,9 @@ def reach(client: Any, target: str, *, prefix: str = DEFAULT_PREFIX) -> tuple[li
     from redis.exceptions import AuthenticationWrongNumberOfArgsError, ResponseError
 
     key = RedisKeys(prefix, target).lock(PROBE_ID)
+    refused = connect_refusal(client, target, prefix=prefix)
+    if refused is not None:
+        return [refused], False
 
     def probe() -> None:
         try:
@@ -127,6 +130,42 @@ def reach(client: Any, target: str, *, prefix: str = DEFAULT_PREFIX) -> tuple[li
             measured=format_ms(rtt),
         )
     ], True
+
+
+def connect_commands(client: Any) -> list[str]:
+    """The commands redis-py sends on every new connection of ``client`` whose refusal
+    fails the connection (``AUTH`` and ``HELLO`` aside: every user may run them)."""
+    sent = ["CLIENT SETNAME (the URL's client_name)"] if client_name_of(client) else []
+    return sent + (["SELECT (the URL's db)"] if db_of(client) else [])
+
+
+def connect_refusal(client: Any, target: str, *, prefix: str) -> Check | None:
+    """A failure if the server refuses a command redis-py sends while connecting (e.g.
+    ``CLIENT SETNAME`` for ``?client_name=`` to a user without ``+client|setname``): the
+    refusal then fails every command, and each check would blame its own. None if the
+    connection is made, or fails otherwise (the round trip reports that)."""
+    from redis.exceptions import ResponseError
+
+    pool = client.connection_pool
+    try:
+        connection = pool.get_connection()
+    except ResponseError as exc:
+        sent = connect_commands(client)
+        return Check(
+            target,
+            "connect",
+            Status.FAILURE,
+            f"connecting sends {', '.join(sent) or 'commands'} before any lease command, and the server refused: "
+            f"{describe(exc)}; every start fails closed (LockUnavailableError)",
+            fix=f"{acl_line('USER', prefix, db=db_of(client), client_name=client_name_of(client))} (with "
+            "+client|setname for client_name, +select for a db other than 0), or drop the option from the URL",
+            guarantee=_ROW_REACH,
+            measured="refused at connect",
+        )
+    except Exception:
+        return None
+    pool.release(connection)
+    return None
 
 
 def node_checks(client: Any, target: str, *, clock_skew: float) -> tuple[list[Check], NodeFacts]:
@@ -427,12 +466,16 @@ def connect_cluster(url: str, timeout: float) -> Any:
     return RedisCluster.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
 
 
-def check_redis(url: str, target: str, *, timeout: float, clock_skew: float, prefix: str | None) -> list[Check]:
-    """Every check of one ``redis://`` or ``rediss://`` lock URL."""
+def check_redis(
+    url: str, target: str, *, timeout: float, clock_skew: float, prefix: str | None, checks: list[Check]
+) -> list[Check]:
+    """Every check of one ``redis://`` or ``rediss://`` lock URL, each appended to
+    ``checks`` as it is done (``checks`` is returned)."""
     prefix = prefix or DEFAULT_PREFIX
     client = connect(url, timeout)
     try:
-        checks, reachable = reach(client, target, prefix=prefix)
+        reached, reachable = reach(client, target, prefix=prefix)
+        checks += reached
         if not reachable:
             return checks
         cluster_info, _ = read(lambda: client.info("cluster"))
@@ -442,18 +485,20 @@ def check_redis(url: str, target: str, *, timeout: float, clock_skew: float, pre
             checks.append(permissions_check(client, target, prefix=prefix, db=db_of(client)))
             checks += cycle_check(client, target, prefix=prefix, timeout=timeout)
             return checks
-        return checks + _check_cluster(url, client, target, timeout=timeout, clock_skew=clock_skew, prefix=prefix)
+        _check_cluster(url, client, target, timeout=timeout, clock_skew=clock_skew, prefix=prefix, checks=checks)
+        return checks
     finally:
         client.close()
 
 
 def _check_cluster(
-    url: str, client: Any, target: str, *, timeout: float, clock_skew: float, prefix: str
-) -> list[Check]:
+    url: str, client: Any, target: str, *, timeout: float, clock_skew: float, prefix: str, checks: list[Check]
+) -> None:
     primaries, error = read(lambda: cluster_primaries(client))
     if error is not None or not primaries:
-        return [_could_not_read(target, "cluster", "CLUSTER NODES", error or "no primaries", "row 20")]
-    checks = [
+        checks.append(_could_not_read(target, "cluster", "CLUSTER NODES", error or "no primaries", "row 20"))
+        return
+    checks.append(
         Check(
             target,
             "cluster",
@@ -463,7 +508,7 @@ def _check_cluster(
             guarantee="row 20",
             measured=f"{len(primaries)} primaries",
         )
-    ]
+    )
     for host, port in primaries:
         node = node_client(client, host, port)
         node_target = f"{target} primary {host}:{port}"
@@ -480,7 +525,6 @@ def _check_cluster(
         checks += cycle_check(cluster_client, target, prefix=prefix, timeout=timeout)
     finally:
         cluster_client.close()
-    return checks
 
 
 __all__ = ["check_redis"]

@@ -8,7 +8,9 @@ Redlock node) really sends, on its real key and channel names:
   forgot the script, e.g. after a restart), ``PTTL`` of the lock (a waiter's bound),
   ``PSUBSCRIBE`` of the two release patterns (wake-ups), ``CONFIG GET
   maxmemory-policy`` (the start-up eviction warning), ``SELECT`` when the URL's db is
-  not 0 (redis-py selects it on every new connection);
+  not 0 and ``CLIENT SETNAME`` when it sets ``client_name`` (redis-py sends both on
+  every new connection, and a refusal fails the connection); not ``HELLO`` or ``AUTH``
+  (every user may run them) nor ``CLIENT SETINFO`` (redis-py ignores its refusal);
 * inside the Lua scripts, which Redis checks against the user's ACL too: ``SET``,
   ``INCR``, ``GET``, ``PTTL``, ``PEXPIRE``, ``DEL``, ``PUBLISH``.
 
@@ -45,7 +47,14 @@ class Need:
     without: str = ""  # what goes wrong without it
 
 
-def lease_needs(prefix: str, *, db: int = 0) -> list[Need]:
+def client_name_of(client: Any) -> bool:
+    """Whether ``client`` names its connections (``?client_name=``): redis-py then sends
+    ``CLIENT SETNAME`` on every new connection."""
+    pool = getattr(client, "connection_pool", None)
+    return bool(getattr(pool, "connection_kwargs", {}).get("client_name"))
+
+
+def lease_needs(prefix: str, *, db: int = 0, client_name: bool = False) -> list[Need]:
     """Every command the lease sends, on the lease's real key and channel names."""
     keys = RedisKeys(prefix, "doctor")
     lock, fence, start, request = keys.acquire_keys(PROBE_ID)
@@ -84,20 +93,23 @@ def lease_needs(prefix: str, *, db: int = 0) -> list[Need]:
     ]
     if db:
         needs.append(Need("SELECT db", ("SELECT", str(db)), "+select"))
+    if client_name:
+        needs.append(Need("CLIENT SETNAME", ("CLIENT", "SETNAME", PROBE_ID), "+client|setname"))
     return needs
 
 
-def acl_grants(prefix: str, *, db: int = 0) -> str:
-    """The exact ``ACL SETUSER`` rules the lease needs (commands, keys, channels)."""
-    commands = dict.fromkeys(n.grant for n in lease_needs(prefix, db=db))
+def acl_grants(prefix: str, *, db: int = 0, client_name: bool = False) -> str:
+    """The exact ``ACL SETUSER`` rules the lease needs (commands, keys, channels); ``db``
+    and ``client_name``: the URL's, whose connections send ``SELECT`` or ``CLIENT SETNAME``."""
+    commands = dict.fromkeys(n.grant for n in lease_needs(prefix, db=db, client_name=client_name))
     escaped = _glob_escape(prefix)
     keys = [f"~{escaped}{{*", f"~{escaped}#{{*"]
     channels = [f"&{p}" for p in RedisKeys(prefix, "doctor").channel_patterns()]
     return " ".join([*commands, *keys, *channels])
 
 
-def acl_line(user: str, prefix: str, *, db: int = 0) -> str:
-    return f"ACL SETUSER {user} {acl_grants(prefix, db=db)}"
+def acl_line(user: str, prefix: str, *, db: int = 0, client_name: bool = False) -> str:
+    return f"ACL SETUSER {user} {acl_grants(prefix, db=db, client_name=client_name)}"
 
 
 def permissions_check(client: Any, target: str, *, prefix: str, db: int = 0) -> Check:
@@ -107,7 +119,8 @@ def permissions_check(client: Any, target: str, *, prefix: str, db: int = 0) -> 
     then run the same commands for real."""
     user, error = read(lambda: client.execute_command("ACL", "WHOAMI"))
     denied: list[tuple[Need, str]] = []
-    needs = lease_needs(prefix, db=db)
+    named = client_name_of(client)
+    needs = lease_needs(prefix, db=db, client_name=named)
     if error is None:
         for need in needs:
             answer, error = read(partial(client.execute_command, "ACL", "DRYRUN", text(user), *need.args))
@@ -122,12 +135,12 @@ def permissions_check(client: Any, target: str, *, prefix: str, db: int = 0) -> 
             Status.SKIPPED,
             f"ACL DRYRUN not available to this user ({error}); the lease cycle and the wake-up check send "
             "the lease's commands for real",
-            fix=f"the lease needs exactly: {acl_line('USER', prefix, db=db)}",
+            fix=f"the lease needs exactly: {acl_line('USER', prefix, db=db, client_name=named)}",
             guarantee=ROW,
             measured="not asked",
         )
     name = text(user)
-    fix = f"{acl_line(name, prefix, db=db)} (exactly what the lease sends)"
+    fix = f"{acl_line(name, prefix, db=db, client_name=named)} (exactly what the lease sends)"
     missing = [need for need, _ in denied if need.required]
     if missing:
         first = next(answer for need, answer in denied if need.required)

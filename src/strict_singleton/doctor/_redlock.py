@@ -107,15 +107,17 @@ def quorum_check(target: str, nodes: int, down: int) -> Check:
     return Check(target, "quorum", Status.OK, f"any {spare} node(s) may fail", guarantee=_ROW, measured=measured)
 
 
-def check_redlock(url: str, target: str, *, timeout: float, clock_skew: float, prefix: str | None) -> list[Check]:
-    """Every check of one ``redlock://`` lock URL."""
+def check_redlock(
+    url: str, target: str, *, timeout: float, clock_skew: float, prefix: str | None, checks: list[Check]
+) -> list[Check]:
+    """Every check of one ``redlock://`` lock URL, each appended to ``checks`` as it is
+    done (``checks`` is returned)."""
     from strict_singleton.lock_backends.redlock import RedlockLease
 
     prefix = prefix or DEFAULT_PREFIX
     urls = redlock_node_urls(url)
     clients: list[Any] = [connect(u, timeout) for u in urls]
     try:
-        checks: list[Check] = []
         facts: list[NodeFacts] = []
         up: list[Any] = []
         for i, (node_url, client) in enumerate(zip(urls, clients, strict=True)):

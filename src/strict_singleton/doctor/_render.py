@@ -20,6 +20,8 @@ _MIN_GUARANTEE_WIDTH = 30
 _MARK = {Status.OK: "ok", Status.SKIPPED: "skipped", Status.WARNING: "WARNING", Status.FAILURE: "FAILURE"}
 _HEAD = ("status", "check", "measured", "guarantee")
 _DETAIL_INDENT = " " * 6
+# The exit status of ``strict-singleton doctor`` per report status (the CLI's EXIT_*).
+_EXIT = {Status.FAILURE: 1, Status.WARNING: 5}
 
 
 def _cut(value: str) -> str:
@@ -72,6 +74,14 @@ def format_report(report: DoctorReport) -> str:
     return "\n".join(lines)
 
 
+def exit_status_of(report: DoctorReport) -> int:
+    """``strict-singleton doctor``'s exit status for ``report``: 1 on a failure, 5 on a
+    warning (and no failure), else 0."""
+    return _EXIT.get(report.status, 0)
+
+
 def report_json(report: DoctorReport) -> str:
-    """The report as indented JSON (``DoctorReport.to_json``): what ``doctor --json`` prints."""
-    return json.dumps(report.to_json(), indent=2)
+    """The report as indented JSON (``DoctorReport.to_json`` and ``"exit"``, the exit
+    status, as a usage error's document has it): what ``doctor --json`` prints."""
+    document = report.to_json()
+    return json.dumps({"status": document["status"], "exit": exit_status_of(report), **document}, indent=2)
