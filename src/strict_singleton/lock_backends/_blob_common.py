@@ -20,8 +20,6 @@ KEPT_METADATA_KEYS = (FENCE_METADATA_KEY, START_METADATA_KEY, REQUEST_METADATA_K
 # Blob names may be 1,024 characters; leave room for the prefix and the folder.
 MAX_ENCODED_LENGTH = 900
 _SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-")
-# Another process's release cannot wake us: re-try this often.
-CROSS_PROCESS_POLL = 0.05
 
 
 def encode_instance_id(instance_id: str) -> str:

@@ -63,14 +63,14 @@ class ReleaseBoard:
 RELEASES = ReleaseBoard()
 
 
-def wait_sync(key: str, timeout: float) -> None:
-    """Block until ``key`` is released in this process, or ``timeout`` seconds."""
+def wait_sync(key: str, timeout: float) -> bool:
+    """Block until ``key`` is released in this process (True), or ``timeout`` seconds (False)."""
     event = threading.Event()
     with RELEASES.waiting(key, event.set):
-        event.wait(max(0.0, timeout))
+        return event.wait(max(0.0, timeout))
 
 
-async def wait_async(key: str, timeout: float) -> None:
+async def wait_async(key: str, timeout: float) -> bool:
     """The asyncio twin of :func:`wait_sync` (wake-ups may come from any thread)."""
     loop = asyncio.get_running_loop()
     event = asyncio.Event()
@@ -80,3 +80,4 @@ async def wait_async(key: str, timeout: float) -> None:
 
     with RELEASES.waiting(key, wake), contextlib.suppress(asyncio.TimeoutError):
         await asyncio.wait_for(event.wait(), max(0.0, timeout))
+    return event.is_set()

@@ -33,11 +33,11 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from typing import Any, TypeVar
 
 from strict_singleton.errors import InvalidArgumentError
 from strict_singleton.lock_backends._blob_common import (
-    CROSS_PROCESS_POLL,
     DEFAULT_PREFIX,
     HELD,
     NOT_OURS,
@@ -50,6 +50,7 @@ from strict_singleton.lock_backends._blob_common import (
     unavailable,
     validate_prefix,
 )
+from strict_singleton.lock_backends._polled_waits import PolledWaits
 from strict_singleton.lock_backends._wakeups import RELEASES, wait_async, wait_sync
 from strict_singleton.lock_backends.base import Grant, RequestRecord, StartRecord
 
@@ -72,6 +73,17 @@ def on_acquire_error(exc: BaseException, attempt: int) -> str:
     if isinstance(exc, ResourceNotFoundError):
         return "create" if attempt < 2 else "fail"
     return "fail"
+
+
+# Lease states in which another acquire would succeed ("breaking" still refuses one).
+_FREE_STATES = frozenset({"available", "expired", "broken"})
+
+
+def looks_free(props: Any) -> bool:
+    """Whether blob properties show a lease nobody holds."""
+    lease = getattr(props, "lease", None)
+    state = getattr(lease, "state", None)
+    return str(getattr(state, "value", state) or "available") in _FREE_STATES
 
 
 def lease_gone(exc: BaseException) -> bool:
@@ -112,6 +124,10 @@ class _BlobLeaseBase:
             raise InvalidArgumentError(f"{type(self).__name__} needs a {wanted}, got {type(container).__name__}")
         self._container = container
         self._naming = _BlobNaming(container, prefix, name)
+        # What this object's callers know about each lease while they wait (one prober per key,
+        # acquires known to fail skipped). Per object, not per process: what it remembers about a
+        # lease is only ever learnt through this object's own store and calls.
+        self._waits = PolledWaits()
         self._create_container = create_container
         self._owns_client = False  # True when built by from_connection_string
         # The metadata of each lease this object holds, as last written under it: only the
@@ -126,6 +142,8 @@ class _BlobLeaseBase:
                 self._held_metadata.pop((instance_id, token), None)
             else:
                 self._held_metadata[(instance_id, token)] = dict(metadata)
+        if metadata is None:  # released, or found no longer ours: this process holds it no more
+            self._waits.released(self._naming.wake_key(instance_id))
 
     def _remembered(self, instance_id: str, token: str) -> dict[str, str] | None:
         with self._held_lock:
@@ -160,6 +178,13 @@ class _BlobLeaseBase:
     def blob_name(self, instance_id: str) -> str:
         return self._naming.blob_name(instance_id)
 
+    def _probed(self, key: str, free: bool) -> bool:
+        """Record a probe's finding; when free, wake this process's other waiters. True: stop waiting."""
+        self._waits.probed(key, free=free)
+        if free:
+            RELEASES.notify(key)
+        return free
+
     def _unavailable(self, exc: BaseException, instance_id: str, doing: str) -> Exception:
         return unavailable(exc, instance_id=instance_id, backend=self.name, doing=doing)
 
@@ -180,6 +205,9 @@ class BlobLease(_BlobLeaseBase):
 
     def acquire(self, instance_id: str, token: str, ttl: float) -> Grant | None:
         seconds = lease_seconds(ttl, backend=self.name)
+        key = self._naming.wake_key(instance_id)
+        if self._waits.known_held(key, token):  # certain to be refused: no request (never a grant)
+            return None
         blob = self._container.get_blob_client(self.blob_name(instance_id))
         lease = BlobLeaseClient(blob, lease_id=token)
         for attempt in range(3):
@@ -189,6 +217,7 @@ class BlobLease(_BlobLeaseBase):
             except AzureError as exc:
                 action = on_acquire_error(exc, attempt)
                 if action == "held":
+                    self._waits.refused(key)
                     return None
                 if action == "fail":
                     raise self._unavailable(exc, instance_id, "acquiring the lease") from None
@@ -201,6 +230,7 @@ class BlobLease(_BlobLeaseBase):
                 lease.release()
             raise self._unavailable(exc, instance_id, "writing the fencing token") from None
         self._remember(instance_id, token, metadata)
+        self._waits.acquired(key, token, float(seconds))
         return Grant(fencing_token=fence, valid_for=float(seconds), last_start=record, last_request=request)
 
     def extend(self, instance_id: str, token: str, ttl: float) -> bool:
@@ -209,8 +239,10 @@ class BlobLease(_BlobLeaseBase):
             BlobLeaseClient(blob, lease_id=token).renew()
         except AzureError as exc:
             if lease_gone(exc):
+                self._waits.released(self._naming.wake_key(instance_id))
                 return False
             raise self._unavailable(exc, instance_id, "renewing the lease") from None
+        self._waits.acquired(self._naming.wake_key(instance_id), token, float(lease_seconds(ttl, backend=self.name)))
         return True
 
     def release(self, instance_id: str, token: str) -> bool:
@@ -270,7 +302,33 @@ class BlobLease(_BlobLeaseBase):
         return True
 
     def wait_for_release(self, instance_id: str, timeout: float) -> None:
-        wait_sync(self._naming.wake_key(instance_id), min(timeout, CROSS_PROCESS_POLL))
+        """Until the lease looks free or ``timeout`` passed: a release in this process wakes
+        at once; another process's is found by one probing waiter per process, backing off
+        (:mod:`~strict_singleton.lock_backends._polled_waits`)."""
+        key = self._naming.wake_key(instance_id)
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            if not self._waits.claim_probe(key):  # another waiter here probes: its word ends this wait
+                if wait_sync(key, min(left, self._waits.pause(key))):
+                    return
+                continue
+            try:
+                if wait_sync(key, min(left, self._waits.pause(key))) or time.monotonic() >= deadline:
+                    return
+                # Recorded before the turn ends, so the backoff outlives the turn.
+                if self._probed(key, self._probe_free(instance_id)):
+                    return
+            finally:
+                self._waits.end_probe(key)
+
+    def _probe_free(self, instance_id: str) -> bool:
+        try:
+            props = self._container.get_blob_client(self.blob_name(instance_id)).get_blob_properties()
+        except ResourceNotFoundError:
+            return True
+        except AzureError:  # the acquire that follows reports the store's state properly
+            return True
+        return looks_free(props)
 
     def close(self) -> None:
         if self._owns_client:  # otherwise the container client is the caller's
@@ -301,6 +359,9 @@ class AsyncBlobLease(_BlobLeaseBase):
 
     async def acquire(self, instance_id: str, token: str, ttl: float) -> Grant | None:
         seconds = lease_seconds(ttl, backend=self.name)
+        key = self._naming.wake_key(instance_id)
+        if self._waits.known_held(key, token):  # certain to be refused: no request (never a grant)
+            return None
         blob = self._container.get_blob_client(self.blob_name(instance_id))
         lease = AsyncBlobLeaseClient(blob, lease_id=token)
         for attempt in range(3):
@@ -310,6 +371,7 @@ class AsyncBlobLease(_BlobLeaseBase):
             except AzureError as exc:
                 action = on_acquire_error(exc, attempt)
                 if action == "held":
+                    self._waits.refused(key)
                     return None
                 if action == "fail":
                     raise self._unavailable(exc, instance_id, "acquiring the lease") from None
@@ -323,6 +385,7 @@ class AsyncBlobLease(_BlobLeaseBase):
                 await lease.release()
             raise self._unavailable(exc, instance_id, "writing the fencing token") from None
         self._remember(instance_id, token, metadata)
+        self._waits.acquired(key, token, float(seconds))
         return Grant(fencing_token=fence, valid_for=float(seconds), last_start=record, last_request=request)
 
     async def extend(self, instance_id: str, token: str, ttl: float) -> bool:
@@ -331,8 +394,10 @@ class AsyncBlobLease(_BlobLeaseBase):
             await AsyncBlobLeaseClient(blob, lease_id=token).renew()
         except AzureError as exc:
             if lease_gone(exc):
+                self._waits.released(self._naming.wake_key(instance_id))
                 return False
             raise self._unavailable(exc, instance_id, "renewing the lease") from None
+        self._waits.acquired(self._naming.wake_key(instance_id), token, float(lease_seconds(ttl, backend=self.name)))
         return True
 
     async def release(self, instance_id: str, token: str) -> bool:
@@ -388,7 +453,30 @@ class AsyncBlobLease(_BlobLeaseBase):
         return True
 
     async def wait_for_release(self, instance_id: str, timeout: float) -> None:
-        await wait_async(self._naming.wake_key(instance_id), min(timeout, CROSS_PROCESS_POLL))
+        """As :meth:`BlobLease.wait_for_release`."""
+        key = self._naming.wake_key(instance_id)
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            if not self._waits.claim_probe(key):
+                if await wait_async(key, min(left, self._waits.pause(key))):
+                    return
+                continue
+            try:
+                if await wait_async(key, min(left, self._waits.pause(key))) or time.monotonic() >= deadline:
+                    return
+                if self._probed(key, await self._probe_free(instance_id)):
+                    return
+            finally:
+                self._waits.end_probe(key)
+
+    async def _probe_free(self, instance_id: str) -> bool:
+        try:
+            props = await self._container.get_blob_client(self.blob_name(instance_id)).get_blob_properties()
+        except ResourceNotFoundError:
+            return True
+        except AzureError:
+            return True
+        return looks_free(props)
 
     async def close(self) -> None:
         if self._owns_client:  # otherwise the container client is the caller's
