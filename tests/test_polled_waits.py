@@ -195,3 +195,18 @@ def test_callers_waiting_for_another_process_probe_once_at_a_time_and_read_once_
     assert acquires_while_held[0] <= 2 * CALLERS
     reads = backend.calls.snapshot().by_method(lambda iid: iid == "hot")["GetInstance"]
     assert reads <= 2 * CALLERS, reads
+
+
+def test_one_acquire_of_a_key_is_in_flight_at_a_time() -> None:
+    w, _clock = waits()
+    assert w.begin_acquire("k", "t1")
+    assert not w.begin_acquire("k", "t2")  # a peer's acquire is in flight: at most one of them wins
+    assert w.begin_acquire("other", "t2")  # other IDs are not held up
+    w.refused("k")
+    w.end_acquire("k")
+    assert not w.begin_acquire("k", "t2")  # refused a moment ago: held elsewhere, for one interval
+    w.released("k")
+    assert w.begin_acquire("k", "t2")
+    w.acquired("k", "t2", 15.0)
+    w.end_acquire("k")
+    assert not w.begin_acquire("k", "t3") and w.begin_acquire("k", "t2")  # held here; its owner may again

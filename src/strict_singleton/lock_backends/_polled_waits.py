@@ -16,7 +16,8 @@ backing off:
   one wave spread out instead of asking in step. It starts again when the lease is seen free.
 * **No acquire that is known to fail.** While a caller of the same object holds the lease (until
   its own validity ends), or the lease was seen held elsewhere within the current probe interval,
-  an acquire under another token is answered "held" without a request. A store that forgot a
+  or another caller's acquire of it is in flight (one of them at most can win it), an acquire
+  under another token is answered "held" without a request. A store that forgot a
   held lease (Azurite restarted) is then found free only when that validity ends: a wait, never
   a second holder.
 
@@ -44,6 +45,7 @@ class _Key:
     held_here_until: float = 0.0  # monotonic: a lease this process holds, valid until then
     held_here_by: str | None = None  # ... under this owner token (which may acquire it again)
     held_elsewhere_until: float = 0.0  # monotonic: seen held by another process, trusted until then
+    acquiring: bool = False  # an acquire of this key is in flight from a caller of this object
 
 
 class PolledWaits:
@@ -65,7 +67,8 @@ class PolledWaits:
 
     def _forget_if_idle(self, key: str, state: _Key) -> None:
         now = self._clock()
-        if not state.prober and state.held_here_until <= now and state.held_elsewhere_until <= now:
+        idle = not state.prober and not state.acquiring
+        if idle and state.held_here_until <= now and state.held_elsewhere_until <= now:
             self._keys.pop(key, None)
 
     # -- acquiring ----------------------------------------------------------------
@@ -81,6 +84,28 @@ class PolledWaits:
             if state.held_here_until > now:
                 return state.held_here_by != token
             return state.held_elsewhere_until > now
+
+    def begin_acquire(self, key: str, token: str) -> bool:
+        """Whether an acquire of ``key`` under ``token`` should be sent now: False while it is known
+        held (:meth:`known_held`) or another caller's acquire of it is in flight (at most one of the
+        two can win it, and the other learns which from :meth:`acquired` or :meth:`refused`). True
+        obliges the caller to :meth:`end_acquire`."""
+        with self._lock:
+            state = self._key(key)
+            now = self._clock()
+            if state.acquiring or (state.held_here_until > now and state.held_here_by != token):
+                return False
+            if state.held_here_until <= now and state.held_elsewhere_until > now:
+                return False
+            state.acquiring = True
+            return True
+
+    def end_acquire(self, key: str) -> None:
+        with self._lock:
+            state = self._keys.get(key)
+            if state is not None:
+                state.acquiring = False
+                self._forget_if_idle(key, state)
 
     def acquired(self, key: str, token: str, valid_for: float) -> None:
         """This process was granted (or renewed) ``key`` under ``token`` for ``valid_for`` seconds."""

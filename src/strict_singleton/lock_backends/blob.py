@@ -206,8 +206,14 @@ class BlobLease(_BlobLeaseBase):
     def acquire(self, instance_id: str, token: str, ttl: float) -> Grant | None:
         seconds = lease_seconds(ttl, backend=self.name)
         key = self._naming.wake_key(instance_id)
-        if self._waits.known_held(key, token):  # certain to be refused: no request (never a grant)
+        if not self._waits.begin_acquire(key, token):  # refused for certain, or a peer's in flight: no request
             return None
+        try:
+            return self._acquire(instance_id, token, seconds, key)
+        finally:
+            self._waits.end_acquire(key)
+
+    def _acquire(self, instance_id: str, token: str, seconds: int, key: str) -> Grant | None:
         blob = self._container.get_blob_client(self.blob_name(instance_id))
         lease = BlobLeaseClient(blob, lease_id=token)
         for attempt in range(3):
@@ -360,8 +366,14 @@ class AsyncBlobLease(_BlobLeaseBase):
     async def acquire(self, instance_id: str, token: str, ttl: float) -> Grant | None:
         seconds = lease_seconds(ttl, backend=self.name)
         key = self._naming.wake_key(instance_id)
-        if self._waits.known_held(key, token):  # certain to be refused: no request (never a grant)
+        if not self._waits.begin_acquire(key, token):  # refused for certain, or a peer's in flight: no request
             return None
+        try:
+            return await self._acquire(instance_id, token, seconds, key)
+        finally:
+            self._waits.end_acquire(key)
+
+    async def _acquire(self, instance_id: str, token: str, seconds: int, key: str) -> Grant | None:
         blob = self._container.get_blob_client(self.blob_name(instance_id))
         lease = AsyncBlobLeaseClient(blob, lease_id=token)
         for attempt in range(3):
