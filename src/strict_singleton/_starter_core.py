@@ -6,8 +6,8 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import logging
+import os
 import time
-import uuid
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
@@ -23,6 +23,10 @@ from strict_singleton.options import DEFAULT_LEASE_TTL, StarterOptions
 from strict_singleton.policies import ConflictPolicy, ReusePolicy
 from strict_singleton.transport import DurableTaskTransport, Transport
 
+# What serves one operation: the callable, its positional and its keyword arguments.
+Bound = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+_NO_KWARGS: dict[str, Any] = {}  # shared: ``fn(*args, **kwargs)`` unpacks it into a fresh dict
+
 _log = logging.getLogger("strict_singleton")
 
 # The methods of the lease protocol, taken from the Protocol itself (not written twice).
@@ -33,6 +37,27 @@ _LEASE_METHODS = tuple(
 
 def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def _new_token() -> str:
+    """An owner token: a random UUID (version 4) in its usual text form, 122 random bits from
+    os.urandom, exactly what ``str(uuid.uuid4())`` gives; written out because building the
+    ``UUID`` object costs more than twice as much, on every start."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def _time_left(op: Any, clock: Callable[[], float]) -> float | None:
+    """Seconds a backend call may take, read immediately before sending; raises NotSent when none."""
+    if op.send_by is None:
+        return None
+    left: float = op.send_by - clock()
+    if left <= 0:
+        raise _flow.NotSent(f"send-by time passed {-left:.3f}s ago")
+    return left
 
 
 class StarterBase:
@@ -96,6 +121,14 @@ class StarterBase:
         self._converter = converter_of(client)
         self._clock: Callable[[], float] = _clock if _clock is not None else time.monotonic
         self._wall_clock: Callable[[], datetime] = _wall_clock if _wall_clock is not None else _utcnow
+        # The input is serialized once, by the transport, when it builds the request itself
+        # (the durabletask transport, with this very converter); any other transport's call is
+        # checked here as well (see _prepare).
+        self._input_checked_by_transport = type(self._transport) is DurableTaskTransport
+        # :data:`_flow.CALLS` resolved once for this starter (target, namespace), not per operation.
+        self._binders: dict[type[Any], Callable[[Any], Bound]] = {
+            kind: self._binder(call) for kind, call in _flow.CALLS.items()
+        }
         if not self._transport.bounds_calls:
             _log.warning(
                 "%s: this client's calls cannot carry a deadline (payload store or another "
@@ -191,9 +224,12 @@ class StarterBase:
         call = self._transport.prepare(call, backend=self._backend_name)
         if call.signal is not None:  # the event's data must serialize too, before any lease
             check_input(self._converter, call.signal[1], instance_id=call.instance_id, backend=self._backend_name)
-        else:
+        elif call.request is None or not self._input_checked_by_transport:
+            # Building the request serialized the input already, with this converter, and raised
+            # the same InvalidArgumentError if it could not: a second serialization would only
+            # repeat it. Without a request (public-method path) or with another transport, check.
             check_input(self._converter, call.input, instance_id=call.instance_id, backend=self._backend_name)
-        return call, str(uuid.uuid4())  # owner token: 122 random bits from os.urandom
+        return call, _new_token()
 
     def _start_flow(self, call: StartCall, token: str, metrics: StartMetrics | None = None) -> _flow.Flow:
         return _flow.start_flow(
@@ -215,52 +251,52 @@ class StarterBase:
         """Background finishes not yet run to their end (the ``strict_singleton.finishes.pending`` metric)."""
         raise NotImplementedError
 
-    def _timeout(self, op: Any) -> float | None:
-        """Seconds a backend call may take, read immediately before sending; raises NotSent when none."""
-        if op.send_by is None:
-            return None
-        left: float = op.send_by - self._clock()
-        if left <= 0:
-            raise _flow.NotSent(f"send-by time passed {-left:.3f}s ago")
-        return left
-
-    def _bind(self, op: _flow.Op) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
-        """The call that serves ``op`` (:data:`_flow.CALLS`); the drivers call or await it."""
-        call = _flow.call_of(op)
-        args = call.arguments(op)
+    def _binder(self, call: _flow.Call) -> Callable[[Any], Bound]:
+        """How to serve one kind of operation (:data:`_flow.CALLS`), decided once per starter: the
+        drivers call ``self._binders[type(op)](op)`` and call or await what it returns. The
+        target's method is still looked up per operation (a method patched on the class later is
+        honoured, as before)."""
+        # The closures hold what they serve, never ``self``: the table adds no reference cycle
+        # through the starter (the telemetry's weak set of starters counts on prompt collection).
+        arguments, method = call.arguments, call.method
         if call.target == "clock":
-            return self._sleep, args, {}
+            sleep = self._sleep
+            return lambda op: (sleep, arguments(op), _NO_KWARGS)
         if call.target == "backend":
-            return getattr(self._transport, call.method), args, {"timeout": self._timeout(op)}
-        method = getattr(self._lock, call.method)
+            transport, clock = self._transport, self._clock
+
+            def timed(op: Any) -> Bound:
+                return getattr(transport, method), arguments(op), {"timeout": _time_left(op, clock)}
+
+            return timed
+        lock = self._lock
         if not self._namespace:
-            return method, args, {}
-        return self._scoped(method, args[0]), (lock_key(self._namespace, args[0]), *args[1:]), {}
+            return lambda op: (getattr(lock, method), arguments(op), _NO_KWARGS)
+        namespace = self._namespace
+        on_key = self._on_key_async if self._is_async else self._on_key
 
-    def _scoped(self, fn: Callable[..., Any], instance_id: str) -> Callable[..., Any]:
-        """``fn`` on the namespaced key; its errors name the instance ID, not the key."""
-        key = lock_key(self._namespace, instance_id)
+        def scoped(op: Any) -> Bound:
+            instance_id, *rest = arguments(op)
+            return on_key, (getattr(lock, method), instance_id, lock_key(namespace, instance_id), *rest), _NO_KWARGS
 
-        def named(exc: StrictSingletonError) -> None:
+        return scoped
+
+    @staticmethod
+    def _on_key(fn: Callable[..., Any], instance_id: str, key: str, *args: Any) -> Any:
+        """``fn`` on the namespaced ``key``; its errors name the instance ID, not the key."""
+        try:
+            return fn(key, *args)
+        except StrictSingletonError as exc:
             if exc.instance_id == key:
                 exc.instance_id = instance_id
+            raise
 
-        if self._is_async:
-
-            async def call_async(*args: Any, **kwargs: Any) -> Any:
-                try:
-                    return await fn(*args, **kwargs)
-                except StrictSingletonError as exc:
-                    named(exc)
-                    raise
-
-            return call_async
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return fn(*args, **kwargs)
-            except StrictSingletonError as exc:
-                named(exc)
-                raise
-
-        return call
+    @staticmethod
+    async def _on_key_async(fn: Callable[..., Any], instance_id: str, key: str, *args: Any) -> Any:
+        """:meth:`_on_key` for an async lease backend."""
+        try:
+            return await fn(key, *args)
+        except StrictSingletonError as exc:
+            if exc.instance_id == key:
+                exc.instance_id = instance_id
+            raise

@@ -32,6 +32,13 @@ MAX_REQUEST_ID_LENGTH = 128
 _FORBIDDEN_CATEGORIES = {"Cc", "Cs", "Zl", "Zp"}  # control chars, lone surrogates, line/paragraph separators
 
 
+def _plain(text: str) -> bool:
+    """Printable ASCII only: then no character is in a forbidden category (Cs, Zl and Zp are
+    outside ASCII; ASCII's Cc characters are not printable). A C-speed shortcut for the usual ID
+    before the per-character look-up, which decides everything else."""
+    return text.isascii() and text.isprintable()
+
+
 def validate_instance_id(instance_id: object, *, max_length: int = MAX_INSTANCE_ID_LENGTH) -> str:
     """Return ``instance_id`` if it is a usable fixed ID, else raise :class:`InvalidInstanceIdError`.
 
@@ -51,6 +58,8 @@ def validate_instance_id(instance_id: object, *, max_length: int = MAX_INSTANCE_
         )
     if instance_id != instance_id.strip():
         raise InvalidInstanceIdError("instance_id must not start or end with whitespace", instance_id=shown)
+    if _plain(instance_id):
+        return instance_id
     for position, char in enumerate(instance_id):
         if unicodedata.category(char) in _FORBIDDEN_CATEGORIES:
             raise InvalidInstanceIdError(
@@ -191,6 +200,25 @@ class StartCall:
     signal: tuple[str, Any] | None = None  # start_or_signal: (event name, event data)
     request_id: str | None = None  # idempotent retries: see RequestRecord
 
+    def with_request(self, request: Any) -> StartCall:
+        """This call carrying ``request``. Written out, not ``dataclasses.replace``: this runs on
+        every start, and ``replace`` costs twice as much (it walks the fields by name); a test
+        checks that every field is carried over."""
+        return StartCall(
+            self.instance_id,
+            self.orchestrator,
+            self.input,
+            self.tags,
+            self.version,
+            self.start_at,
+            request,
+            self.reuse,
+            self.on_conflict,
+            self.terminate_timeout,
+            self.signal,
+            self.request_id,
+        )
+
 
 def converter_of(client: object) -> DataConverter:
     """The client's own data converter (durabletask keeps it private), else the SDK default."""
@@ -297,7 +325,7 @@ def validate_request_id(request_id: object, *, instance_id: str | None = None, b
         or not request_id
         or request_id != request_id.strip()
         or len(request_id) > MAX_REQUEST_ID_LENGTH
-        or any(unicodedata.category(c) in _FORBIDDEN_CATEGORIES for c in request_id)
+        or not (_plain(request_id) or all(unicodedata.category(c) not in _FORBIDDEN_CATEGORIES for c in request_id))
     ):
         shown = request_id if not isinstance(request_id, str) else request_id[:80].encode("unicode_escape").decode()
         raise InvalidArgumentError(

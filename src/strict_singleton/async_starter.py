@@ -214,7 +214,7 @@ class AsyncSingletonStarter(StarterBase):
                 raise
 
     async def _execute(self, op: _flow.Op) -> Any:
-        fn, args, kwargs = self._bind(op)
+        fn, args, kwargs = self._binders[type(op)](op)
         return await fn(*args, **kwargs)
 
 

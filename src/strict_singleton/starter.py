@@ -299,9 +299,10 @@ class SingletonStarter(StarterBase):
                 raise
 
     def _execute(self, op: _flow.Op) -> Any:
-        fn, args, kwargs = self._bind(op)
+        kind = type(op)
+        fn, args, kwargs = self._binders[kind](op)
         gate: _Gate | None = getattr(self._gates, "gate", None)
-        if gate is None or isinstance(op, _ATOMIC_OPS):
+        if gate is None or kind in _ATOMIC_OPS:
             return fn(*args, **kwargs)
         try:
             gate.open()  # a SIGINT held since the last operation is raised here, before this one runs
@@ -314,7 +315,8 @@ class SingletonStarter(StarterBase):
 # interrupted halfway (a lease taken but not yet registered would be held by nobody); a SIGINT
 # that arrives meanwhile is held for the next operation. They are short (a local file call, or
 # one round trip bounded by the store client's timeouts).
-_ATOMIC_OPS = tuple(
+# A set of exact types (a flow yields the op classes themselves, as CALLS is keyed by them).
+_ATOMIC_OPS = frozenset(
     kind for kind, call in _flow.CALLS.items() if call.target == "lock" and kind is not _flow.WaitRelease
 )
 

@@ -16,7 +16,6 @@ awaits each method; a sync starter calls it.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Protocol, runtime_checkable
 
 from durabletask.client import OrchestrationState
@@ -79,8 +78,9 @@ class DurableTaskTransport:
     def prepare(self, call: StartCall, *, backend: str) -> StartCall:
         if not self.bounds_calls:
             return call
-        request = _grpc_calls.build_request(self.client, call, self._policies[call.reuse], backend=backend)
-        return dataclasses.replace(call, request=request)
+        return call.with_request(
+            _grpc_calls.build_request(self.client, call, self._policies[call.reuse], backend=backend)
+        )
 
     def read(self, instance_id: str, payloads: bool, *, timeout: float | None) -> OrchestrationState | Any | None:
         if timeout is not None and self.bounds_calls:
