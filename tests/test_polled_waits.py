@@ -58,7 +58,9 @@ def test_an_acquire_known_to_fail_is_skipped_only_while_that_is_known() -> None:
     w, clock = waits()
     w.refused("k")  # held elsewhere, seen now
     assert w.known_held("k", "t1")
-    clock.advance(FIRST_PROBE)  # trusted for one probe interval only: then the store is asked again
+    clock.advance(FIRST_PROBE)
+    assert w.known_held("k", "t1")  # the acquire after a caller's first short wait is not sent either
+    clock.advance(FIRST_PROBE)  # then the store is asked again
     assert not w.known_held("k", "t1")
 
     w.acquired("k", "mine", 15.0)  # held here, under "mine"

@@ -126,10 +126,14 @@ class PolledWaits:
                 self._forget_if_idle(key, state)
 
     def refused(self, key: str) -> None:
-        """An acquire of ``key`` was refused: held by another process (or a caller here not yet known)."""
+        """An acquire of ``key`` was refused: held by another process (or a caller here not yet known).
+
+        Trusted for the current interval plus the first one, so the acquire a refused caller makes
+        after its first short wait (as long as the first interval) is not sent either: the lease is
+        found free by a probe instead."""
         with self._lock:
             state = self._key(key)
-            state.held_elsewhere_until = self._clock() + state.interval
+            state.held_elsewhere_until = self._clock() + state.interval + FIRST_PROBE
 
     # -- probing --------------------------------------------------------------------
 
