@@ -644,6 +644,20 @@ def test_a_world_writable_ancestor_fails(tmp_path: Path) -> None:
     assert one(check_deployment([f"file:{link}/locks"]), "directory").status is Status.OK
 
 
+def test_a_missing_directory_under_a_world_writable_ancestor_fails(tmp_path: Path) -> None:
+    """Not created yet under a directory anyone may write without the sticky bit: another user could
+    create it first, as its own, or rename it away later."""
+    open_parent = tmp_path / "ww"
+    open_parent.mkdir()
+    open_parent.chmod(0o777)
+    check = one(check_deployment([f"file:{open_parent}/locks"]), "directory")
+    assert check.status is Status.FAILURE and check.measured == "missing", check
+    assert str(open_parent) in check.detail
+    assert not (open_parent / "locks").exists()  # the doctor never creates it
+    open_parent.chmod(0o1777)
+    assert one(check_deployment([f"file:{open_parent}/locks"]), "directory").status is Status.WARNING
+
+
 def test_fuse_filesystems_by_driver() -> None:
     table = """\
 27 1 0:30 / / rw - fuse.fuse-overlayfs fuse-overlayfs rw

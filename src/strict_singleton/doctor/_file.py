@@ -38,6 +38,21 @@ def directory_check(directory: str, target: str) -> tuple[Check, bool]:
         st = os.lstat(directory)
     except FileNotFoundError:
         parent = existing_ancestor(directory)
+        above = ancestor_problem(directory)
+        if above is not None:  # another user could create it first, or replace it later
+            return (
+                Check(
+                    target,
+                    "directory",
+                    Status.FAILURE,
+                    f"{directory} is not created yet and {above}, or create it first as its own",
+                    fix="put the lock directory under directories only root or this user may write "
+                    "(e.g. /srv/strict-singleton, or /var/tmp: sticky)",
+                    guarantee=_ROW_DIRECTORY,
+                    measured="missing",
+                ),
+                False,
+            )
         if os.access(parent, os.W_OK | os.X_OK):
             return (
                 Check(
