@@ -142,8 +142,6 @@ class _BlobLeaseBase:
                 self._held_metadata.pop((instance_id, token), None)
             else:
                 self._held_metadata[(instance_id, token)] = dict(metadata)
-        if metadata is None:  # released, or found no longer ours: this process holds it no more
-            self._waits.released(self._naming.wake_key(instance_id))
 
     def _remembered(self, instance_id: str, token: str) -> dict[str, str] | None:
         with self._held_lock:
@@ -206,12 +204,15 @@ class BlobLease(_BlobLeaseBase):
     def acquire(self, instance_id: str, token: str, ttl: float) -> Grant | None:
         seconds = lease_seconds(ttl, backend=self.name)
         key = self._naming.wake_key(instance_id)
-        if not self._waits.begin_acquire(key, token):  # refused for certain, or a peer's in flight: no request
-            return None
+        sent = False
         try:
+            sent = self._waits.begin_acquire(key)
+            if not sent:  # refused a moment ago, or a peer's acquire is in flight: no request
+                return None
             return self._acquire(instance_id, token, seconds, key)
         finally:
-            self._waits.end_acquire(key)
+            if sent:
+                self._waits.end_acquire(key)
 
     def _acquire(self, instance_id: str, token: str, seconds: int, key: str) -> Grant | None:
         blob = self._container.get_blob_client(self.blob_name(instance_id))
@@ -236,7 +237,7 @@ class BlobLease(_BlobLeaseBase):
                 lease.release()
             raise self._unavailable(exc, instance_id, "writing the fencing token") from None
         self._remember(instance_id, token, metadata)
-        self._waits.acquired(key, token, float(seconds))
+        self._waits.acquired(key)
         return Grant(fencing_token=fence, valid_for=float(seconds), last_start=record, last_request=request)
 
     def extend(self, instance_id: str, token: str, ttl: float) -> bool:
@@ -245,10 +246,8 @@ class BlobLease(_BlobLeaseBase):
             BlobLeaseClient(blob, lease_id=token).renew()
         except AzureError as exc:
             if lease_gone(exc):
-                self._waits.released(self._naming.wake_key(instance_id))
                 return False
             raise self._unavailable(exc, instance_id, "renewing the lease") from None
-        self._waits.acquired(self._naming.wake_key(instance_id), token, float(lease_seconds(ttl, backend=self.name)))
         return True
 
     def release(self, instance_id: str, token: str) -> bool:
@@ -261,6 +260,7 @@ class BlobLease(_BlobLeaseBase):
                 return False
             raise self._unavailable(exc, instance_id, "releasing the lease") from None
         self._remember(instance_id, token, None)
+        self._waits.released(self._naming.wake_key(instance_id))
         RELEASES.notify(self._naming.wake_key(instance_id))
         return True
 
@@ -309,23 +309,26 @@ class BlobLease(_BlobLeaseBase):
 
     def wait_for_release(self, instance_id: str, timeout: float) -> None:
         """Until the lease looks free or ``timeout`` passed: a release in this process wakes
-        at once; another process's is found by one probing waiter per process, backing off
+        at once; another process's is found by one probing waiter per lease object, backing off
         (:mod:`~strict_singleton.lock_backends._polled_waits`)."""
         key = self._naming.wake_key(instance_id)
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
-            if not self._waits.claim_probe(key):  # another waiter here probes: its word ends this wait
-                if wait_sync(key, min(left, self._waits.pause(key))):
-                    return
-                continue
+            probing = False
             try:
+                probing = self._waits.claim_probe(key)
+                if not probing:  # another waiter here probes: its word (or a release here) ends this wait
+                    if wait_sync(key, min(left, self._waits.pause(key))):
+                        return
+                    continue
                 if wait_sync(key, min(left, self._waits.pause(key))) or time.monotonic() >= deadline:
                     return
                 # Recorded before the turn ends, so the backoff outlives the turn.
                 if self._probed(key, self._probe_free(instance_id)):
                     return
             finally:
-                self._waits.end_probe(key)
+                if probing:
+                    self._waits.end_probe(key)
 
     def _probe_free(self, instance_id: str) -> bool:
         try:
@@ -366,12 +369,15 @@ class AsyncBlobLease(_BlobLeaseBase):
     async def acquire(self, instance_id: str, token: str, ttl: float) -> Grant | None:
         seconds = lease_seconds(ttl, backend=self.name)
         key = self._naming.wake_key(instance_id)
-        if not self._waits.begin_acquire(key, token):  # refused for certain, or a peer's in flight: no request
-            return None
+        sent = False
         try:
+            sent = self._waits.begin_acquire(key)
+            if not sent:  # refused a moment ago, or a peer's acquire is in flight: no request
+                return None
             return await self._acquire(instance_id, token, seconds, key)
         finally:
-            self._waits.end_acquire(key)
+            if sent:
+                self._waits.end_acquire(key)
 
     async def _acquire(self, instance_id: str, token: str, seconds: int, key: str) -> Grant | None:
         blob = self._container.get_blob_client(self.blob_name(instance_id))
@@ -397,7 +403,7 @@ class AsyncBlobLease(_BlobLeaseBase):
                 await lease.release()
             raise self._unavailable(exc, instance_id, "writing the fencing token") from None
         self._remember(instance_id, token, metadata)
-        self._waits.acquired(key, token, float(seconds))
+        self._waits.acquired(key)
         return Grant(fencing_token=fence, valid_for=float(seconds), last_start=record, last_request=request)
 
     async def extend(self, instance_id: str, token: str, ttl: float) -> bool:
@@ -406,10 +412,8 @@ class AsyncBlobLease(_BlobLeaseBase):
             await AsyncBlobLeaseClient(blob, lease_id=token).renew()
         except AzureError as exc:
             if lease_gone(exc):
-                self._waits.released(self._naming.wake_key(instance_id))
                 return False
             raise self._unavailable(exc, instance_id, "renewing the lease") from None
-        self._waits.acquired(self._naming.wake_key(instance_id), token, float(lease_seconds(ttl, backend=self.name)))
         return True
 
     async def release(self, instance_id: str, token: str) -> bool:
@@ -422,6 +426,7 @@ class AsyncBlobLease(_BlobLeaseBase):
                 return False
             raise self._unavailable(exc, instance_id, "releasing the lease") from None
         self._remember(instance_id, token, None)
+        self._waits.released(self._naming.wake_key(instance_id))
         RELEASES.notify(self._naming.wake_key(instance_id))
         return True
 
@@ -469,17 +474,20 @@ class AsyncBlobLease(_BlobLeaseBase):
         key = self._naming.wake_key(instance_id)
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
-            if not self._waits.claim_probe(key):
-                if await wait_async(key, min(left, self._waits.pause(key))):
-                    return
-                continue
+            probing = False
             try:
+                probing = self._waits.claim_probe(key)
+                if not probing:  # another waiter here probes: its word (or a release here) ends this wait
+                    if await wait_async(key, min(left, self._waits.pause(key))):
+                        return
+                    continue
                 if await wait_async(key, min(left, self._waits.pause(key))) or time.monotonic() >= deadline:
                     return
                 if self._probed(key, await self._probe_free(instance_id)):
                     return
             finally:
-                self._waits.end_probe(key)
+                if probing:
+                    self._waits.end_probe(key)
 
     async def _probe_free(self, instance_id: str) -> bool:
         try:
