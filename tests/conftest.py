@@ -114,3 +114,12 @@ def make_host(strict_singleton_durable_backend: DurableTestBackend) -> Iterator[
     yield make
     for host in hosts:
         host.stop()
+
+
+@pytest.fixture
+def servers() -> Iterator[list[RedisServer]]:
+    """Private redis-servers a test starts and appends here: each is stopped after the test."""
+    started: list[RedisServer] = []
+    yield started
+    for server in started:
+        server.stop()

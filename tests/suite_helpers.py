@@ -10,6 +10,8 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
+from strict_singleton.testing import RedisServer
+
 T = TypeVar("T")
 
 LOCK_KINDS = ["file", "redis", "blob", "redlock"]
@@ -209,3 +211,14 @@ def flow_config(*, start_records: bool = True, request_records: bool = False, **
 
     full = {"lease_ttl": 1.0, "background_finish": False, "backend": "sim", **settings}
     return dataclasses.replace(config_of(**full), start_records=start_records, request_records=request_records)
+
+
+class ConfiguredRedis(RedisServer):
+    """A private redis-server with extra command-line settings (later ones override the defaults)."""
+
+    def __init__(self, *settings: str, password: str | None = None) -> None:
+        super().__init__(password=password)
+        self.settings = list(settings)
+
+    def command(self) -> list[str]:
+        return [*super().command(), *self.settings]

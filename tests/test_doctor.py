@@ -13,7 +13,6 @@ import json
 import os
 import stat
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,26 +35,7 @@ from strict_singleton.lock_backends import FileLease
 from strict_singleton.lock_backends.redis import RedisLease
 from strict_singleton.testing import DurableTestBackend, RedisServer, free_port
 from strict_singleton.testing.azurite import Azurite
-from suite_helpers import token
-
-
-class ConfiguredRedis(RedisServer):
-    """A private redis-server with extra command-line settings (later ones override the defaults)."""
-
-    def __init__(self, *settings: str, password: str | None = None) -> None:
-        super().__init__(password=password)
-        self.settings = list(settings)
-
-    def command(self) -> list[str]:
-        return [*super().command(), *self.settings]
-
-
-@pytest.fixture
-def servers() -> Iterator[list[RedisServer]]:
-    started: list[RedisServer] = []
-    yield started
-    for server in started:
-        server.stop()
+from suite_helpers import ConfiguredRedis, token
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -19,28 +18,9 @@ from strict_singleton.lock_backends._redis_common import evicting_policy
 from strict_singleton.lock_backends.redis import AsyncRedisLease, RedisLease
 from strict_singleton.lock_backends.redlock import RedlockLease
 from strict_singleton.testing import RedisServer
-from suite_helpers import token
+from suite_helpers import ConfiguredRedis, token
 
 pytestmark = pytest.mark.redis
-
-
-class ConfiguredRedis(RedisServer):
-    """A private redis-server with extra command-line settings."""
-
-    def __init__(self, *settings: str) -> None:
-        super().__init__()
-        self.settings = list(settings)
-
-    def command(self) -> list[str]:
-        return [*super().command(), *self.settings]
-
-
-@pytest.fixture
-def servers() -> Iterator[list[RedisServer]]:
-    started: list[RedisServer] = []
-    yield started
-    for server in started:
-        server.stop()
 
 
 def start(servers: list[RedisServer], *settings: str) -> RedisServer:

@@ -194,9 +194,7 @@ def check_deployment(
     _validate_numbers(timeout, clock_skew)
     urls = _urls(lock_urls, prefix)
     require_client_kind(client, asynchronous=False)
-    checks: list[Check] = []
-    for url in urls:
-        checks += check_lock_url(url, timeout=timeout, clock_skew=clock_skew, prefix=prefix)
+    checks = _lock_checks(urls, timeout=timeout, clock_skew=clock_skew, prefix=prefix)
     if client is not None:
         checks += check_client(client, timeout=timeout)
     return DoctorReport.of(_scrubbed(checks, _sources(urls, client)))
@@ -224,16 +222,18 @@ async def acheck_deployment(
     urls = _urls(lock_urls, prefix)
     require_client_kind(client, asynchronous=True)
 
-    def lock_checks() -> list[Check]:
-        found: list[Check] = []
-        for url in urls:
-            found += check_lock_url(url, timeout=timeout, clock_skew=clock_skew, prefix=prefix)
-        return found
-
-    checks = await asyncio.to_thread(lock_checks)
+    checks = await asyncio.to_thread(_lock_checks, urls, timeout=timeout, clock_skew=clock_skew, prefix=prefix)
     if client is not None:
         checks += await acheck_client(client, timeout=timeout)
     return DoctorReport.of(_scrubbed(checks, _sources(urls, client)))
+
+
+def _lock_checks(urls: list[str], *, timeout: float, clock_skew: float, prefix: str | None) -> list[Check]:
+    """Every lock URL's checks, in order (the sync checks; the async API runs this in a thread)."""
+    checks: list[Check] = []
+    for url in urls:
+        checks += check_lock_url(url, timeout=timeout, clock_skew=clock_skew, prefix=prefix)
+    return checks
 
 
 def _sources(urls: list[str], client: str | Any | None) -> list[str]:
