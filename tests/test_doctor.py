@@ -196,8 +196,8 @@ def test_a_held_redis_lease_survives_and_no_scratch_key_stays(start: Any) -> Non
 def _limited_user(server: RedisServer, *, may_dryrun: bool) -> str:
     """A user with every command the lease needs except PEXPIRE (its extend); the URL for it."""
     admin = redis.Redis(port=server.port)
-    commands = ["+evalsha", "+script|load", "+get", "+set", "+incr", "+pttl", "+del", "+publish", "+psubscribe"]
-    commands += ["+ping", "+time"]
+    commands = ["+evalsha", "+script|load", "+get", "+set", "+incr", "+pttl", "+del", "+publish", "+subscribe"]
+    commands += ["+unsubscribe", "+ping", "+time"]
     if may_dryrun:
         commands += ["+acl|whoami", "+acl|dryrun"]
     admin.acl_setuser(
@@ -228,25 +228,31 @@ def test_a_user_without_pexpire_fails_by_acl_dryrun(start: Any) -> None:
 
 
 @pytest.mark.redis
-def test_a_user_without_psubscribe_patterns_only_warns(start: Any) -> None:
+@pytest.mark.parametrize(
+    ("channels", "pubsub", "missing"),
+    [
+        (["strict-singleton:*"], ["+unsubscribe"], "SUBSCRIBE release"),  # no +subscribe
+        (["strict-singleton:*"], ["+subscribe"], "UNSUBSCRIBE release"),
+    ],
+)
+def test_a_user_without_subscribe_only_warns(start: Any, channels: list[str], pubsub: list[str], missing: str) -> None:
     server = start(*WELL_CONFIGURED)
     admin = redis.Redis(port=server.port)
-    commands = ["+evalsha", "+script|load", "+get", "+set", "+incr", "+pttl", "+pexpire", "+del", "+publish"]
+    commands = ["+evalsha", "+script|load", "+get", "+set", "+incr", "+pttl", "+pexpire", "+del"]
     admin.acl_setuser(
         "waiterless",
         enabled=True,
         passwords=["+waiterless-secret"],
         keys=["strict-singleton:*"],
-        channels=["strict-singleton:*"],  # PSUBSCRIBE patterns are compared literally: not enough
-        commands=[*commands, "+psubscribe", "+ping", "+time", "+acl|whoami", "+acl|dryrun"],
+        channels=channels,
+        commands=[*commands, *pubsub, "+publish", "+ping", "+time", "+acl|whoami", "+acl|dryrun"],
     )
     admin.close()
     report = check_deployment([f"redis://waiterless:waiterless-secret@127.0.0.1:{server.port}/0"])
     permissions = one(report, "permissions")
     assert permissions.status is Status.WARNING, format_report(report)
-    assert "PSUBSCRIBE releases" in permissions.detail and "poll" in permissions.detail
+    assert missing in permissions.detail and "poll" in permissions.detail
     assert "&strict-singleton:{*}:released" in permissions.fix
-    assert one(report, "lease cycle").status is Status.OK
 
 
 @pytest.mark.redis
@@ -710,8 +716,9 @@ def test_the_printed_acl_line_is_exactly_enough(start: Any) -> None:
         assert grant is not None and lease.extend("nightly", token("t"), 5.0)
         record = StartRecord(fencing_token=grant.fencing_token, sent_at_us=1, previous_created_us=None, expires_at_us=2)
         assert lease.release_with_record("nightly", token("t"), record, 5.0)
-        lease.wait_for_release("nightly", 0.1)  # PTTL and PSUBSCRIBE allowed: no error
-        assert lease._live  # the release listener subscribed
+        assert lease.acquire("nightly", token("holder"), 5.0) is not None
+        lease.wait_for_release("nightly", 0.1)  # PTTL, SUBSCRIBE and UNSUBSCRIBE allowed: no error
+        assert lease._live  # the release listener runs (a refused command would have stopped it)
     finally:
         lease.close()
         client.close()
@@ -724,7 +731,7 @@ def test_the_printed_acl_line_is_exactly_enough(start: Any) -> None:
 def test_grants_on_exactly_the_real_key_names_pass_the_cycle(start: Any) -> None:
     server = start(*WELL_CONFIGURED)
     rules = (
-        "+evalsha +script|load +get +set +incr +pttl +pexpire +del +publish +psubscribe "
+        "+evalsha +script|load +get +set +incr +pttl +pexpire +del +publish +subscribe +unsubscribe "
         "~strict-singleton:{* ~strict-singleton:#{* "
         "&strict-singleton:{*}:released &strict-singleton:#{*}:released:*"
     )

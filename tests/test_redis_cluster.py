@@ -22,11 +22,12 @@ import redis.exceptions
 from redis.crc import key_slot
 
 from strict_singleton.errors import LockUnavailableError
+from strict_singleton.lock_backends import _redis_common
 from strict_singleton.lock_backends._redis_common import DEFAULT_PREFIX, RedisKeys
 from strict_singleton.lock_backends.base import Grant
 from strict_singleton.lock_backends.redis import AsyncRedisLease, RedisLease
 from strict_singleton.testing.redis_cluster import RedisCluster3
-from suite_helpers import token
+from suite_helpers import poll_until, token
 
 # IDs whose braces once split the lock and the fence key over two slots, and ordinary ones.
 AWKWARD_IDS = ["}abc", "{x}y", "a}b{c", "{", "}", "}{", "{}", "}}", "a}", "}:lock", "ünï/%?#"]
@@ -77,6 +78,12 @@ def test_keys_of_ordinary_ids_are_unchanged() -> None:
     assert keys.lock("a}b{c") == "strict-singleton:{a}b{c}:lock"  # its tag "a" is never empty
 
 
+@pytest.fixture
+def long_quiet_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A waiter that returns was woken by a release message, not by its quiet wait's end."""
+    monkeypatch.setattr(_redis_common, "MAX_QUIET_WAIT", 120.0)
+
+
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[RedisCluster3]:
     with RedisCluster3() as c:
@@ -89,7 +96,7 @@ def fresh_prefix() -> str:
 
 @pytest.mark.redis
 @pytest.mark.parametrize("iid", AWKWARD_IDS + PLAIN_IDS[:1])
-def test_lease_on_a_real_cluster_sync(cluster: RedisCluster3, iid: str) -> None:
+def test_lease_on_a_real_cluster_sync(cluster: RedisCluster3, iid: str, long_quiet_wait: None) -> None:
     client = redis.cluster.RedisCluster(host="127.0.0.1", port=cluster.ports[0], socket_timeout=5)
     lease = RedisLease(client, prefix=fresh_prefix())
     try:
@@ -99,12 +106,14 @@ def test_lease_on_a_real_cluster_sync(cluster: RedisCluster3, iid: str) -> None:
         assert lease.extend(iid, token("b"), 15.0) is False
         assert lease.release(iid, token("b")) is False
 
-        lease.wait_for_release(iid, 0.0)  # starts the release listener
-        assert lease._live, "the release listener did not subscribe on the cluster"
         woke = threading.Event()
-        with lease._waiters.waiting(iid, woke.set):  # what wait_for_release waits on
-            assert lease.release(iid, token("a")) is True
-            assert woke.wait(10.0), "the release message never reached the listener"
+        waiter = threading.Thread(target=lambda: (lease.wait_for_release(iid, 120.0), woke.set()), daemon=True)
+        waiter.start()
+        poll_until(lambda: lease._interest.channels(confirmed=True) != [], 10, "the waiter's subscription")
+        assert lease._live, "the release listener did not subscribe on the cluster"
+        assert lease.release(iid, token("a")) is True
+        assert woke.wait(10.0), "the release message never reached the waiter"  # not its 120 s quiet wait
+        waiter.join()
 
         lease.wait_for_release(iid, 10.0)  # free: returns without waiting out the timeout
         assert lease.acquire(iid, token("b"), 15.0) == Grant(fencing_token=2, valid_for=15.0)
@@ -116,7 +125,7 @@ def test_lease_on_a_real_cluster_sync(cluster: RedisCluster3, iid: str) -> None:
 
 @pytest.mark.redis
 @pytest.mark.parametrize("iid", AWKWARD_IDS[:5])
-def test_lease_on_a_real_cluster_async(cluster: RedisCluster3, iid: str) -> None:
+def test_lease_on_a_real_cluster_async(cluster: RedisCluster3, iid: str, long_quiet_wait: None) -> None:
     async def main() -> None:
         client: Any = aiocluster.RedisCluster(host="127.0.0.1", port=cluster.ports[0], socket_timeout=5)
         lease = AsyncRedisLease(client, prefix=fresh_prefix())
@@ -125,13 +134,17 @@ def test_lease_on_a_real_cluster_async(cluster: RedisCluster3, iid: str) -> None
             assert await lease.acquire(iid, token("b"), 15.0) is None
             assert await lease.extend(iid, token("a"), 15.0) is True
             assert await lease.extend(iid, token("b"), 15.0) is False
-            await lease.wait_for_release(iid, 0.0)
-            woke = asyncio.Event()
-            with lease._waiters.waiting(iid, woke.set):
+            if ASYNC_CLUSTER_PUBSUB:  # newer in redis-py; without it waiters poll
+                waiter = asyncio.create_task(lease.wait_for_release(iid, 120.0))
+                for _ in range(1000):
+                    if lease._interest.channels(confirmed=True):
+                        break
+                    await asyncio.sleep(0.01)  # lets the listener run; the loop bound fails the test
+                assert lease._live, "the release listener did not subscribe on the cluster"
                 assert await lease.release(iid, token("a")) is True
-                if ASYNC_CLUSTER_PUBSUB:  # newer in redis-py; without it waiters poll
-                    assert lease._live, "the release listener did not subscribe on the cluster"
-                    await asyncio.wait_for(woke.wait(), 10.0)
+                await asyncio.wait_for(waiter, 10.0)  # woken by the message, not its 120 s quiet wait
+            else:
+                assert await lease.release(iid, token("a")) is True
             await lease.wait_for_release(iid, 10.0)
             assert await lease.acquire(iid, token("b"), 15.0) == Grant(fencing_token=2, valid_for=15.0)
         finally:

@@ -6,7 +6,8 @@ Redlock node) really sends, on its real key and channel names:
 
 * top level: ``EVALSHA`` (redis-py's ``Script``), ``SCRIPT LOAD`` (when the server
   forgot the script, e.g. after a restart), ``PTTL`` of the lock (a waiter's bound),
-  ``PSUBSCRIBE`` of the two release patterns (wake-ups), ``CONFIG GET
+  ``SUBSCRIBE`` and ``UNSUBSCRIBE`` of the release channel of each ID a caller waits
+  for (wake-ups), ``CONFIG GET
   maxmemory-policy`` (the start-up eviction warning), ``SELECT`` when the URL's db is
   not 0 and ``CLIENT SETNAME`` when it sets ``client_name`` (redis-py sends both on
   every new connection, and a refusal fails the connection); not ``HELLO`` or ``AUTH``
@@ -14,11 +15,12 @@ Redlock node) really sends, on its real key and channel names:
 * inside the Lua scripts, which Redis checks against the user's ACL too: ``SET``,
   ``INCR``, ``GET``, ``PTTL``, ``PEXPIRE``, ``DEL``, ``PUBLISH``.
 
-Keys: ``<prefix>{*`` (plain form) and ``<prefix>#{*`` (digest form). Channels: the two
-release patterns as the lease subscribes to them (Redis compares a ``PSUBSCRIBE``
-pattern literally with the user's channel patterns), which also cover every release
-channel ``PUBLISH`` names. Nothing else: a user granted exactly :func:`acl_grants` can
-run every lease, and the doctor's lease cycle and wake-up check.
+Keys: ``<prefix>{*`` (plain form) and ``<prefix>#{*`` (digest form). Channels: two
+patterns that match every release channel, in both forms, as ``SUBSCRIBE`` and
+``PUBLISH`` name them. Nothing else: a user granted exactly :func:`acl_grants` can run
+every lease, and the doctor's lease cycle and wake-up check. (Releases of this library
+before per-ID subscriptions used ``PSUBSCRIBE`` of those two patterns: a fleet that
+still runs one needs ``+psubscribe`` too, which the same channel patterns cover.)
 """
 
 from __future__ import annotations
@@ -77,11 +79,18 @@ def lease_needs(prefix: str, *, db: int = 0, client_name: bool = False) -> list[
         Need("SET request record PX", ("SET", request, "record", "PX", "1000"), "+set"),
         Need("PUBLISH release", ("PUBLISH", channel, "1"), "+publish"),
         Need(
-            "PSUBSCRIBE releases",
-            ("PSUBSCRIBE", *keys.channel_patterns()),
-            "+psubscribe",
+            "SUBSCRIBE release",
+            ("SUBSCRIBE", channel),
+            "+subscribe",
             required=False,
             without="waiters are not woken by a release and poll instead",
+        ),
+        Need(
+            "UNSUBSCRIBE release",
+            ("UNSUBSCRIBE", channel),
+            "+unsubscribe",
+            required=False,
+            without="a waiter's listener stops at its first UNSUBSCRIBE, and waiters poll instead",
         ),
         Need(
             "CONFIG GET maxmemory-policy",

@@ -104,9 +104,9 @@ class _Heard:
 
 @contextlib.contextmanager
 def release_listener(subscriber: Any | None, scratch: Scratch, timeout: float) -> Iterator[_Heard]:
-    """Subscribe as the lease's waiters do (``PSUBSCRIBE`` of the lease's two release
-    patterns) before the cycle; ``heard.wait()`` after the release says whether its
-    message arrived within ``timeout``."""
+    """Subscribe as the lease's waiters do (``SUBSCRIBE`` of the scratch ID's release
+    channel) before the cycle; ``heard.wait()`` after the release says whether its message
+    arrived within ``timeout``."""
     heard = _Heard()
     if subscriber is None:
         heard.error = "no node to subscribe on"
@@ -115,16 +115,14 @@ def release_listener(subscriber: Any | None, scratch: Scratch, timeout: float) -
     pubsub = None
     try:
         pubsub = subscriber.pubsub()
-        patterns = scratch.keys.channel_patterns()
-        pubsub.psubscribe(*patterns)
-        confirmed = 0
+        pubsub.subscribe(scratch.channel)
+        confirmed = False
         deadline = monotonic() + timeout
-        while confirmed < len(patterns) and monotonic() < deadline:
+        while not confirmed and monotonic() < deadline:
             message = pubsub.get_message(timeout=max(0.0, deadline - monotonic()))
-            if message is not None and message["type"] == "psubscribe":
-                confirmed += 1
-        if confirmed < len(patterns):
-            heard.error = f"no PSUBSCRIBE confirmation within {timeout:g} s"
+            confirmed = message is not None and message["type"] == "subscribe"
+        if not confirmed:
+            heard.error = f"no SUBSCRIBE confirmation within {timeout:g} s"
     except Exception as exc:
         heard.error = describe(exc)
 
@@ -132,7 +130,7 @@ def release_listener(subscriber: Any | None, scratch: Scratch, timeout: float) -
         deadline = monotonic() + timeout
         while pubsub is not None and monotonic() < deadline:
             message = pubsub.get_message(timeout=max(0.0, deadline - monotonic()))
-            if message is not None and message["type"] == "pmessage" and text(message["channel"]) == scratch.channel:
+            if message is not None and message["type"] == "message" and text(message["channel"]) == scratch.channel:
                 return True
         return False
 
@@ -152,9 +150,9 @@ def wakeup_check(heard: _Heard, target: str) -> Check:
             target,
             "wake-ups",
             Status.WARNING,
-            f"could not subscribe to the release patterns ({heard.error}): waiters are not woken by a release "
+            f"could not subscribe to a release channel ({heard.error}): waiters are not woken by a release "
             "and poll instead (a freed ID is taken up to 50 ms later)",
-            fix="grant +psubscribe and the two release channel patterns (see the permissions check)",
+            fix="grant +subscribe, +unsubscribe and the two release channel patterns (see the permissions check)",
             guarantee=_ROW_WAKEUPS,
             measured="not subscribed",
         )

@@ -27,10 +27,14 @@ them (in its one script round trip) and returns them in its :class:`Grant`.
 Redis Cluster works: all keys of one instance ID share a hash tag, whatever the ID
 contains (see :class:`~strict_singleton.lock_backends._redis_common.RedisKeys`).
 
-Waiters are woken through pub/sub: the release script publishes on a per-ID channel
-and one listener per backend object (a thread, or an asyncio task) receives all of
-them with one pattern subscription per key form. Expiry does not publish, so every
-wait is bounded by the key's remaining PTTL.
+Waiters are woken through pub/sub: the release script publishes on a per-ID channel,
+and one listener per backend object (a thread, or an asyncio task) holds one pub/sub
+connection subscribed to the channels of exactly the IDs this process is waiting for
+(:mod:`~strict_singleton.lock_backends._subscriptions`): a host receives only the
+releases it waits for. A waiter checks the lease only after the server confirmed its
+subscription, so a release published after that check always reaches it. Expiry does
+not publish, so every wait is bounded by the key's remaining PTTL; without a live
+subscription, waiters poll.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
 from strict_singleton.lock_backends._redis_common import (
@@ -58,6 +63,7 @@ from strict_singleton.lock_backends._redis_common import (
     unavailable,
     validate_redis_ttl,
 )
+from strict_singleton.lock_backends._subscriptions import ChannelInterest
 from strict_singleton.lock_backends._wakeups import ReleaseBoard
 from strict_singleton.lock_backends.base import Grant, RequestRecord, StartRecord
 
@@ -67,6 +73,11 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger("strict_singleton.redis")
 _POLL_WHEN_DEAF = 0.05  # without a live subscription, wake this often to re-check
+_CONFIRM_WAIT = 1.0  # longest a waiter waits for its SUBSCRIBE's confirmation before polling instead
+
+
+def _text(channel: str | bytes) -> str:
+    return channel.decode() if isinstance(channel, bytes) else channel
 
 
 class _RedisLeaseBase:
@@ -81,7 +92,7 @@ class _RedisLeaseBase:
         self._release_recording = client.register_script(RELEASE_RECORDING_SCRIPT)
         self._record = client.register_script(RECORD_SCRIPT)
         self._extend = client.register_script(EXTEND_SCRIPT)
-        self._live = False  # the release listener is subscribed
+        self._live = False  # the release listener is running on a connected pub/sub
         self._waiters = ReleaseBoard()  # keyed by instance ID; the listener notifies
         self._eviction = EvictionCheck()
 
@@ -94,6 +105,13 @@ class _RedisLeaseBase:
 
     def validate_ttl(self, ttl: float) -> None:
         validate_redis_ttl(ttl, self._name)
+
+    def _resubscribed(self, channel: str | bytes) -> None:
+        """redis-py re-subscribed after a reconnect: a release published while the connection
+        was down was never delivered, so the channel's waiters re-check the lease now."""
+        instance_id = self._keys.instance_of_channel(channel)
+        if instance_id is not None:
+            self._waiters.notify(instance_id)
 
 
 class RedisLease(_RedisLeaseBase):
@@ -108,9 +126,12 @@ class RedisLease(_RedisLeaseBase):
 
     def __init__(self, client: redis_sync.Redis, *, prefix: str = DEFAULT_PREFIX, name: str | None = None) -> None:
         super().__init__(client, prefix=prefix, name=name)
+        # Guards the listener, its pub/sub and the channel bookkeeping, and orders the
+        # SUBSCRIBE/UNSUBSCRIBE commands as the bookkeeping decided them.
         self._listener_lock = threading.Lock()
         self._listener: threading.Thread | None = None
-        self._settled = threading.Event()  # set once the listener is subscribed or has failed
+        self._pubsub: Any = None
+        self._interest: ChannelInterest[threading.Event] = ChannelInterest()
         self._stopping = threading.Event()
 
     def acquire(self, instance_id: str, token: str, ttl: float) -> Grant | None:
@@ -164,8 +185,7 @@ class RedisLease(_RedisLeaseBase):
 
     def wait_for_release(self, instance_id: str, timeout: float) -> None:
         event = threading.Event()
-        with self._waiters.waiting(instance_id, event.set):
-            subscribed = self._ensure_listener()
+        with self._waiters.waiting(instance_id, event.set), self._subscribed(instance_id) as subscribed:
             try:
                 pttl = int(self._redis.pttl(self._keys.lock(instance_id)))
             except REDIS_ERRORS as exc:
@@ -191,39 +211,85 @@ class RedisLease(_RedisLeaseBase):
 
     # -- the release listener -------------------------------------------------
 
-    def _ensure_listener(self) -> bool:
-        with self._listener_lock:
-            if self._stopping.is_set():
-                return False
-            if self._listener is None or not self._listener.is_alive():
-                self._settled.clear()
-                self._listener = threading.Thread(
-                    target=self._listen, name=f"strict-singleton-listener-{self._name}", daemon=True
-                )
-                self._listener.start()
-        self._settled.wait(timeout=1.0)
-        return self._live
-
-    def _listen(self) -> None:
-        pubsub = self._redis.pubsub()
+    @contextlib.contextmanager
+    def _subscribed(self, instance_id: str) -> Iterator[bool]:
+        """Inside: subscribed to ``instance_id``'s release channel (``True``, confirmed by the
+        server), or not (``False``: the caller polls)."""
+        channel = self._keys.channel(instance_id)
+        joined: list[int] = []  # the generation counted in, once it is
         try:
-            pubsub.psubscribe(*self._keys.channel_patterns())
+            live = self._join(channel, joined)
+            yield live is not None and live.wait(_CONFIRM_WAIT) and self._live_in(joined[0])
+        finally:
+            if joined:
+                self._leave(channel, joined[0])
+
+    def _live_in(self, generation: int) -> bool:
+        return self._live and self._interest.generation == generation
+
+    def _join(self, channel: str, joined: list[int]) -> threading.Event | None:
+        with self._listener_lock:
+            pubsub = self._ensure_listener()
+            if pubsub is None:
+                return None
+            live, send = self._interest.join(channel, threading.Event())
+            joined.append(self._interest.generation)
+            if send:
+                try:
+                    pubsub.subscribe(channel)
+                except Exception as exc:  # the listener sees the connection fail too, and stops
+                    _log.debug("could not subscribe to %s on %s: %r", channel, self._name, exc)
+                    return None
+        return live
+
+    def _leave(self, channel: str, generation: int) -> None:
+        with self._listener_lock:
+            if self._interest.leave(channel, generation) and self._pubsub is not None:
+                try:
+                    self._pubsub.unsubscribe(channel)
+                except Exception as exc:  # as above: the listener stops and the bookkeeping is reset
+                    _log.debug("could not unsubscribe from %s on %s: %r", channel, self._name, exc)
+
+    def _ensure_listener(self) -> Any:
+        """The running listener's pub/sub (started if need be), or ``None`` once closed.
+        Called with ``_listener_lock`` held."""
+        if self._stopping.is_set():
+            return None
+        if self._listener is None or not self._listener.is_alive():
+            self._pubsub = self._redis.pubsub()
+            self._live = True
+            self._listener = threading.Thread(
+                target=self._listen, args=(self._pubsub,), name=f"strict-singleton-listener-{self._name}", daemon=True
+            )
+            self._listener.start()
+        return self._pubsub
+
+    def _listen(self, pubsub: Any) -> None:
+        try:
             while not self._stopping.is_set():
                 message = pubsub.get_message(timeout=0.2)
                 if message is None:
                     continue
-                if message["type"] == "psubscribe":
-                    self._live = True
-                    self._settled.set()
-                elif message["type"] == "pmessage":
+                if message["type"] == "subscribe":
+                    with self._listener_lock:
+                        confirmed = self._interest.confirmed(_text(message["channel"]))
+                    if confirmed is not None:
+                        confirmed.set()
+                    else:
+                        self._resubscribed(message["channel"])
+                elif message["type"] == "message":
                     instance_id = self._keys.instance_of_channel(message["channel"])
                     if instance_id is not None:
                         self._waiters.notify(instance_id)
         except Exception as exc:  # the listener only speeds waiters up; they poll without it
             _log.debug("release listener for %s stopped: %r", self._name, exc)
         finally:
-            self._live = False
-            self._settled.set()
+            with self._listener_lock:
+                self._live = False
+                self._pubsub = None
+                owed = self._interest.reset()
+            for event in owed:
+                event.set()
             self._waiters.notify_all()
             with contextlib.suppress(Exception):
                 pubsub.close()
@@ -239,7 +305,10 @@ class AsyncRedisLease(_RedisLeaseBase):
     def __init__(self, client: redis_async.Redis, *, prefix: str = DEFAULT_PREFIX, name: str | None = None) -> None:
         super().__init__(client, prefix=prefix, name=name)
         self._listener: asyncio.Task[None] | None = None
-        self._settled: asyncio.Event | None = None
+        self._pubsub: Any = None
+        self._interest: ChannelInterest[asyncio.Event] = ChannelInterest()
+        self._commands: asyncio.Lock | None = None  # orders SUBSCRIBE/UNSUBSCRIBE as the bookkeeping decided
+        self._connected = asyncio.Event()  # the listener's pub/sub has sent its first command
         self._stopping = False
 
     async def acquire(self, instance_id: str, token: str, ttl: float) -> Grant | None:
@@ -292,16 +361,16 @@ class AsyncRedisLease(_RedisLeaseBase):
     async def wait_for_release(self, instance_id: str, timeout: float) -> None:
         event = asyncio.Event()  # set by the listener task, on this loop
         with self._waiters.waiting(instance_id, event.set):
-            subscribed = await self._ensure_listener()
-            try:
-                pttl = int(await self._redis.pttl(self._keys.lock(instance_id)))
-            except REDIS_ERRORS as exc:
-                raise unavailable(exc, instance_id=instance_id, backend=self._name) from exc
-            if pttl == -2:
-                return
-            limit = quiet_wait(timeout, pttl)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(event.wait(), limit if subscribed else min(limit, _POLL_WHEN_DEAF))
+            async with self._subscribed(instance_id) as subscribed:
+                try:
+                    pttl = int(await self._redis.pttl(self._keys.lock(instance_id)))
+                except REDIS_ERRORS as exc:
+                    raise unavailable(exc, instance_id=instance_id, backend=self._name) from exc
+                if pttl == -2:
+                    return
+                limit = quiet_wait(timeout, pttl)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(event.wait(), limit if subscribed else min(limit, _POLL_WHEN_DEAF))
 
     async def _check_policy(self) -> None:
         try:
@@ -319,29 +388,80 @@ class AsyncRedisLease(_RedisLeaseBase):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
-    async def _ensure_listener(self) -> bool:
-        if self._stopping:
-            return False
-        if self._listener is None or self._listener.done():
-            self._settled = asyncio.Event()
-            self._listener = asyncio.get_running_loop().create_task(self._listen(self._settled))
-        assert self._settled is not None
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._settled.wait(), 1.0)
-        return self._live
-
-    async def _listen(self, settled: asyncio.Event) -> None:
-        pubsub: Any = self._redis.pubsub()
+    @contextlib.asynccontextmanager
+    async def _subscribed(self, instance_id: str) -> AsyncIterator[bool]:
+        """As :meth:`RedisLease._subscribed`."""
+        channel = self._keys.channel(instance_id)
+        joined: list[int] = []
         try:
-            await pubsub.psubscribe(*self._keys.channel_patterns())
+            live = await self._join(channel, joined)
+            confirmed = False
+            if live is not None:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(live.wait(), _CONFIRM_WAIT)
+                    confirmed = True
+            yield confirmed and self._live and self._interest.generation == joined[0]
+        finally:
+            if joined:  # shielded: a second cancellation must not leave the channel counted
+                await asyncio.shield(self._leave(channel, joined[0]))
+
+    def _lock(self) -> asyncio.Lock:
+        if self._commands is None:
+            self._commands = asyncio.Lock()
+        return self._commands
+
+    async def _join(self, channel: str, joined: list[int]) -> asyncio.Event | None:
+        async with self._lock():
+            pubsub = await self._ensure_listener()
+            if pubsub is None:
+                return None
+            live, send = self._interest.join(channel, asyncio.Event())
+            joined.append(self._interest.generation)
+            if send:
+                try:
+                    await pubsub.subscribe(channel)
+                except Exception as exc:  # the listener sees the connection fail too, and stops
+                    _log.debug("could not subscribe to %s on %s: %r", channel, self._name, exc)
+                    return None
+                finally:
+                    self._connected.set()  # the listener reads from here on (and sees a failure)
+        return live
+
+    async def _leave(self, channel: str, generation: int) -> None:
+        async with self._lock():
+            if self._interest.leave(channel, generation) and self._pubsub is not None:
+                try:
+                    await self._pubsub.unsubscribe(channel)
+                except Exception as exc:
+                    _log.debug("could not unsubscribe from %s on %s: %r", channel, self._name, exc)
+
+    async def _ensure_listener(self) -> Any:
+        """The running listener's pub/sub (started if need be), or ``None`` once closed.
+        Called with the command lock held."""
+        if self._stopping:
+            return None
+        if self._listener is None or self._listener.done():
+            pubsub: Any = self._redis.pubsub()
+            self._pubsub, self._live, self._connected = pubsub, True, asyncio.Event()
+            self._listener = asyncio.get_running_loop().create_task(self._listen(pubsub, self._connected))
+        return self._pubsub
+
+    async def _listen(self, pubsub: Any, connected: asyncio.Event) -> None:
+        try:
+            # The first SUBSCRIBE opens the connection (on a Cluster it also picks the node):
+            # reading before it would open a second one.
+            await connected.wait()
             while not self._stopping:
                 message = await pubsub.get_message(timeout=0.2)
                 if message is None:
                     continue
-                if message["type"] == "psubscribe":
-                    self._live = True
-                    settled.set()
-                elif message["type"] == "pmessage":
+                if message["type"] == "subscribe":
+                    confirmed = self._interest.confirmed(_text(message["channel"]))
+                    if confirmed is not None:
+                        confirmed.set()
+                    else:
+                        self._resubscribed(message["channel"])
+                elif message["type"] == "message":
                     instance_id = self._keys.instance_of_channel(message["channel"])
                     if instance_id is not None:
                         self._waiters.notify(instance_id)
@@ -349,7 +469,9 @@ class AsyncRedisLease(_RedisLeaseBase):
             _log.debug("release listener for %s stopped: %r", self._name, exc)
         finally:
             self._live = False
-            settled.set()
+            self._pubsub = None
+            for event in self._interest.reset():
+                event.set()
             self._waiters.notify_all()
             with contextlib.suppress(Exception):
                 await pubsub.aclose()
