@@ -13,6 +13,9 @@ message: otherwise it would sit out the quiet wait, far beyond every bound used 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -308,3 +311,97 @@ def test_confirmations_in_send_order_set_only_live_subscriptions(steps: str) -> 
             interest.confirmed("c")
         if interest.channels(confirmed=True):
             assert server_subscribed
+
+
+def test_a_dropped_connection_leaves_no_subscription_behind(strict_singleton_redis: RedisServer) -> None:
+    """redis-py would reconnect the listener's connection and re-subscribe every channel it
+    remembers; instead the listener stops, its connection closes, and nothing stays subscribed."""
+    admin = redis.Redis(port=strict_singleton_redis.port)
+    holder = RedisLease(redis.Redis(port=strict_singleton_redis.port), prefix="drop:")
+    host = RedisLease(redis.Redis(port=strict_singleton_redis.port), prefix="drop:")
+    try:
+        for iid in ("a", "b"):
+            assert holder.acquire(iid, token("holder"), 60.0) is not None
+        for round_ in range(5):
+            waiters = [waiter_thread(host, iid) for iid in ("a", "b", "b")]
+            poll_until(lambda: len(host._interest.channels(confirmed=True)) == 2, 10, "both subscriptions")
+            admin.client_kill_filter(_type="pubsub")
+            for t, done in waiters:
+                assert done.wait(10), f"round {round_}: a waiter was not woken when its connection died"
+                t.join()
+            poll_until(lambda: admin.pubsub_channels("drop:*") == [], 10, "no subscription left at the server")
+        assert host._interest.channels() == []
+    finally:
+        admin.close()
+        holder.close()
+        host.close()
+
+
+@pytest.mark.parametrize("steps", [0, 1, 2, 3, 5, 8])
+def test_a_cancelled_async_wait_raises_cancelled(strict_singleton_redis: RedisServer, steps: int) -> None:
+    """Cancelled at any point of its wait, a wait ends with CancelledError at once: not after
+    its quiet wait (120 s here), and not by returning as if nothing happened."""
+
+    async def main() -> None:
+        holder = AsyncRedisLease(aioredis.Redis(port=strict_singleton_redis.port), prefix="acx:")
+        host = AsyncRedisLease(aioredis.Redis(port=strict_singleton_redis.port), prefix="acx:")
+        try:
+            assert await holder.acquire("x", token("holder"), 60.0) is not None
+            await host.wait_for_release("warm-up", 0.01)  # the listener runs, connected
+            wait = asyncio.create_task(host.wait_for_release("x", 120.0))
+            for _ in range(steps):
+                await asyncio.sleep(0)
+            wait.cancel()
+            done, _ = await asyncio.wait({wait}, timeout=10)
+            assert done, "the cancelled wait did not end"
+            assert wait.cancelled(), "the cancellation was lost: the wait returned normally"
+        finally:
+            await holder.close()
+            await host.close()
+
+    asyncio.run(main())
+
+
+def test_a_restart_while_a_waiter_leaves_leaves_no_subscription_behind() -> None:
+    """The server frozen while the last waiter of an ID leaves (its UNSUBSCRIBE unprocessed),
+    then restarted on the same port: nothing may come back subscribed."""
+    with RedisServer() as server:
+        holder = RedisLease(redis.Redis(port=server.port), prefix="restart:")
+        host = RedisLease(redis.Redis(port=server.port, socket_timeout=5), prefix="restart:")
+        try:
+            assert holder.acquire("a", token("holder"), 60.0) is not None
+            t, done = waiter_thread_with_timeout(host, "a", 1.0)
+            poll_until(lambda: host._interest.channels(confirmed=True) != [], 10, "a confirmed subscription")
+            assert server.pid is not None
+            os.kill(server.pid, signal.SIGSTOP)
+            try:
+                assert done.wait(30), "the waiter did not leave"
+                t.join()
+            finally:
+                os.kill(server.pid, signal.SIGCONT)
+            server.restart()
+            admin = redis.Redis(port=server.port)
+            try:
+                t, done = waiter_thread_with_timeout(host, "other", 0.01)  # the listener's next use
+                assert done.wait(30)
+                t.join()
+                poll_until(lambda: admin.pubsub_channels("restart:*") == [], 10, "no subscription after the restart")
+                assert host._interest.channels() == []
+            finally:
+                admin.close()
+        finally:
+            holder.close()
+            host.close()
+
+
+def waiter_thread_with_timeout(lease: RedisLease, iid: str, timeout: float) -> tuple[threading.Thread, threading.Event]:
+    done = threading.Event()
+
+    def run() -> None:
+        with contextlib.suppress(Exception):  # a store error is an acceptable end here; hanging is not
+            lease.wait_for_release(iid, timeout)
+        done.set()
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, done

@@ -78,6 +78,22 @@ async def wait_async(key: str, timeout: float) -> bool:
     def wake() -> None:
         loop.call_soon_threadsafe(event.set)
 
-    with RELEASES.waiting(key, wake), contextlib.suppress(asyncio.TimeoutError):
-        await asyncio.wait_for(event.wait(), max(0.0, timeout))
+    with RELEASES.waiting(key, wake):
+        return await wait_event(event, timeout)
+
+
+async def wait_event(event: asyncio.Event, timeout: float) -> bool:
+    """Whether ``event`` was set within ``timeout`` seconds.
+
+    Not ``asyncio.wait_for``: before Python 3.12 it can return normally when the waiting task
+    is cancelled just as the event is set, and the caller's cancellation (or its
+    ``asyncio.timeout`` deadline) is lost.
+    """
+    if event.is_set():
+        return True
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({waiter}, timeout=max(0.0, timeout))
+    finally:
+        waiter.cancel()
     return event.is_set()

@@ -64,7 +64,7 @@ from strict_singleton.lock_backends._redis_common import (
     validate_redis_ttl,
 )
 from strict_singleton.lock_backends._subscriptions import ChannelInterest
-from strict_singleton.lock_backends._wakeups import ReleaseBoard
+from strict_singleton.lock_backends._wakeups import ReleaseBoard, wait_event
 from strict_singleton.lock_backends.base import Grant, RequestRecord, StartRecord
 
 if TYPE_CHECKING:
@@ -78,6 +78,36 @@ _CONFIRM_WAIT = 1.0  # longest a waiter waits for its SUBSCRIBE's confirmation b
 
 def _text(channel: str | bytes) -> str:
     return channel.decode() if isinstance(channel, bytes) else channel
+
+
+def _raise_if_cancelling() -> None:
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)  # Python 3.11+
+    if cancelling is not None and cancelling():
+        raise asyncio.CancelledError
+
+
+class _Dead(Exception):
+    """The listener's connection broke: the listener stops rather than reconnect."""
+
+
+def _one_connection(pubsub: Any, dead: threading.Event) -> Any:
+    """``pubsub`` made to never reconnect: a lost connection ends it (``dead`` set).
+
+    redis-py would reconnect a pub/sub connection on its own, from whichever thread sends
+    or reads next, and re-subscribe every channel it remembers, including ones being left:
+    two threads reconnecting one connection stall each other for seconds, and the
+    re-subscriptions are not the bookkeeping's. Instead the listener stops, which forgets
+    the bookkeeping, wakes every waiter to re-check, and closes the connection (the
+    server drops its subscriptions); the next waiter starts a fresh one.
+    """
+
+    def no_reconnect(*_args: Any, **_kwargs: Any) -> Any:
+        dead.set()
+        raise _Dead("the release listener's connection was lost")
+
+    pubsub._reconnect = no_reconnect  # consulted on every failed or stale command of this pub/sub
+    return pubsub
 
 
 class _RedisLeaseBase:
@@ -132,6 +162,7 @@ class RedisLease(_RedisLeaseBase):
         self._listener: threading.Thread | None = None
         self._pubsub: Any = None
         self._interest: ChannelInterest[threading.Event] = ChannelInterest()
+        self._dead = threading.Event()  # the current listener's connection was lost
         self._stopping = threading.Event()
 
     def acquire(self, instance_id: str, token: str, ttl: float) -> Grant | None:
@@ -185,7 +216,7 @@ class RedisLease(_RedisLeaseBase):
 
     def wait_for_release(self, instance_id: str, timeout: float) -> None:
         event = threading.Event()
-        with self._waiters.waiting(instance_id, event.set), self._subscribed(instance_id) as subscribed:
+        with self._waiters.waiting(instance_id, event.set), self._subscribed(instance_id, timeout) as subscribed:
             try:
                 pttl = int(self._redis.pttl(self._keys.lock(instance_id)))
             except REDIS_ERRORS as exc:
@@ -212,61 +243,70 @@ class RedisLease(_RedisLeaseBase):
     # -- the release listener -------------------------------------------------
 
     @contextlib.contextmanager
-    def _subscribed(self, instance_id: str) -> Iterator[bool]:
+    def _subscribed(self, instance_id: str, timeout: float) -> Iterator[bool]:
         """Inside: subscribed to ``instance_id``'s release channel (``True``, confirmed by the
-        server), or not (``False``: the caller polls)."""
+        server within ``timeout``), or not (``False``: the caller polls)."""
         channel = self._keys.channel(instance_id)
-        joined: list[int] = []  # the generation counted in, once it is
+        generation = self._interest.generation
+        joined = False
         try:
-            live = self._join(channel, joined)
-            yield live is not None and live.wait(_CONFIRM_WAIT) and self._live_in(joined[0])
+            live, joined = self._join(channel, generation)
+            confirmed = live is not None and live.wait(min(timeout, _CONFIRM_WAIT))
+            yield confirmed and self._live and self._interest.generation == generation
         finally:
             if joined:
-                self._leave(channel, joined[0])
+                self._leave(channel, generation)
 
-    def _live_in(self, generation: int) -> bool:
-        return self._live and self._interest.generation == generation
-
-    def _join(self, channel: str, joined: list[int]) -> threading.Event | None:
+    def _join(self, channel: str, generation: int) -> tuple[threading.Event | None, bool]:
+        """(the event the SUBSCRIBE's confirmation sets, or None: poll; whether counted in)."""
         with self._listener_lock:
             pubsub = self._ensure_listener()
-            if pubsub is None:
-                return None
+            if pubsub is None or self._interest.generation != generation:
+                return None, False
             live, send = self._interest.join(channel, threading.Event())
-            joined.append(self._interest.generation)
             if send:
                 try:
-                    pubsub.subscribe(channel)
-                except Exception as exc:  # the listener sees the connection fail too, and stops
+                    self._send(pubsub, "subscribe", channel)
+                except Exception as exc:  # the listener stops too; the bookkeeping is reset
                     _log.debug("could not subscribe to %s on %s: %r", channel, self._name, exc)
-                    return None
-        return live
+                    return None, True
+        return live, True
 
     def _leave(self, channel: str, generation: int) -> None:
         with self._listener_lock:
             if self._interest.leave(channel, generation) and self._pubsub is not None:
                 try:
-                    self._pubsub.unsubscribe(channel)
-                except Exception as exc:  # as above: the listener stops and the bookkeeping is reset
+                    self._send(self._pubsub, "unsubscribe", channel)
+                except Exception as exc:  # as above
                     _log.debug("could not unsubscribe from %s on %s: %r", channel, self._name, exc)
+
+    def _send(self, pubsub: Any, command: str, channel: str) -> None:
+        """One command on the listener's connection, never on a lost one (no reconnect)."""
+        if self._dead.is_set():
+            raise _Dead("the release listener's connection was lost")
+        getattr(pubsub, command)(channel)
 
     def _ensure_listener(self) -> Any:
         """The running listener's pub/sub (started if need be), or ``None`` once closed.
         Called with ``_listener_lock`` held."""
         if self._stopping.is_set():
             return None
-        if self._listener is None or not self._listener.is_alive():
-            self._pubsub = self._redis.pubsub()
+        if self._listener is None or not self._listener.is_alive() or self._pubsub is None:
+            self._dead = threading.Event()
+            self._pubsub = _one_connection(self._redis.pubsub(), self._dead)
             self._live = True
             self._listener = threading.Thread(
-                target=self._listen, args=(self._pubsub,), name=f"strict-singleton-listener-{self._name}", daemon=True
+                target=self._listen,
+                args=(self._pubsub, self._dead),
+                name=f"strict-singleton-listener-{self._name}",
+                daemon=True,
             )
             self._listener.start()
         return self._pubsub
 
-    def _listen(self, pubsub: Any) -> None:
+    def _listen(self, pubsub: Any, dead: threading.Event) -> None:
         try:
-            while not self._stopping.is_set():
+            while not self._stopping.is_set() and not dead.is_set():
                 message = pubsub.get_message(timeout=0.2)
                 if message is None:
                     continue
@@ -284,15 +324,17 @@ class RedisLease(_RedisLeaseBase):
         except Exception as exc:  # the listener only speeds waiters up; they poll without it
             _log.debug("release listener for %s stopped: %r", self._name, exc)
         finally:
-            with self._listener_lock:
+            with self._listener_lock:  # no waiter sends on it from here on
+                dead.set()
                 self._live = False
-                self._pubsub = None
+                if self._pubsub is pubsub:
+                    self._pubsub = None
                 owed = self._interest.reset()
+                with contextlib.suppress(Exception):
+                    pubsub.close()  # the server drops every subscription of the connection
             for event in owed:
                 event.set()
             self._waiters.notify_all()
-            with contextlib.suppress(Exception):
-                pubsub.close()
 
 
 class AsyncRedisLease(_RedisLeaseBase):
@@ -309,6 +351,7 @@ class AsyncRedisLease(_RedisLeaseBase):
         self._interest: ChannelInterest[asyncio.Event] = ChannelInterest()
         self._commands: asyncio.Lock | None = None  # orders SUBSCRIBE/UNSUBSCRIBE as the bookkeeping decided
         self._connected = asyncio.Event()  # the listener's pub/sub has sent its first command
+        self._dead = threading.Event()  # the current listener's connection was lost
         self._stopping = False
 
     async def acquire(self, instance_id: str, token: str, ttl: float) -> Grant | None:
@@ -361,16 +404,18 @@ class AsyncRedisLease(_RedisLeaseBase):
     async def wait_for_release(self, instance_id: str, timeout: float) -> None:
         event = asyncio.Event()  # set by the listener task, on this loop
         with self._waiters.waiting(instance_id, event.set):
-            async with self._subscribed(instance_id) as subscribed:
+            async with self._subscribed(instance_id, timeout) as subscribed:
                 try:
                     pttl = int(await self._redis.pttl(self._keys.lock(instance_id)))
                 except REDIS_ERRORS as exc:
                     raise unavailable(exc, instance_id=instance_id, backend=self._name) from exc
+                # redis.asyncio (8.2) can answer a command whose task was cancelled meanwhile, and
+                # the cancellation is lost: honour it here rather than wait out the release.
+                _raise_if_cancelling()
                 if pttl == -2:
                     return
                 limit = quiet_wait(timeout, pttl)
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(event.wait(), limit if subscribed else min(limit, _POLL_WHEN_DEAF))
+                await wait_event(event, limit if subscribed else min(limit, _POLL_WHEN_DEAF))
 
     async def _check_policy(self) -> None:
         try:
@@ -389,69 +434,71 @@ class AsyncRedisLease(_RedisLeaseBase):
                 await task
 
     @contextlib.asynccontextmanager
-    async def _subscribed(self, instance_id: str) -> AsyncIterator[bool]:
+    async def _subscribed(self, instance_id: str, timeout: float) -> AsyncIterator[bool]:
         """As :meth:`RedisLease._subscribed`."""
         channel = self._keys.channel(instance_id)
-        joined: list[int] = []
+        generation = self._interest.generation
+        joined = False
         try:
-            live = await self._join(channel, joined)
-            confirmed = False
-            if live is not None:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(live.wait(), _CONFIRM_WAIT)
-                    confirmed = True
-            yield confirmed and self._live and self._interest.generation == joined[0]
+            live, joined = await self._join(channel, generation)
+            confirmed = live is not None and await wait_event(live, min(timeout, _CONFIRM_WAIT))
+            yield confirmed and self._live and self._interest.generation == generation
         finally:
             if joined:  # shielded: a second cancellation must not leave the channel counted
-                await asyncio.shield(self._leave(channel, joined[0]))
+                await asyncio.shield(self._leave(channel, generation))
 
     def _lock(self) -> asyncio.Lock:
         if self._commands is None:
             self._commands = asyncio.Lock()
         return self._commands
 
-    async def _join(self, channel: str, joined: list[int]) -> asyncio.Event | None:
+    async def _join(self, channel: str, generation: int) -> tuple[asyncio.Event | None, bool]:
         async with self._lock():
-            pubsub = await self._ensure_listener()
-            if pubsub is None:
-                return None
+            pubsub = self._ensure_listener()
+            if pubsub is None or self._interest.generation != generation:
+                return None, False
             live, send = self._interest.join(channel, asyncio.Event())
-            joined.append(self._interest.generation)
             if send:
                 try:
-                    await pubsub.subscribe(channel)
-                except Exception as exc:  # the listener sees the connection fail too, and stops
+                    await self._send(pubsub, "subscribe", channel)
+                except Exception as exc:  # the listener stops too; the bookkeeping is reset
                     _log.debug("could not subscribe to %s on %s: %r", channel, self._name, exc)
-                    return None
+                    return None, True
                 finally:
                     self._connected.set()  # the listener reads from here on (and sees a failure)
-        return live
+        return live, True
 
     async def _leave(self, channel: str, generation: int) -> None:
         async with self._lock():
             if self._interest.leave(channel, generation) and self._pubsub is not None:
                 try:
-                    await self._pubsub.unsubscribe(channel)
+                    await self._send(self._pubsub, "unsubscribe", channel)
                 except Exception as exc:
                     _log.debug("could not unsubscribe from %s on %s: %r", channel, self._name, exc)
 
-    async def _ensure_listener(self) -> Any:
+    async def _send(self, pubsub: Any, command: str, channel: str) -> None:
+        if self._dead.is_set():
+            raise _Dead("the release listener's connection was lost")
+        await getattr(pubsub, command)(channel)
+
+    def _ensure_listener(self) -> Any:
         """The running listener's pub/sub (started if need be), or ``None`` once closed.
         Called with the command lock held."""
         if self._stopping:
             return None
-        if self._listener is None or self._listener.done():
-            pubsub: Any = self._redis.pubsub()
+        if self._listener is None or self._listener.done() or self._pubsub is None:
+            self._dead = threading.Event()
+            pubsub: Any = _one_connection(self._redis.pubsub(), self._dead)
             self._pubsub, self._live, self._connected = pubsub, True, asyncio.Event()
-            self._listener = asyncio.get_running_loop().create_task(self._listen(pubsub, self._connected))
+            self._listener = asyncio.get_running_loop().create_task(self._listen(pubsub, self._connected, self._dead))
         return self._pubsub
 
-    async def _listen(self, pubsub: Any, connected: asyncio.Event) -> None:
+    async def _listen(self, pubsub: Any, connected: asyncio.Event, dead: threading.Event) -> None:
         try:
             # The first SUBSCRIBE opens the connection (on a Cluster it also picks the node):
             # reading before it would open a second one.
             await connected.wait()
-            while not self._stopping:
+            while not self._stopping and not dead.is_set():
                 message = await pubsub.get_message(timeout=0.2)
                 if message is None:
                     continue
@@ -468,13 +515,16 @@ class AsyncRedisLease(_RedisLeaseBase):
         except Exception as exc:
             _log.debug("release listener for %s stopped: %r", self._name, exc)
         finally:
+            dead.set()  # no waiter sends on it from here on
             self._live = False
-            self._pubsub = None
+            if self._pubsub is pubsub:
+                self._pubsub = None
             for event in self._interest.reset():
                 event.set()
             self._waiters.notify_all()
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()
+            with contextlib.suppress(BaseException):
+                async with self._lock():  # a send in progress ends first
+                    await pubsub.aclose()  # the server drops every subscription of the connection
 
 
 __all__ = ["AsyncRedisLease", "RedisLease"]
