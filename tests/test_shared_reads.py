@@ -217,3 +217,87 @@ def test_a_wave_reads_the_status_far_fewer_times_than_it_has_callers(tmp_path: P
         assert backend.ledger.snapshot().created["hot"] == 1
         reads = backend.calls.snapshot().by_method(lambda iid: iid == "hot")["GetInstance"]
         assert reads < CALLERS // 2, reads
+
+
+class InterruptOnWait:
+    """Stands in for the in-flight read's done event: the queued sender's wait on it is interrupted."""
+
+    def __init__(self, real: threading.Event) -> None:
+        self.real = real
+        self.interrupted = False
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if not self.interrupted:
+            self.interrupted = True
+            raise Interrupted()
+        return self.real.wait(timeout)
+
+    def set(self) -> None:
+        self.real.set()
+
+    def is_set(self) -> bool:
+        return self.real.is_set()
+
+
+def test_a_sender_interrupted_while_queued_strands_no_one() -> None:
+    reads = NumberedReads()
+    shared = SharedReads(reads)
+    first = threading.Thread(target=lambda: shared.read("id", True))
+    first.start()
+    assert reads.first_in_flight.wait(30)
+    slot = shared._slots[("id", True)]
+    assert slot.running is not None
+    slot.running.done = InterruptOnWait(slot.running.done)  # type: ignore[assignment]
+    with pytest.raises(Interrupted):
+        shared.read("id", True)  # becomes the queued sender, interrupted while it waits its turn
+    got: list[int] = []
+    later = threading.Thread(target=lambda: got.append(shared.read("id", True)))
+    later.start()
+    later.join(10)
+    assert not later.is_alive(), "a later read of the ID hangs on the abandoned queued read"
+    assert got and got[0] >= 2
+    reads.gate.set()
+    first.join(30)
+    poll_until(lambda: shared._slots == {}, 10, "nothing kept once idle")
+
+
+def test_async_sharers_read_alone_when_the_queued_read_is_cancelled() -> None:
+    async def main() -> None:
+        sent = 0
+        gate = asyncio.Event()
+
+        async def read(instance_id: str, payloads: bool, *, timeout: float | None = None) -> int:
+            nonlocal sent
+            sent += 1
+            number = sent
+            if number == 1:
+                await gate.wait()
+            return number
+
+        shared = AsyncSharedReads(read)
+        leader = asyncio.create_task(shared.read("id", True))
+        await asyncio.sleep(0)
+        sharers = [asyncio.create_task(shared.read("id", True)) for _ in range(3)]
+        await asyncio.sleep(0)
+        queued = shared._slots[("id", True)].queued
+        assert queued is not None
+        queued.cancel()  # what a shutdown cancelling every task does
+        values = await asyncio.wait_for(asyncio.gather(*sharers), 10)
+        assert all(v >= 2 for v in values), values  # not a false CancelledError: each read alone
+        assert await asyncio.wait_for(shared.read("id", True), 10) >= 2  # the ID is not stuck
+        gate.set()
+        assert await asyncio.wait_for(leader, 10) == 1
+        assert shared._slots == {}
+
+    asyncio.run(main())
+
+
+def test_each_sharer_raises_its_own_copy_of_the_error() -> None:
+    reads = NumberedReads()
+    reads.fail_with = LookupError("no such hub")
+    shared = SharedReads(reads)
+    results, _sent = ask_many(shared, reads, 6)
+    errors = [v for _a, v in results if isinstance(v, LookupError)]
+    assert len(errors) == 6
+    assert len({id(e) for e in errors}) == len(errors)  # tracebacks do not pile up on one object
+    assert all(e.args == ("no such hub",) for e in errors)

@@ -9,16 +9,20 @@ flight returns, and which every caller that asked meanwhile shares. A wave's bur
 reads costs the backend two, and each caller at most one read's extra latency.
 
 Guarantee: every caller's answer comes from a read sent after that caller asked, as if
-it had sent its own; an error of that read is every sharer's error. Only reads without a
-send-by time are shared (reads under a lease with a deadline keep their own RPC and
-deadline). A caller whose shared read was abandoned by its sender (an interrupt in that
-thread) sends its own. A queued read waits for the one in flight at most
-:data:`QUEUE_WAIT` seconds, so a stalled RPC delays the others by that much at most.
+it had sent its own; an error of that read is every sharer's error (each raises its own
+copy, where the exception can be copied). Only reads without a send-by time are shared
+(reads under a lease with a deadline keep their own RPC and deadline). A caller whose
+shared read was abandoned (an interrupt in its sender's thread, while sending or while
+waiting its turn; an asyncio read task cancelled, by a shutdown say, while the caller was
+not) sends its own, and nothing abandoned stays in the way of later reads. A queued read
+waits for the one in flight at most :data:`QUEUE_WAIT` seconds, so a stalled RPC delays the
+others by that much at most.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -66,18 +70,21 @@ class SharedReads:
         if not send:
             flight.done.wait()
             return self._answer(flight, instance_id, payloads, timeout)
-        if after is not None:
-            after.done.wait(QUEUE_WAIT)
-            with self._lock:
-                slot.queued = None
-                slot.running = flight
         try:
+            if after is not None:
+                after.done.wait(QUEUE_WAIT)
+                with self._lock:
+                    if slot.queued is flight:
+                        slot.queued = None
+                    slot.running = flight
             flight.value, flight.ok = self._read(instance_id, payloads, timeout=timeout), True
-        except BaseException as exc:
+        except BaseException as exc:  # an interrupt while queued too: the sharers read alone
             flight.error = exc
             raise
         finally:
             with self._lock:
+                if slot.queued is flight:
+                    slot.queued = None
                 if slot.running is flight:
                     slot.running = None
                 if slot.running is None and slot.queued is None and self._slots.get(key) is slot:
@@ -89,8 +96,19 @@ class SharedReads:
         if flight.ok:
             return flight.value
         if isinstance(flight.error, Exception):
-            raise flight.error
+            raise _own_copy(flight.error) from flight.error
         return self._read(instance_id, payloads, timeout=timeout)  # abandoned by its sender: read alone
+
+
+def _own_copy(error: Exception) -> Exception:
+    """A copy of ``error`` for one sharer to raise: raising the one object in many threads
+    would grow its traceback with every sharer's frames. Falls back to ``error`` itself for an
+    exception that cannot be copied (one whose constructor takes other arguments)."""
+    try:
+        copied = copy.copy(error)
+    except Exception:
+        return error
+    return copied if type(copied) is type(error) else error
 
 
 @dataclass(slots=True)
@@ -114,15 +132,23 @@ class AsyncSharedReads:
         key = (instance_id, payloads)
         slot = self._slots.setdefault(key, _AsyncSlot())
         if slot.queued is not None:
-            return await asyncio.shield(slot.queued)
-        if slot.running is None:
-            flight = slot.running = asyncio.ensure_future(self._send(key, slot, None, instance_id, payloads, timeout))
+            flight = slot.queued
         else:
-            flight = slot.queued = asyncio.ensure_future(
-                self._send(key, slot, slot.running, instance_id, payloads, timeout)
-            )
-        flight.add_done_callback(_retrieved)  # every sharer may have been cancelled: no "never retrieved" log
-        return await asyncio.shield(flight)
+            after = slot.running
+            flight = asyncio.ensure_future(self._send(key, slot, after, instance_id, payloads, timeout))
+            if after is None:
+                slot.running = flight
+            else:
+                slot.queued = flight
+            # Forgotten however it ends (also cancelled before it ever ran, when its own clean-up
+            # never runs); its error retrieved, as every sharer may have been cancelled.
+            flight.add_done_callback(lambda done: self._forget(key, slot, done))
+        try:
+            return await asyncio.shield(flight)
+        except asyncio.CancelledError:
+            if flight.cancelled() and not _cancelling():  # the read was cancelled (a shutdown), not this caller
+                return await self._read(instance_id, payloads, timeout=timeout)
+            raise
 
     async def _send(
         self,
@@ -134,19 +160,34 @@ class AsyncSharedReads:
         timeout: float | None,
     ) -> Any:
         me = asyncio.current_task()
-        if after is not None:
-            await asyncio.wait([after], timeout=QUEUE_WAIT)
-            slot.queued = None
-            slot.running = me
         try:
+            if after is not None:
+                await asyncio.wait([after], timeout=QUEUE_WAIT)
+                if slot.queued is me:
+                    slot.queued = None
+                slot.running = me
             return await self._read(instance_id, payloads, timeout=timeout)
         finally:
+            if slot.queued is me:
+                slot.queued = None
             if slot.running is me:
                 slot.running = None
             if slot.running is None and slot.queued is None and self._slots.get(key) is slot:
                 del self._slots[key]
 
+    def _forget(self, key: Key, slot: _AsyncSlot, flight: asyncio.Future[Any]) -> None:
+        if not flight.cancelled():
+            flight.exception()
+        if slot.queued is flight:
+            slot.queued = None
+        if slot.running is flight:
+            slot.running = None
+        if slot.running is None and slot.queued is None and self._slots.get(key) is slot:
+            del self._slots[key]
 
-def _retrieved(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
+
+def _cancelling() -> bool:
+    """Whether the current task has a cancellation pending (Python 3.11+; before, assume so)."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return True if cancelling is None else bool(cancelling())
