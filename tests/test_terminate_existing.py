@@ -87,20 +87,21 @@ def test_the_active_instance_is_terminated_and_replaced(
 
 @pytest.mark.slow  # 20 rounds x 2 profiles, each waiting for its instance to age past the skew: ~25 s
 @PROFILES
-class ReadsByThread(TaskHubGrpcClient):
-    """A real client that notes which threads have had a status read of each instance answered (a
-    test barrier: a TERMINATE_EXISTING call reads first, before any lease; that read is when it "began")."""
+class AskersByThread(FileLease):
+    """A real file lease that notes which threads have asked for each ID's lease (a test barrier:
+    a TERMINATE_EXISTING call reads first, before any lease, and asks for the lease only once that
+    read is answered: what the call began with is fixed by then). Not the reads themselves: a
+    starter's concurrent callers share their status reads, so one read can answer many calls."""
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.readers: dict[str, set[int]] = {}
-        self._readers_lock = threading.Lock()
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        self.askers: dict[str, set[int]] = {}
+        self._askers_lock = threading.Lock()
 
-    def get_orchestration_state(self, instance_id: str, *args: Any, **kwargs: Any) -> Any:
-        state = super().get_orchestration_state(instance_id, *args, **kwargs)
-        with self._readers_lock:  # noted once the read is answered: what the call began with is fixed
-            self.readers.setdefault(instance_id, set()).add(threading.get_ident())
-        return state
+    def acquire(self, instance_id: str, token: str, ttl: float) -> Any:
+        with self._askers_lock:
+            self.askers.setdefault(instance_id, set()).add(threading.get_ident())
+        return super().acquire(instance_id, token, ttl)
 
 
 @contextlib.contextmanager
@@ -122,17 +123,17 @@ def test_a_wave_of_terminate_callers_replaces_exactly_once(
     which began (made their first read) before any of them held the lease: one terminate and
     one new instance per round; the others ALREADY_RUNNING with it."""
     backend = strict_singleton_durable_backend
-    client = ReadsByThread(host_address=backend.address)
-    starter = SingletonStarter(client, lock=FileLease(tmp_path))
+    client = TaskHubGrpcClient(host_address=backend.address)
+    lock = AskersByThread(tmp_path)
+    starter = SingletonStarter(client, lock=lock)
     for r in range(20):
         iid = f"wave-{r}"
         old = running(client, backend, iid)
         with gate(tmp_path, iid):
-            client.readers.pop(iid, None)
             pending = fire_threads_async(
                 16, lambda _i, iid=iid: starter.start(wait_for_finish, instance_id=iid, on_conflict=TERMINATE)
             )
-            poll_until(lambda iid=iid: len(client.readers.get(iid, ())) == 16, 30, "every call to begin")
+            poll_until(lambda iid=iid: len(lock.askers.get(iid, ())) == 16, 30, "every call to begin")
         recs = pending()
         assert not [rec.value for rec in recs if rec.raised]
         results = [rec.value for rec in recs]
@@ -155,15 +156,15 @@ def test_a_young_instance_running_before_the_calls_began_is_replaced_once(
     inside the default clock_skew of 5 s) is terminated and replaced, once, by 12 callers that
     all began while it ran; the other 11 answer ALREADY_RUNNING with the replacement."""
     backend = strict_singleton_durable_backend
-    client = ReadsByThread(host_address=backend.address)
-    starter = SingletonStarter(client, lock=FileLease(tmp_path))  # the default clock_skew
+    client = TaskHubGrpcClient(host_address=backend.address)
+    lock = AskersByThread(tmp_path)
+    starter = SingletonStarter(client, lock=lock)  # the default clock_skew
     old = running(client, backend, "young")
     with gate(tmp_path, "young"):
-        client.readers.pop("young", None)
         pending = fire_threads_async(
             12, lambda _i: starter.start(wait_for_finish, instance_id="young", on_conflict=TERMINATE)
         )
-        poll_until(lambda: len(client.readers.get("young", ())) == 12, 30, "every call to begin")
+        poll_until(lambda: len(lock.askers.get("young", ())) == 12, 30, "every call to begin")
     results = [rec.value for rec in pending()]
     assert Counter(res.outcome for res in results) == {StartOutcome.STARTED: 1, StartOutcome.ALREADY_RUNNING: 11}
     (winner,) = [res for res in results if res.started]
@@ -202,13 +203,14 @@ def test_an_instance_created_after_the_call_began_is_its_answer(
     """The call began (its first read: no instance), then, while it waited for the lease, another
     start created one: that instance is this call's answer, not replaced (no clocks compared)."""
     backend = strict_singleton_durable_backend
-    client = ReadsByThread(host_address=backend.address)
-    starter = SingletonStarter(client, lock=FileLease(tmp_path))
+    client = TaskHubGrpcClient(host_address=backend.address)
+    lock = AskersByThread(tmp_path)
+    starter = SingletonStarter(client, lock=lock)
     with gate(tmp_path, "recent"):
         pending = fire_threads_async(
             1, lambda _i: starter.start(wait_for_finish, instance_id="recent", on_conflict=TERMINATE)
         )
-        poll_until(lambda: len(client.readers.get("recent", ())) == 1, 30, "the call to begin")
+        poll_until(lambda: len(lock.askers.get("recent", ())) == 1, 30, "the call to begin")
         created = running(client, backend, "recent")
     (rec,) = pending()
     assert not rec.raised, rec.value
