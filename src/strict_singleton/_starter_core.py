@@ -15,7 +15,6 @@ from typing import Any
 from strict_singleton import _flow
 from strict_singleton._defaults import DEFAULT_TERMINATE_TIMEOUT
 from strict_singleton._namespace import derived_namespace, lock_key, validate_namespace
-from strict_singleton._shared_reads import AsyncSharedReads, SharedReads
 from strict_singleton._telemetry import StartMetrics
 from strict_singleton._validation import StartCall, StarterConfig, build_call, build_config, check_input, converter_of
 from strict_singleton.errors import InvalidArgumentError, StrictSingletonError
@@ -269,19 +268,7 @@ class StarterBase:
             def timed(op: Any) -> Bound:
                 return getattr(transport, method), arguments(op), {"timeout": _time_left(op, clock)}
 
-            if method != "read":
-                return timed
-            # Reads without a deadline are shared by callers asking for the same ID at once
-            # (a wave's waiters, woken together): each still gets a read sent after it asked.
-            sharing = AsyncSharedReads if self._is_async else SharedReads
-            shared = sharing(lambda *args, **kwargs: transport.read(*args, **kwargs)).read
-
-            def read(op: Any) -> Bound:
-                if op.send_by is None:
-                    return shared, arguments(op), _NO_KWARGS
-                return timed(op)
-
-            return read
+            return timed
         lock = self._lock
         if not self._namespace:
             return lambda op: (getattr(lock, method), arguments(op), _NO_KWARGS)
