@@ -23,6 +23,8 @@ from typing import Any
 import pytest
 import redis
 import redis.asyncio as aioredis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from strict_singleton.lock_backends import _redis_common
 from strict_singleton.lock_backends._subscriptions import ChannelInterest
@@ -367,7 +369,10 @@ def test_a_restart_while_a_waiter_leaves_leaves_no_subscription_behind() -> None
     then restarted on the same port: nothing may come back subscribed."""
     with RedisServer() as server:
         holder = RedisLease(redis.Redis(port=server.port), prefix="restart:")
-        host = RedisLease(redis.Redis(port=server.port, socket_timeout=5), prefix="restart:")
+        # No client retries: against the frozen server the waiter's PTTL fails after one socket
+        # timeout (redis-py's default retries, each reconnecting, can take far longer under load).
+        quick = redis.Redis(port=server.port, socket_timeout=2, retry=Retry(NoBackoff(), 0))
+        host = RedisLease(quick, prefix="restart:")
         try:
             assert holder.acquire("a", token("holder"), 60.0) is not None
             t, done = waiter_thread_with_timeout(host, "a", 1.0)
@@ -375,7 +380,7 @@ def test_a_restart_while_a_waiter_leaves_leaves_no_subscription_behind() -> None
             assert server.pid is not None
             os.kill(server.pid, signal.SIGSTOP)
             try:
-                assert done.wait(30), "the waiter did not leave"
+                assert done.wait(60), "the waiter did not leave"
                 t.join()
             finally:
                 os.kill(server.pid, signal.SIGCONT)
